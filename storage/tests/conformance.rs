@@ -1,0 +1,26 @@
+//! openraft's own storage conformance suite against the sled stores.
+
+mod common;
+
+use autoglm_storage::{LogStore, StateMachineStore, StoreOptions};
+use common::{Kv, KvConfig};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+struct SledBuilder;
+
+impl StoreBuilder<KvConfig, LogStore<KvConfig>, StateMachineStore<KvConfig, Kv>, tempfile::TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore<KvConfig>, StateMachineStore<KvConfig, Kv>), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_db, log, sm) =
+            autoglm_storage::open::<KvConfig, Kv>(dir.path(), &StoreOptions::default()).expect("open store");
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_suite_passes_on_sled() -> Result<(), StorageError<u64>> {
+    Suite::test_all(SledBuilder)
+}
