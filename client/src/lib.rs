@@ -1,1 +1,25 @@
-pub fn x(){}
+//! Open-AutoGLM client library.
+//!
+//! # Layout
+//! - [`proto`]: the generated gRPC contract (`autoglm.v1`), from `client/proto`.
+//! - [`Client`]: finds a replica that answers, follows the leader hint, retries
+//!   calls that failed because a replica was unreachable or had no leader.
+//! - `src/bin/autoglm`: the operator and user CLI built on [`Client`].
+
+mod client;
+mod error;
+
+pub use client::{Client, ClientOptions};
+pub use error::ClientError;
+
+/// The generated `autoglm.v1` messages and service stubs.
+pub mod proto {
+    tonic::include_proto!("autoglm.v1");
+
+    /// Encoded descriptors of the API, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("autoglm_v1_descriptor");
+}
+
+/// Response metadata key a replica sets on UNAVAILABLE when it knows the
+/// leader's address: the client retries there first.
+pub const LEADER_ADDR_METADATA: &str = "x-autoglm-leader-addr";

@@ -1,0 +1,224 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::proto::admin_service_client::AdminServiceClient;
+use crate::proto::config_service_client::ConfigServiceClient;
+use crate::proto::*;
+use crate::{ClientError, LEADER_ADDR_METADATA};
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long one call may keep retrying across replicas.
+    pub deadline: Duration,
+    /// Per-attempt timeout.
+    pub attempt_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A handle on a cluster. Cheap to share behind an `Arc`; channels are opened
+/// lazily, once per address, and reused.
+pub struct Client {
+    endpoints: Vec<String>,
+    options: ClientOptions,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Index (into the tried list) of the replica that answered last: tried first next time.
+    preferred: AtomicUsize,
+    /// A leader address learned from a hint, tried before the configured list.
+    leader_hint: Mutex<Option<String>>,
+}
+
+/// Failures worth another replica: it is down, has no leader, or is not the leader.
+fn retriable(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+}
+
+fn leader_hint(status: &Status) -> Option<String> {
+    status.metadata().get(LEADER_ADDR_METADATA)?.to_str().ok().map(str::to_string)
+}
+
+impl Client {
+    pub fn new<I, S>(endpoints: I, options: ClientOptions) -> Result<Self, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).filter(|e| !e.is_empty()).collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let client = Self {
+            endpoints,
+            options,
+            channels: Mutex::new(HashMap::new()),
+            preferred: AtomicUsize::new(0),
+            leader_hint: Mutex::new(None),
+        };
+        for e in &client.endpoints {
+            client.channel(e)?;
+        }
+        Ok(client)
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The channel to one address, created on first use.
+    pub fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let invalid = |reason: String| ClientError::InvalidEndpoint { endpoint: addr.to_string(), reason };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(self.options.connect_timeout)
+            .timeout(self.options.attempt_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Admin stub bound to one replica, for calls about that replica itself.
+    pub fn admin_at(&self, addr: &str) -> Result<AdminServiceClient<Channel>, ClientError> {
+        Ok(AdminServiceClient::new(self.channel(addr)?))
+    }
+
+    /// Runs `call` against replicas until one answers with something other than
+    /// "unavailable", following leader hints, until the deadline.
+    async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut attempt = 0usize;
+        loop {
+            let hint = self.leader_hint.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let start = self.preferred.load(Ordering::Relaxed);
+            let addr = hint.unwrap_or_else(|| self.endpoints[(start + attempt) % self.endpoints.len()].clone());
+            let status = match call(self.channel(&addr)?).await {
+                Ok(response) => {
+                    if let Some(i) = self.endpoints.iter().position(|e| *e == addr) {
+                        self.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(response.into_inner());
+                }
+                Err(status) if retriable(&status) => status,
+                Err(status) => return Err(ClientError::Rpc(status)),
+            };
+            if let Some(leader) = leader_hint(&status) {
+                *self.leader_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(leader);
+            }
+            attempt += 1;
+            let waited = started.elapsed();
+            if waited >= self.options.deadline {
+                return Err(ClientError::Unavailable { waited_ms: waited.as_millis() as u64, last: status });
+            }
+            // Try every replica once quickly, then back off between rounds.
+            if attempt % self.endpoints.len() == 0 {
+                tokio::time::sleep(backoff.min(self.options.deadline.saturating_sub(waited))).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+
+    pub async fn config_get(&self, key: &str, stale: bool) -> Result<ConfigGetResponse, ClientError> {
+        let req = ConfigGetRequest { key: key.to_string(), stale };
+        self.with_retry(|ch| {
+            let req = req.clone();
+            async move { ConfigServiceClient::new(ch).get(req).await }
+        })
+        .await
+    }
+
+    pub async fn config_put(&self, key: &str, value: &str) -> Result<ConfigEntry, ClientError> {
+        let req = ConfigPutRequest { key: key.to_string(), value: value.to_string() };
+        let response = self
+            .with_retry(|ch| {
+                let req = req.clone();
+                async move { ConfigServiceClient::new(ch).put(req).await }
+            })
+            .await?;
+        response.entry.ok_or_else(|| ClientError::Rpc(Status::internal("server returned no entry")))
+    }
+
+    pub async fn config_cas(&self, key: &str, value: &str, expected_version: u64) -> Result<ConfigCasResponse, ClientError> {
+        let req = ConfigCasRequest { key: key.to_string(), value: value.to_string(), expected_version };
+        self.with_retry(|ch| {
+            let req = req.clone();
+            async move { ConfigServiceClient::new(ch).compare_and_set(req).await }
+        })
+        .await
+    }
+
+    /// Status of whichever replica answers first.
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.with_retry(|ch| async move { AdminServiceClient::new(ch).status(StatusRequest {}).await }).await
+    }
+
+    /// Status of one given replica, without retries elsewhere.
+    pub async fn status_of(&self, addr: &str) -> Result<StatusResponse, ClientError> {
+        let mut admin = self.admin_at(addr)?;
+        Ok(admin.status(StatusRequest {}).await.map_err(ClientError::Rpc)?.into_inner())
+    }
+
+    /// Forms the first membership, through the first configured endpoint.
+    pub async fn init(&self, members: Vec<Member>) -> Result<(), ClientError> {
+        let mut admin = self.admin_at(&self.endpoints[0])?;
+        admin.init(InitRequest { members }).await.map_err(ClientError::Rpc)?;
+        Ok(())
+    }
+
+    pub async fn add_learner(&self, member: Member, no_wait: bool) -> Result<MembershipResponse, ClientError> {
+        let req = AddLearnerRequest { member: Some(member), no_wait };
+        self.with_retry(|ch| {
+            let req = req.clone();
+            async move { AdminServiceClient::new(ch).add_learner(req).await }
+        })
+        .await
+    }
+
+    pub async fn promote(&self, ids: Vec<u64>) -> Result<MembershipResponse, ClientError> {
+        let req = PromoteRequest { ids };
+        self.with_retry(|ch| {
+            let req = req.clone();
+            async move { AdminServiceClient::new(ch).promote(req).await }
+        })
+        .await
+    }
+
+    pub async fn remove(&self, ids: Vec<u64>) -> Result<MembershipResponse, ClientError> {
+        let req = RemoveRequest { ids };
+        self.with_retry(|ch| {
+            let req = req.clone();
+            async move { AdminServiceClient::new(ch).remove(req).await }
+        })
+        .await
+    }
+
+    /// Snapshots one replica (`addr`), waiting until it is built when asked.
+    pub async fn trigger_snapshot(&self, addr: &str, wait: bool) -> Result<TriggerSnapshotResponse, ClientError> {
+        let mut admin = self.admin_at(addr)?;
+        Ok(admin.trigger_snapshot(TriggerSnapshotRequest { wait }).await.map_err(ClientError::Rpc)?.into_inner())
+    }
+}
