@@ -1,1 +1,21 @@
-pub fn x(){}
+//! `autoglm-server`: one replica of the Open-AutoGLM scheduler.
+//!
+//! # Layout
+//! - [`scheduler`]: the pure core, the replicated state and `apply`.
+//! - [`raft`]: openraft wiring: type config, gRPC network, bootstrap.
+//! - [`replica`]: proposing and linearizable reads from any replica.
+//! - [`api`]: the public `autoglm.v1` gRPC services.
+//! - [`http`]: health and readiness endpoints.
+//! - [`config`]: file, environment and flag configuration.
+
+pub mod api;
+pub mod config;
+pub mod http;
+pub mod raft;
+pub mod replica;
+pub mod scheduler;
+
+/// The replica-to-replica protocol (`autoglm.raft.v1`), generated.
+pub mod raft_proto {
+    tonic::include_proto!("autoglm.raft.v1");
+}

@@ -1,0 +1,257 @@
+//! Replica configuration: defaults, then a YAML file (`--config`), then
+//! `AUTOGLM_*` environment variables, then command-line flags; later sources
+//! win. Unknown keys are errors, so a typo never silently falls back to a
+//! default. Every option is documented in docs/configuration.md.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Raft id of this replica, unique in the cluster and never reused.
+    pub node_id: u64,
+    /// Replicas of different clusters refuse each other's messages.
+    pub cluster_name: String,
+    /// gRPC address for the raft, client, admin and agent services.
+    pub listen: String,
+    /// HTTP address for /healthz and /readyz.
+    pub http_listen: String,
+    /// Everything this replica keeps on disk.
+    pub data_dir: PathBuf,
+    pub raft: RaftSettings,
+    pub storage: StorageSettings,
+    pub grpc: GrpcSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Build a snapshot after this many entries applied since the last one.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot, for lagging followers.
+    pub logs_kept_after_snapshot: u64,
+    pub snapshot_chunk_bytes: u64,
+    /// Timeout for one snapshot chunk to be sent and installed.
+    pub install_snapshot_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Bound on sled's page cache.
+    pub cache_capacity_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSettings {
+    /// Largest gRPC message sent or accepted; must exceed a snapshot chunk.
+    pub max_message_bytes: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            cluster_name: "autoglm".into(),
+            listen: "127.0.0.1:7001".into(),
+            http_listen: "127.0.0.1:8001".into(),
+            data_dir: PathBuf::new(),
+            raft: RaftSettings::default(),
+            storage: StorageSettings::default(),
+            grpc: GrpcSettings::default(),
+        }
+    }
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            heartbeat_interval_ms: 50,
+            snapshot_every_entries: 10_000,
+            logs_kept_after_snapshot: 1_000,
+            snapshot_chunk_bytes: 3 * 1024 * 1024,
+            install_snapshot_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { cache_capacity_mb: 64 }
+    }
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self { max_message_bytes: 16 * 1024 * 1024, connect_timeout_ms: 500 }
+    }
+}
+
+/// Values given as command-line flags; only the ones present override.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Prefix of environment overrides; nested keys use `__`, e.g.
+/// `AUTOGLM_RAFT__HEARTBEAT_INTERVAL_MS=100`.
+pub const ENV_PREFIX: &str = "AUTOGLM_";
+const TOP_LEVEL_KEYS: &[&str] = &["node_id", "cluster_name", "listen", "http_listen", "data_dir", "raft", "storage", "grpc"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(String);
+
+impl ServerConfig {
+    pub fn load(file: Option<&Path>, flags: FlagOverrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!("file {} does not exist or is not a file", path.display())));
+            }
+            figment = figment.merge(Yaml::file_exact(path));
+        }
+        // Only variables naming our keys: AUTOGLM_ENDPOINTS and friends belong to other programs.
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+            let first = key.as_str().split("__").next().unwrap_or_default();
+            TOP_LEVEL_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
+        });
+        figment = figment.merge(env).merge(Serialized::defaults(flags));
+        let config: ServerConfig = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: String| Err(ConfigError(m));
+        let r = &self.raft;
+        if self.node_id == 0 {
+            return fail("node_id: required, a positive integer (flag --node-id, env AUTOGLM_NODE_ID)".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir: required (flag --data-dir, env AUTOGLM_DATA_DIR)".into());
+        }
+        if self.cluster_name.is_empty() {
+            return fail("cluster_name: must not be empty".into());
+        }
+        if r.election_timeout_min_ms == 0 || r.election_timeout_min_ms >= r.election_timeout_max_ms {
+            return fail(format!(
+                "raft.election_timeout_min_ms ({}) must be positive and below raft.election_timeout_max_ms ({})",
+                r.election_timeout_min_ms, r.election_timeout_max_ms
+            ));
+        }
+        if r.heartbeat_interval_ms == 0 || r.heartbeat_interval_ms >= r.election_timeout_min_ms {
+            return fail(format!(
+                "raft.heartbeat_interval_ms ({}) must be positive and below raft.election_timeout_min_ms ({})",
+                r.heartbeat_interval_ms, r.election_timeout_min_ms
+            ));
+        }
+        if r.snapshot_every_entries == 0 {
+            return fail("raft.snapshot_every_entries: must be positive".into());
+        }
+        // Room for the chunk's envelope inside one gRPC message.
+        if r.snapshot_chunk_bytes == 0 || r.snapshot_chunk_bytes + 64 * 1024 > self.grpc.max_message_bytes {
+            return fail(format!(
+                "raft.snapshot_chunk_bytes ({}) must be positive and at least 64 KiB below grpc.max_message_bytes ({})",
+                r.snapshot_chunk_bytes, self.grpc.max_message_bytes
+            ));
+        }
+        if self.storage.cache_capacity_mb == 0 {
+            return fail("storage.cache_capacity_mb: must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn openraft_config(&self) -> Result<openraft::Config, ConfigError> {
+        let r = &self.raft;
+        openraft::Config {
+            cluster_name: self.cluster_name.clone(),
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            heartbeat_interval: r.heartbeat_interval_ms,
+            install_snapshot_timeout: r.install_snapshot_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
+            snapshot_max_chunk_size: r.snapshot_chunk_bytes,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConfigError(format!("raft: {e}")))
+    }
+}
+
+fn one_line(e: &figment::Error) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(yaml: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), yaml).unwrap();
+        f
+    }
+
+    fn flags() -> FlagOverrides {
+        FlagOverrides { data_dir: Some("/tmp/x".into()), ..Default::default() }
+    }
+
+    #[test]
+    fn file_then_flags_in_order_of_precedence() {
+        let f = write("node_id: 3\nlisten: 127.0.0.1:9000\nraft:\n  heartbeat_interval_ms: 40\n");
+        let c = ServerConfig::load(Some(f.path()), FlagOverrides { listen: Some("127.0.0.1:9100".into()), ..flags() })
+            .unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listen, "127.0.0.1:9100");
+        assert_eq!(c.raft.heartbeat_interval_ms, 40);
+        assert_eq!(c.raft.election_timeout_max_ms, 300);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let f = write("node_id: 1\nraft:\n  heartbeat_ms: 40\n");
+        let e = ServerConfig::load(Some(f.path()), flags()).unwrap_err().to_string();
+        assert!(e.contains("heartbeat_ms"), "{e}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_an_error() {
+        let f = write("node_id: [1\n");
+        assert!(ServerConfig::load(Some(f.path()), flags()).is_err());
+    }
+
+    #[test]
+    fn inconsistent_timeouts_are_refused() {
+        let f = write("node_id: 1\nraft:\n  heartbeat_interval_ms: 200\n");
+        let e = ServerConfig::load(Some(f.path()), flags()).unwrap_err().to_string();
+        assert!(e.contains("raft.heartbeat_interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn node_id_is_required() {
+        let e = ServerConfig::load(None, flags()).unwrap_err().to_string();
+        assert!(e.contains("node_id"), "{e}");
+    }
+}

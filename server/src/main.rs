@@ -1,0 +1,85 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use autoglm_server::config::{FlagOverrides, ServerConfig};
+use autoglm_server::raft::bootstrap;
+use clap::Parser;
+
+/// One replica of the Open-AutoGLM scheduler.
+#[derive(Parser)]
+#[command(name = "autoglm-server", version)]
+struct Args {
+    /// YAML configuration file; environment (AUTOGLM_*) and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Raft id of this replica.
+    #[arg(long)]
+    node_id: Option<u64>,
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// gRPC listen address (ip:port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTP listen address for /healthz and /readyz (ip:port).
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Directory holding everything this replica keeps.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = FlagOverrides {
+        node_id: args.node_id,
+        cluster_name: args.cluster_name,
+        listen: args.listen,
+        http_listen: args.http_listen,
+        data_dir: args.data_dir,
+    };
+    let config = match ServerConfig::load(args.config.as_deref(), flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("autoglm-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let running = match bootstrap::start(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("autoglm-server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(node_id = config.node_id, grpc = %config.listen, http = %config.http_listen, "replica started");
+    match running.serve(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autoglm-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

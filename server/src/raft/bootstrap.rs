@@ -1,0 +1,122 @@
+//! Starting a replica: open (or create) its data dir, check it belongs to this
+//! replica, start openraft, serve gRPC and HTTP. A replica restarted on its
+//! data dir rejoins its cluster by itself; a new one waits for `Init` or
+//! `AddLearner`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autoglm_client::proto::admin_service_server::AdminServiceServer;
+use autoglm_client::proto::config_service_server::ConfigServiceServer;
+use autoglm_storage::{DataDirIdentity, StoreOptions};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::network::NetworkFactory;
+use super::peers::Peers;
+use super::service::RaftRpc;
+use super::Raft;
+use crate::api::admin::AdminApi;
+use crate::api::config::ConfigApi;
+use crate::config::ServerConfig;
+use crate::raft_proto::raft_service_server::RaftServiceServer;
+use crate::replica::Replica;
+use crate::scheduler::SchedulerState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Listen { addr: String, what: &'static str, reason: String },
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// A started replica; `serve` runs it until shutdown.
+pub struct Running {
+    pub replica: Arc<Replica>,
+    grpc: TcpListener,
+    http: TcpListener,
+    max_message_bytes: usize,
+}
+
+async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, StartError> {
+    let listen_err = |reason: String| StartError::Listen { addr: addr.to_string(), what, reason };
+    let parsed: SocketAddr = addr.parse().map_err(|e| listen_err(format!("not an ip:port ({e})")))?;
+    TcpListener::bind(parsed).await.map_err(|e| listen_err(e.to_string()))
+}
+
+pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
+    let raft_config = Arc::new(config.openraft_config()?);
+    let dir = &config.data_dir;
+    let dir_err = |reason: String| StartError::DataDir { path: dir.display().to_string(), reason };
+    std::fs::create_dir_all(dir).map_err(|e| dir_err(e.to_string()))?;
+    let options = StoreOptions { cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024 };
+    let (db, log, sm) = autoglm_storage::open::<super::TypeConfig, SchedulerState>(&dir.join("raft"), &options)
+        .map_err(|e| dir_err(e.to_string()))?;
+    DataDirIdentity { cluster_name: config.cluster_name.clone(), node_id: config.node_id }
+        .check_or_claim(&db)
+        .map_err(|e| dir_err(e.to_string()))?;
+
+    // Bind before starting raft so a busy port fails fast and cleanly.
+    let grpc = bind(&config.listen, "grpc").await?;
+    let http = bind(&config.http_listen, "http").await?;
+
+    let max_message_bytes = config.grpc.max_message_bytes as usize;
+    let peers = Arc::new(Peers::new(
+        config.cluster_name.clone(),
+        max_message_bytes,
+        Duration::from_millis(config.grpc.connect_timeout_ms),
+    ));
+    let committed = log.committed_watch();
+    let state = sm.shared();
+    let raft = Raft::new(config.node_id, raft_config, NetworkFactory::new(peers.clone()), log, sm)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let replica = Arc::new(Replica { id: config.node_id, raft, state, peers, committed });
+    Ok(Running { replica, grpc, http, max_message_bytes })
+}
+
+impl Running {
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` resolves, then stops raft.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), String> {
+        let replica = self.replica.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut http_stop = stop_rx.clone();
+        let http = axum::serve(self.http, crate::http::router(replica.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            });
+        let http = tokio::spawn(async move { http.await.map_err(|e| format!("http server: {e}")) });
+
+        let raft_service = RaftServiceServer::new(RaftRpc::new(replica.clone()))
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        let mut grpc_stop = stop_rx;
+        let grpc = tonic::transport::Server::builder()
+            .add_service(raft_service)
+            .add_service(AdminServiceServer::new(AdminApi::new(replica.clone())))
+            .add_service(ConfigServiceServer::new(ConfigApi::new(replica.clone())))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            });
+        let grpc = tokio::spawn(async move { grpc.await.map_err(|e| format!("grpc server: {e}")) });
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let stopped = replica.raft.shutdown().await.map_err(|e| format!("raft shutdown: {e}"));
+        let (g, h) = (grpc.await, http.await);
+        g.map_err(|e| e.to_string())??;
+        h.map_err(|e| e.to_string())??;
+        stopped
+    }
+}

@@ -1,0 +1,41 @@
+//! Raft plumbing: the openraft type config, the gRPC network between
+//! replicas and the service that receives it, and the replica bootstrap.
+
+pub mod bootstrap;
+pub mod network;
+pub mod peers;
+pub mod service;
+
+// declare_raft_types! names the default snapshot type `Cursor` unqualified.
+use std::io::Cursor;
+
+use openraft::LogId;
+
+use crate::scheduler::{Proposal, Response, SchedulerState};
+
+openraft::declare_raft_types!(
+    /// Replicated log entries are scheduler proposals; responses are `apply`'s.
+    pub TypeConfig:
+        D = Proposal,
+        R = Response,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type NodeId = u64;
+
+/// Version of the replica-to-replica protocol; both ends must match.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
+    fn apply(&mut self, log_id: &LogId<u64>, request: &Proposal) -> Response {
+        SchedulerState::apply(self, log_id.index, request)
+    }
+
+    fn no_request_response() -> Response {
+        Response::Empty
+    }
+}
+
+pub type LogStore = autoglm_storage::LogStore<TypeConfig>;
+pub type StateMachineStore = autoglm_storage::StateMachineStore<TypeConfig, SchedulerState>;
+pub type SharedState = autoglm_storage::SharedState<SchedulerState>;

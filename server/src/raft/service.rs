@@ -1,0 +1,88 @@
+//! The receiving end of the replica protocol: Raft RPCs from peers, and writes
+//! and read-index requests forwarded by followers.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::PROTOCOL_VERSION;
+use crate::raft_proto::raft_service_server::RaftService;
+use crate::raft_proto::{HelloRequest, HelloResponse, RaftMessage};
+use crate::replica::Replica;
+use crate::scheduler::Command;
+
+pub struct RaftRpc {
+    replica: Arc<Replica>,
+}
+
+impl RaftRpc {
+    pub fn new(replica: Arc<Replica>) -> Self {
+        Self { replica }
+    }
+
+    /// Refuses peers of another cluster or protocol version: they must never
+    /// touch this replica's log.
+    fn open<T: DeserializeOwned>(&self, message: &RaftMessage) -> Result<T, Status> {
+        check_peer(message.protocol_version, &message.cluster_name, self.replica.peers.cluster_name())?;
+        postcard::from_bytes(&message.payload)
+            .map_err(|e| Status::invalid_argument(format!("payload: cannot decode: {e}")))
+    }
+
+    fn seal<T: Serialize>(&self, value: &T) -> Result<Response<RaftMessage>, Status> {
+        let payload = postcard::to_stdvec(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
+        Ok(Response::new(self.replica.peers.message(payload)))
+    }
+}
+
+fn check_peer(version: u32, cluster: &str, ours: &str) -> Result<(), Status> {
+    if version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "protocol_version: this replica speaks v{PROTOCOL_VERSION}, the caller v{version}"
+        )));
+    }
+    if cluster != ours {
+        return Err(Status::failed_precondition(format!("cluster_name: this replica belongs to '{ours}', not '{cluster}'")));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let hello = request.into_inner();
+        check_peer(hello.protocol_version, &hello.cluster_name, self.replica.peers.cluster_name())?;
+        Ok(Response::new(HelloResponse {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_name: self.replica.peers.cluster_name().to_string(),
+            node_id: self.replica.id,
+        }))
+    }
+
+    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = self.open(request.get_ref())?;
+        self.seal(&self.replica.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = self.open(request.get_ref())?;
+        self.seal(&self.replica.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = self.open(request.get_ref())?;
+        self.seal(&self.replica.raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let command: Command = self.open(request.get_ref())?;
+        // One hop only: a replica that is no longer leader answers NotLeader.
+        self.seal(&self.replica.propose_local(command).await)
+    }
+
+    async fn read_index(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let () = self.open(request.get_ref())?;
+        self.seal(&self.replica.read_index_local().await)
+    }
+}

@@ -1,0 +1,172 @@
+//! One replica's handle on Raft: proposing commands and serving linearizable
+//! reads from any replica, forwarding to the leader when this one is not it.
+//! This is the imperative shell around the pure scheduler core; the wall
+//! clock is read here and nowhere below.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use autoglm_storage::log_store::CommittedIndex;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, ServerState};
+use serde::{Deserialize, Serialize};
+
+use crate::raft::peers::Peers;
+use crate::raft::{NodeId, Raft, SharedState};
+use crate::scheduler::{Command, Proposal, Response};
+
+/// How long a follower waits to apply up to a leader's read index.
+const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
+/// How long a forwarded call may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Failures of replicated operations. Serializable: a leader sends them back
+/// to the follower that forwarded the call.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+pub enum ReplicaError {
+    #[error("no leader is known yet; retry shortly")]
+    NoLeader,
+    #[error("not the leader; the leader is replica {leader_id} at {leader_addr}")]
+    NotLeader { leader_id: NodeId, leader_addr: String },
+    #[error("the leader cannot reach a quorum")]
+    NoQuorum,
+    #[error("forwarding to the leader at {addr} failed: {reason}")]
+    Forward { addr: String, reason: String },
+    #[error("timed out after {waited_ms} ms waiting to {what}")]
+    Timeout { what: String, waited_ms: u64 },
+    #[error("this replica's raft has stopped: {0}")]
+    Stopped(String),
+}
+
+pub struct Replica {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub peers: Arc<Peers>,
+    pub committed: CommittedIndex,
+}
+
+/// Milliseconds since the Unix epoch; stamped on proposals by the leader.
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> ReplicaError {
+    match (f.leader_id, f.leader_node) {
+        (Some(leader_id), Some(node)) => ReplicaError::NotLeader { leader_id, leader_addr: node.addr },
+        _ => ReplicaError::NoLeader,
+    }
+}
+
+impl Replica {
+    /// The leader this replica knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// `Err(NotLeader)` with the leader's address, or `Err(NoLeader)`.
+    pub fn leader_or_err(&self) -> Result<(), ReplicaError> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        match self.leader() {
+            Some((leader_id, leader_addr)) => Err(ReplicaError::NotLeader { leader_id, leader_addr }),
+            None => Err(ReplicaError::NoLeader),
+        }
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.state.read().last_applied.map_or(0, |id| id.index)
+    }
+
+    /// Commits `command` through the leader, wherever it is, and returns what
+    /// `apply` answered.
+    pub async fn propose(&self, command: Command) -> Result<Response, ReplicaError> {
+        match self.propose_local(command.clone()).await {
+            Err(ReplicaError::NotLeader { leader_addr, .. }) => self.forward_propose(&leader_addr, command).await,
+            other => other,
+        }
+    }
+
+    /// Proposes on this replica only; fails with `NotLeader` on a follower.
+    pub async fn propose_local(&self, command: Command) -> Result<Response, ReplicaError> {
+        let proposal = Proposal { at_ms: wall_clock_ms(), command };
+        match self.raft.client_write(proposal).await {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f)),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ReplicaError::Stopped(format!("unexpected membership error for a command: {e}")))
+            }
+            Err(RaftError::Fatal(f)) => Err(ReplicaError::Stopped(f.to_string())),
+        }
+    }
+
+    async fn forward_propose(&self, addr: &str, command: Command) -> Result<Response, ReplicaError> {
+        let payload = postcard::to_stdvec(&command).map_err(|e| forward_err(addr, e))?;
+        let mut client = self.peers.raft_client(addr).map_err(|e| forward_err(addr, e))?;
+        let call = client.propose(self.peers.message(payload));
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+            .await
+            .map_err(|e| forward_err(addr, e))?
+            .map_err(|s| forward_err(addr, s.message()))?
+            .into_inner();
+        postcard::from_bytes::<Result<Response, ReplicaError>>(&reply.payload).map_err(|e| forward_err(addr, e))?
+    }
+
+    /// Waits until this replica has applied everything committed before the
+    /// call, confirmed by the leader with a quorum round (read index); returns
+    /// the applied index to read at. With `stale`, returns at once.
+    pub async fn read_barrier(&self, stale: bool) -> Result<u64, ReplicaError> {
+        if stale {
+            return Ok(self.applied_index());
+        }
+        let read_index = match self.read_index_local().await {
+            Err(ReplicaError::NotLeader { leader_addr, .. }) => self.forward_read_index(&leader_addr).await?,
+            other => other?,
+        };
+        if self.applied_index() < read_index {
+            self.raft
+                .wait(Some(READ_INDEX_WAIT))
+                .applied_index_at_least(Some(read_index), "read index")
+                .await
+                .map_err(|_| ReplicaError::Timeout {
+                    what: format!("apply up to the read index {read_index}"),
+                    waited_ms: READ_INDEX_WAIT.as_millis() as u64,
+                })?;
+        }
+        Ok(self.applied_index())
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index a
+    /// linearizable read must wait for.
+    pub async fn read_index_local(&self) -> Result<u64, ReplicaError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f)),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(ReplicaError::NoQuorum),
+            Err(RaftError::Fatal(f)) => Err(ReplicaError::Stopped(f.to_string())),
+        }
+    }
+
+    async fn forward_read_index(&self, addr: &str) -> Result<u64, ReplicaError> {
+        let mut client = self.peers.raft_client(addr).map_err(|e| forward_err(addr, e))?;
+        let call = client.read_index(self.peers.message(Vec::new()));
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+            .await
+            .map_err(|e| forward_err(addr, e))?
+            .map_err(|s| forward_err(addr, s.message()))?
+            .into_inner();
+        postcard::from_bytes::<Result<u64, ReplicaError>>(&reply.payload).map_err(|e| forward_err(addr, e))?
+    }
+}
+
+fn forward_err(addr: &str, e: impl std::fmt::Display) -> ReplicaError {
+    ReplicaError::Forward { addr: addr.to_string(), reason: e.to_string() }
+}
