@@ -1,0 +1,160 @@
+//! Bad input gets a clear, one-line error and a non-zero exit; nothing panics
+//! and nothing acknowledged is lost.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{cli_bin, Cluster, SERVER_BIN};
+use tonic::Code;
+
+fn run_server(args: &[&str]) -> (i32, String) {
+    let out = Command::new(SERVER_BIN).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn run_cli(cluster: &Cluster, args: &[&str]) -> (i32, String) {
+    let out = Command::new(cli_bin())
+        .arg("--endpoints")
+        .arg(cluster.endpoints().join(","))
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn one_line(stderr: &str) -> &str {
+    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line, got:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr.trim_end()
+}
+
+#[test]
+fn malformed_and_unknown_config_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let malformed = dir.path().join("malformed.yaml");
+    std::fs::write(&malformed, "node_id: [1\nlisten: :\n").unwrap();
+    let (code, err) = run_server(&["--config", malformed.to_str().unwrap(), "--data-dir", data]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("config:"), "{err}");
+
+    let unknown = dir.path().join("unknown.yaml");
+    std::fs::write(&unknown, "node_id: 1\nraft:\n  election_timeout_ms: 10\n").unwrap();
+    let (code, err) = run_server(&["--config", unknown.to_str().unwrap(), "--data-dir", data]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("election_timeout_ms"), "{err}");
+
+    let (code, err) = run_server(&["--config", dir.path().join("absent.yaml").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("absent.yaml"), "{err}");
+    assert!(!std::path::Path::new(data).exists(), "a refused config must not create the data dir");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_of_another_cluster_is_refused() {
+    let mut cluster = Cluster::new("");
+    cluster.start_and_init(&[1]).await;
+    cluster.client().config_put("kept", "yes").await.unwrap();
+    cluster.kill(1);
+    let node = &cluster.nodes[&1];
+    let data_dir = node.data_dir.to_str().unwrap().to_string();
+    let grpc = node.grpc.clone();
+    let (code, err) = run_server(&["--node-id", "1", "--cluster-name", "other", "--listen", &grpc, "--data-dir", &data_dir]);
+    assert_eq!(code, 1);
+    assert!(one_line(&err).contains("belongs to cluster 'test'"), "{err}");
+    let (code, err) = run_server(&["--node-id", "7", "--cluster-name", "test", "--listen", &grpc, "--data-dir", &data_dir]);
+    assert_eq!(code, 1);
+    assert!(one_line(&err).contains("replica 1"), "{err}");
+
+    // The refused starts changed nothing: the rightful owner restarts with its data.
+    cluster.spawn(1);
+    cluster.wait_leader(&[1], None, Duration::from_secs(10)).await;
+    let got = cluster.client().config_get("kept", false).await.unwrap();
+    assert_eq!(got.entry.unwrap().value, "yes");
+    cluster.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_mistakes_and_foreign_peers_are_refused() {
+    let mut cluster = Cluster::new("");
+    cluster.start_and_init(&[1, 2, 3]).await;
+    let client = cluster.client();
+    client.config_put("before", "1").await.unwrap();
+
+    // Removing every voter.
+    let err = client.remove(vec![1, 2, 3]).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    let (code, stderr) = run_cli(&cluster, &["cluster", "remove", "1", "2", "3"]);
+    assert_eq!(code, 1);
+    assert!(one_line(&stderr).contains("without voters"), "{stderr}");
+
+    // Promoting an id nobody knows.
+    let err = client.promote(vec![42]).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    let (code, stderr) = run_cli(&cluster, &["cluster", "promote", "42"]);
+    assert_eq!(code, 1);
+    assert!(one_line(&stderr).contains("42"), "{stderr}");
+
+    // A peer that speaks HTTP/1 (the health port), one that speaks garbage, and nothing at all.
+    let http = cluster.nodes[&1].http.clone();
+    let err = client.add_learner(autoglm_client::proto::Member { id: 4, addr: http }, false).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains("does not speak"), "{err}");
+
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let garbage_addr = garbage.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut stream in garbage.incoming().flatten() {
+            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\nnot grpc at all\r\n");
+        }
+    });
+    let (code, stderr) = run_cli(&cluster, &["cluster", "add-learner", "4", &garbage_addr]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(one_line(&stderr).contains(&garbage_addr), "{stderr}");
+
+    // A replica of another cluster.
+    let foreign_dir = cluster.dir.path().join("foreign");
+    let foreign = format!("127.0.0.1:{}", common::free_port());
+    let foreign_http = format!("127.0.0.1:{}", common::free_port());
+    let mut other = Command::new(SERVER_BIN)
+        .args(["--node-id", "4", "--cluster-name", "elsewhere", "--listen", &foreign, "--http-listen", &foreign_http])
+        .arg("--data-dir")
+        .arg(&foreign_dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut result = None;
+    for _ in 0..100 {
+        let r = client.add_learner(autoglm_client::proto::Member { id: 4, addr: foreign.clone() }, false).await;
+        if !matches!(&r, Err(e) if e.to_string().contains("unreachable")) {
+            result = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = other.kill();
+    let _ = other.wait();
+    let err = result.expect("foreign replica never answered").unwrap_err();
+    assert!(err.to_string().contains("elsewhere"), "{err}");
+
+    // Init with a bad membership on an initialized cluster.
+    let err = client.init(vec![cluster.member(1)]).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+
+    // Bad keys are named; the cluster still serves and kept everything.
+    let err = client.config_put("bad key", "x").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    assert!(err.to_string().starts_with("key:"), "{err}");
+    let status = client.status().await.unwrap();
+    assert_eq!(status.voters.len(), 3);
+    assert!(status.learners.is_empty(), "a refused peer was added: {status:?}");
+    assert_eq!(client.config_get("before", false).await.unwrap().entry.unwrap().value, "1");
+    for id in [1, 2, 3] {
+        assert!(cluster.nodes.get_mut(&id).unwrap().child.as_mut().unwrap().try_wait().unwrap().is_none(), "node {id} died");
+    }
+    cluster.assert_no_panic();
+}

@@ -1,0 +1,41 @@
+//! The leader is killed with SIGKILL and restarted ten times in a row while a
+//! writer commits entries. Each time a new leader must be elected, and at the
+//! end every acknowledged write must be on every replica.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_all_present, Cluster, Writer};
+
+const KILLS: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill_loses_no_acknowledged_write() {
+    let ids = [1, 2, 3];
+    let mut cluster = Cluster::new("");
+    cluster.start_and_init(&ids).await;
+    let writer = Writer::start(cluster.client(), 0);
+
+    for round in 0..KILLS {
+        writer.wait_progress(20, Duration::from_secs(30)).await;
+        let leader = cluster.wait_leader(&ids, None, Duration::from_secs(10)).await;
+        cluster.kill(leader);
+        let killed_at = Instant::now();
+        let others: Vec<u64> = ids.iter().copied().filter(|&i| i != leader).collect();
+        let new_leader = cluster.wait_leader(&others, Some(leader), Duration::from_secs(10)).await;
+        println!("round {round}: killed leader {leader}, replica {new_leader} leads after {:?}", killed_at.elapsed());
+        cluster.spawn(leader);
+        cluster.wait_up(&[leader]).await;
+    }
+    writer.wait_progress(20, Duration::from_secs(30)).await;
+    let failed = *writer.failed.lock().unwrap();
+    let acked = writer.stop().await;
+    println!("{} writes acknowledged, {failed} failed", acked.len());
+
+    cluster.wait_converged(&ids, Duration::from_secs(30)).await;
+    for id in ids {
+        assert_all_present(&cluster, id, &acked).await;
+    }
+    cluster.assert_no_panic();
+}
