@@ -137,7 +137,7 @@ impl Client {
             // Try every replica once quickly, then back off between rounds.
             if attempt % self.endpoints.len() == 0 {
                 tokio::time::sleep(backoff.min(self.options.deadline.saturating_sub(waited))).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff = (backoff * 2).min(Duration::from_millis(100));
             }
         }
     }

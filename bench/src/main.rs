@@ -1,0 +1,54 @@
+//! `autoglm-bench`: measurements reported in docs/benchmarks.md.
+//!
+//! Every benchmark starts real replicas as separate processes on loopback:
+//! this same binary re-run as `autoglm-bench replica --config FILE`, which
+//! runs the server library exactly as `autoglm-server` does.
+
+mod cluster;
+mod failover;
+mod footprint;
+mod stats;
+mod throughput;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "autoglm-bench", about = "Open-AutoGLM benchmarks")]
+struct Args {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// SIGKILL the leader repeatedly; time to a new leader and to the first committed write.
+    Failover(failover::FailoverArgs),
+    /// Committed writes per second and commit latency for N concurrent writers.
+    Throughput(throughput::ThroughputArgs),
+    /// RSS and disk use of a replica after many committed entries, and its restart time.
+    Footprint(footprint::FootprintArgs),
+    /// Internal: run one replica from a config file (used by the benchmarks).
+    #[command(hide = true)]
+    Replica {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        BenchCommand::Failover(a) => failover::run(a).await,
+        BenchCommand::Throughput(a) => throughput::run(a).await,
+        BenchCommand::Footprint(a) => footprint::run(a).await,
+        BenchCommand::Replica { config } => {
+            tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
+            let config = autoglm_server::config::ServerConfig::load(Some(&config), Default::default())?;
+            let running = autoglm_server::raft::bootstrap::start(&config).await?;
+            running.serve(async { let _ = tokio::signal::ctrl_c().await; }).await.map_err(anyhow::Error::msg).context("replica")
+        }
+    }
+}
