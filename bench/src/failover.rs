@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use autoglm_client::ClientOptions;
+use autoglm_client::{Client, ClientOptions};
 use clap::Args;
 
 use crate::cluster::BenchCluster;
@@ -22,16 +22,16 @@ pub struct FailoverArgs {
 }
 
 pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
-    let mut cluster = BenchCluster::start(args.replicas, "", None).await?;
+    let mut cluster = BenchCluster::start(args.replicas, "").await?;
     let all: Vec<u64> = (1..=args.replicas).collect();
     let mut to_leader = Vec::new();
     let mut to_write = Vec::new();
     for kill in 0..args.kills {
-        let leader = cluster.wait_leader(None, Duration::from_secs(10)).await?;
+        let leader = cluster.leader(None).await?;
         // A write before the kill, so the cluster is warm and all replicas agree.
         let survivors: Vec<u64> = all.iter().copied().filter(|&i| i != leader).collect();
         let options = ClientOptions { attempt_timeout: Duration::from_millis(300), ..Default::default() };
-        let writer = cluster.client(&survivors, options)?;
+        let writer = Client::new(survivors.iter().map(|&id| cluster.addr(id)), options)?;
         writer.config_put("bench/failover", &format!("before-{kill}")).await?;
         for &s in &survivors {
             cluster.wait_caught_up(s, leader, Duration::from_secs(10)).await?;
@@ -49,7 +49,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
             }
         };
         let election = async {
-            let new_leader = cluster.wait_leader(Some(leader), Duration::from_secs(10)).await;
+            let new_leader = cluster.wait_leader(&survivors, Some(leader), Duration::from_secs(10)).await;
             (new_leader, killed.elapsed())
         };
         let ((new_leader, seen), write) = tokio::join!(election, probe);

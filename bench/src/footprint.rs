@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoglm_client::ClientOptions;
+use autoglm_client::{Client, ClientOptions};
 use clap::Args;
 
 use crate::cluster::BenchCluster;
@@ -48,9 +48,9 @@ fn mib(b: u64) -> String {
 }
 
 pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
-    let mut cluster = BenchCluster::start(3, "", None).await?;
-    let leader = cluster.wait_leader(None, Duration::from_secs(10)).await?;
-    let client = Arc::new(cluster.client(&[leader], ClientOptions::default())?);
+    let mut cluster = BenchCluster::start(3, "").await?;
+    let leader = cluster.leader(None).await?;
+    let client = Arc::new(Client::new([cluster.addr(leader)], ClientOptions::default())?);
     let started = Instant::now();
     let mut committed = 0u64;
     while committed < args.entries {
@@ -64,7 +64,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for id in 1..=3u64 {
         let rss = cluster.pid(id).and_then(rss_bytes).unwrap_or(0);
-        let disk = disk_bytes(&cluster.replicas[(id - 1) as usize].data_dir);
+        let disk = disk_bytes(&cluster.get(id).data_dir);
         println!("replica {id}: RSS {}  disk {}", mib(rss), mib(disk));
         rows.push(serde_json::json!({"id": id, "rss_bytes": rss, "disk_bytes": disk}));
     }

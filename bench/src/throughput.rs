@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoglm_client::ClientOptions;
+use autoglm_client::{Client, ClientOptions};
 use clap::Args;
 
 use crate::cluster::BenchCluster;
@@ -52,9 +52,9 @@ pub async fn drive(client: Arc<autoglm_client::Client>, writers: usize, duration
 }
 
 pub async fn run(args: ThroughputArgs) -> anyhow::Result<()> {
-    let cluster = BenchCluster::start(args.replicas, "", None).await?;
-    let leader = cluster.wait_leader(None, Duration::from_secs(10)).await?;
-    let client = Arc::new(cluster.client(&[leader], ClientOptions::default())?);
+    let cluster = BenchCluster::start(args.replicas, "").await?;
+    let leader = cluster.leader(None).await?;
+    let client = Arc::new(Client::new([cluster.addr(leader)], ClientOptions::default())?);
     let mut results = Vec::new();
     for &w in &args.writers {
         let duration = Duration::from_secs(args.seconds);

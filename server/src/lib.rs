@@ -7,10 +7,14 @@
 //! - [`api`]: the public `autoglm.v1` gRPC services.
 //! - [`http`]: health and readiness endpoints.
 //! - [`config`]: file, environment and flag configuration.
+//! - [`demo`]: `autoglm-server local`, the walkthrough on the embedded default.
+//! - [`local`]: a cluster of replica processes on loopback (demo, tests, benchmarks).
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod http;
+pub mod local;
 pub mod raft;
 pub mod replica;
 pub mod scheduler;

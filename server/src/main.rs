@@ -2,13 +2,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use autoglm_server::config::{FlagOverrides, ServerConfig};
+use autoglm_server::demo::{self, LocalArgs};
 use autoglm_server::raft::bootstrap;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-/// One replica of the Open-AutoGLM scheduler.
+/// One replica of the Open-AutoGLM scheduler, or (`local`) a whole local cluster.
 #[derive(Parser)]
-#[command(name = "autoglm-server", version)]
+#[command(name = "autoglm-server", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Mode>,
     /// YAML configuration file; environment (AUTOGLM_*) and flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -26,6 +29,12 @@ struct Args {
     /// Directory holding everything this replica keeps.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run a three-replica cluster on loopback and walk through a leader failover.
+    Local(LocalArgs),
 }
 
 async fn shutdown_signal() {
@@ -53,6 +62,15 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Mode::Local(local)) = args.command {
+        return match demo::run(local).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("autoglm-server: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let flags = FlagOverrides {
         node_id: args.node_id,
         cluster_name: args.cluster_name,

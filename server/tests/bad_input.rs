@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{cli_bin, Cluster, SERVER_BIN};
+use common::{cli_bin, TestCluster, SERVER_BIN};
 use tonic::Code;
 
 fn run_server(args: &[&str]) -> (i32, String) {
@@ -15,7 +15,7 @@ fn run_server(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn run_cli(cluster: &Cluster, args: &[&str]) -> (i32, String) {
+fn run_cli(cluster: &TestCluster, args: &[&str]) -> (i32, String) {
     let out = Command::new(cli_bin())
         .arg("--endpoints")
         .arg(cluster.endpoints().join(","))
@@ -56,13 +56,13 @@ fn malformed_and_unknown_config_files_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_dir_of_another_cluster_is_refused() {
-    let mut cluster = Cluster::new("");
+    let mut cluster = TestCluster::new("");
     cluster.start_and_init(&[1]).await;
     cluster.client().config_put("kept", "yes").await.unwrap();
     cluster.kill(1);
-    let node = &cluster.nodes[&1];
+    let node = cluster.get(1);
     let data_dir = node.data_dir.to_str().unwrap().to_string();
-    let grpc = node.grpc.clone();
+    let grpc = node.addr.clone();
     let (code, err) = run_server(&["--node-id", "1", "--cluster-name", "other", "--listen", &grpc, "--data-dir", &data_dir]);
     assert_eq!(code, 1);
     assert!(one_line(&err).contains("belongs to cluster 'test'"), "{err}");
@@ -71,8 +71,8 @@ async fn data_dir_of_another_cluster_is_refused() {
     assert!(one_line(&err).contains("replica 1"), "{err}");
 
     // The refused starts changed nothing: the rightful owner restarts with its data.
-    cluster.spawn(1);
-    cluster.wait_leader(&[1], None, Duration::from_secs(10)).await;
+    cluster.spawn(1).unwrap();
+    cluster.wait_leader(&[1], None, Duration::from_secs(10)).await.unwrap();
     let got = cluster.client().config_get("kept", false).await.unwrap();
     assert_eq!(got.entry.unwrap().value, "yes");
     cluster.assert_no_panic();
@@ -80,7 +80,7 @@ async fn data_dir_of_another_cluster_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_mistakes_and_foreign_peers_are_refused() {
-    let mut cluster = Cluster::new("");
+    let mut cluster = TestCluster::new("");
     cluster.start_and_init(&[1, 2, 3]).await;
     let client = cluster.client();
     client.config_put("before", "1").await.unwrap();
@@ -100,7 +100,7 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     assert!(one_line(&stderr).contains("42"), "{stderr}");
 
     // A peer that speaks HTTP/1 (the health port), one that speaks garbage, and nothing at all.
-    let http = cluster.nodes[&1].http.clone();
+    let http = cluster.get(1).http.clone();
     let err = client.add_learner(autoglm_client::proto::Member { id: 4, addr: http }, false).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
     assert!(err.to_string().contains("does not speak"), "{err}");
@@ -154,7 +154,7 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     assert!(status.learners.is_empty(), "a refused peer was added: {status:?}");
     assert_eq!(client.config_get("before", false).await.unwrap().entry.unwrap().value, "1");
     for id in [1, 2, 3] {
-        assert!(cluster.nodes.get_mut(&id).unwrap().child.as_mut().unwrap().try_wait().unwrap().is_none(), "node {id} died");
+        assert!(cluster.is_running(id), "replica {id} died");
     }
     cluster.assert_no_panic();
 }

@@ -1,0 +1,363 @@
+//! A cluster of replica processes on loopback: the embedded default behind
+//! `autoglm-server local`, the integration tests and the benchmarks. Each
+//! replica is a child process started from a config file in the cluster's
+//! directory; killing one is a real SIGKILL.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autoglm_client::proto::{Member, Role, StatusResponse};
+use autoglm_client::{Client, ClientOptions};
+
+/// How a replica process is started: `program args... --config FILE`.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("local cluster: {0}")]
+pub struct LocalError(String);
+
+fn err(message: impl Into<String>) -> LocalError {
+    LocalError(message.into())
+}
+
+impl From<String> for LocalError {
+    fn from(message: String) -> Self {
+        LocalError(message)
+    }
+}
+
+pub struct LocalReplica {
+    pub id: u64,
+    pub addr: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+pub struct LocalCluster {
+    root: PathBuf,
+    launcher: Launcher,
+    /// YAML appended to every replica's config file.
+    extra_yaml: String,
+    replicas: BTreeMap<u64, LocalReplica>,
+}
+
+fn free_port() -> Result<u16, LocalError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("no free port: {e}")))?;
+    Ok(listener.local_addr().map_err(|e| err(e.to_string()))?.port())
+}
+
+impl LocalCluster {
+    /// A cluster whose replicas keep their data and logs under `root`.
+    pub fn new(root: &Path, launcher: Launcher, extra_yaml: &str) -> Self {
+        Self { root: root.to_path_buf(), launcher, extra_yaml: extra_yaml.to_string(), replicas: BTreeMap::new() }
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.replicas.keys().copied().collect()
+    }
+
+    fn replica(&self, id: u64) -> &LocalReplica {
+        &self.replicas[&id]
+    }
+
+    /// Starts replica `id`; a replica that ran before keeps its ports and data dir.
+    pub fn spawn(&mut self, id: u64) -> Result<(), LocalError> {
+        if !self.replicas.contains_key(&id) {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let http = format!("127.0.0.1:{}", free_port()?);
+            let data_dir = self.root.join(format!("replica-{id}"));
+            let config = self.root.join(format!("replica-{id}.yaml"));
+            let yaml = format!(
+                "node_id: {id}\nlisten: {addr}\nhttp_listen: {http}\ndata_dir: {}\n{}",
+                data_dir.display(),
+                self.extra_yaml
+            );
+            std::fs::write(&config, yaml).map_err(|e| err(format!("write {}: {e}", config.display())))?;
+            self.replicas.insert(id, LocalReplica { id, addr, http, data_dir, config, child: None, starts: 0 });
+        }
+        let launcher = self.launcher.clone();
+        let root = self.root.clone();
+        let replica = self.replicas.get_mut(&id).expect("inserted above");
+        if replica.child.is_some() {
+            return Err(err(format!("replica {id} is already running")));
+        }
+        replica.starts += 1;
+        let log_path = root.join(format!("replica-{id}.{}.log", replica.starts));
+        let log = std::fs::File::create(&log_path).map_err(|e| err(format!("{}: {e}", log_path.display())))?;
+        let child = Command::new(&launcher.program)
+            .args(&launcher.args)
+            .arg("--config")
+            .arg(&replica.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| err(format!("start {}: {e}", launcher.program.display())))?;
+        replica.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.replicas.get_mut(&id).and_then(|r| r.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        let Some(child) = self.replicas.get_mut(&id).and_then(|r| r.child.as_mut()) else { return false };
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replicas.get(&id)?.child.as_ref().map(Child::id)
+    }
+
+    /// Deletes a stopped replica's data dir.
+    pub fn wipe(&mut self, id: u64) -> Result<(), LocalError> {
+        let replica = self.replica(id);
+        if replica.child.is_some() {
+            return Err(err(format!("stop replica {id} before wiping it")));
+        }
+        match std::fs::remove_dir_all(&replica.data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn get(&self, id: u64) -> &LocalReplica {
+        self.replica(id)
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.replica(id).addr.clone()
+    }
+
+    pub fn member(&self, id: u64) -> Member {
+        Member { id, addr: self.addr(id) }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.replicas.values().map(|r| r.addr.clone()).collect()
+    }
+
+    /// A client over every replica, retrying for up to `deadline`.
+    pub fn client(&self, deadline: Duration) -> Client {
+        let options = ClientOptions { deadline, ..Default::default() };
+        Client::new(self.endpoints(), options).expect("loopback endpoints are valid")
+    }
+
+    /// A client bound to one replica.
+    pub fn client_of(&self, id: u64) -> Client {
+        let options = ClientOptions {
+            deadline: Duration::from_secs(2),
+            attempt_timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        Client::new([self.addr(id)], options).expect("loopback endpoint is valid")
+    }
+
+    pub async fn status(&self, id: u64) -> Option<StatusResponse> {
+        self.client_of(id).status_of(&self.addr(id)).await.ok()
+    }
+
+    /// Waits until replica `id` answers; returns how long that took.
+    pub async fn wait_answering(&self, id: u64, timeout: Duration) -> Result<Duration, LocalError> {
+        let started = Instant::now();
+        while self.status(id).await.is_none() {
+            if started.elapsed() > timeout {
+                return Err(err(format!("replica {id} did not answer within {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Starts replicas `ids`, forms the cluster from them and waits for a leader.
+    pub async fn start(&mut self, ids: &[u64]) -> Result<u64, LocalError> {
+        for &id in ids {
+            self.spawn(id)?;
+        }
+        for &id in ids {
+            self.wait_answering(id, Duration::from_secs(30)).await?;
+        }
+        let members = ids.iter().map(|&id| self.member(id)).collect();
+        self.client_of(ids[0]).init(members).await.map_err(|e| err(format!("init: {e}")))?;
+        self.wait_leader(ids, None, Duration::from_secs(10)).await
+    }
+
+    /// Waits for a replica of `ids` (other than `not`) that claims leadership
+    /// and that a majority of `ids` follow.
+    pub async fn wait_leader(&self, ids: &[u64], not: Option<u64>, timeout: Duration) -> Result<u64, LocalError> {
+        let started = Instant::now();
+        loop {
+            let mut follows: BTreeMap<u64, usize> = BTreeMap::new();
+            let mut claims = Vec::new();
+            for &id in ids {
+                let Some(s) = self.status(id).await else { continue };
+                if let Some(l) = s.leader_id {
+                    *follows.entry(l).or_default() += 1;
+                }
+                if s.role == Role::Leader as i32 {
+                    claims.push(id);
+                }
+            }
+            let agreed = follows.iter().find(|(l, n)| **n > ids.len() / 2 && Some(**l) != not && claims.contains(l));
+            if let Some((&leader, _)) = agreed {
+                return Ok(leader);
+            }
+            if started.elapsed() > timeout {
+                return Err(err(format!("no leader among {ids:?} within {timeout:?} (followed: {follows:?})")));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until replica `id` has applied what `leader` had committed.
+    pub async fn wait_caught_up(&self, id: u64, leader: u64, timeout: Duration) -> Result<(), LocalError> {
+        let started = Instant::now();
+        let target = self.status(leader).await.and_then(|s| s.committed_index);
+        loop {
+            if let Some(s) = self.status(id).await {
+                if s.applied_index >= target {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > timeout {
+                return Err(err(format!("replica {id} did not catch up to {target:?} within {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every replica of `ids` has applied its whole log, at the
+    /// same index with the same state digest; returns the digest.
+    pub async fn wait_converged(&self, ids: &[u64], timeout: Duration) -> Result<u64, LocalError> {
+        let started = Instant::now();
+        loop {
+            let mut seen = Vec::new();
+            for &id in ids {
+                seen.push(self.status(id).await.map(|s| (s.applied_index, s.last_log_index, s.state_digest)));
+            }
+            if let Some(Some((applied, last, digest))) = seen.first().copied() {
+                if applied == last && seen.iter().all(|s| *s == Some((applied, last, digest))) {
+                    return Ok(digest);
+                }
+            }
+            if started.elapsed() > timeout {
+                return Err(err(format!("replicas {ids:?} did not converge: {seen:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every replica's log output so far, concatenated.
+    pub fn logs(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return String::new() };
+        let mut paths: Vec<PathBuf> =
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+        paths.sort();
+        paths.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+    }
+}
+
+/// A client that writes `<prefix><n>` = `v<n>` keys one after another and
+/// remembers which writes were acknowledged; used to show that no
+/// acknowledged write is lost across failures.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+    prefix: String,
+}
+
+impl Writer {
+    pub fn start(client: Client, prefix: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, a, f, p) = (stop.clone(), acked.clone(), failed.clone(), prefix.to_string());
+        let task = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                match client.config_put(&format!("{p}{n}"), &format!("v{n}")).await {
+                    Ok(_) => a.lock().unwrap_or_else(|e| e.into_inner()).push(n),
+                    Err(_) => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n += 1;
+            }
+        });
+        Self { stop, acked, failed, task, prefix: prefix.to_string() }
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Writes that failed or whose outcome is unknown (never acknowledged).
+    pub fn failed_count(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further writes have been acknowledged.
+    pub async fn wait_progress(&self, more: usize, timeout: Duration) -> Result<(), LocalError> {
+        let target = self.acked_count() + more;
+        let started = Instant::now();
+        while self.acked_count() < target {
+            if started.elapsed() > timeout {
+                return Err(err(format!("writer made no progress in {timeout:?} ({} acked)", self.acked_count())));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops writing and returns the acknowledged write numbers.
+    pub async fn stop(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+        let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        acked
+    }
+
+    /// Reads every acknowledged key from replica `id` alone (its own applied
+    /// state; call after convergence) and reports the first missing or wrong one.
+    pub async fn verify_on(&self, cluster: &LocalCluster, id: u64, acked: &[u64]) -> Result<(), LocalError> {
+        verify_writes(cluster, id, &self.prefix, acked).await
+    }
+}
+
+/// See [`Writer::verify_on`]; usable after the writer is stopped.
+pub async fn verify_writes(cluster: &LocalCluster, id: u64, prefix: &str, acked: &[u64]) -> Result<(), LocalError> {
+    let client = cluster.client_of(id);
+    for n in acked {
+        let key = format!("{prefix}{n}");
+        let got = client.config_get(&key, true).await.map_err(|e| err(format!("read {key} on {id}: {e}")))?;
+        let want = format!("v{n}");
+        if got.entry.as_ref().map(|e| e.value.as_str()) != Some(want.as_str()) {
+            return Err(err(format!("replica {id} lost acknowledged write {key}: found {:?}", got.entry)));
+        }
+    }
+    Ok(())
+}
