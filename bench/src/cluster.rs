@@ -15,7 +15,10 @@ impl BenchCluster {
     /// Starts replicas 1..=n, forms the cluster, waits for a leader.
     pub async fn start(n: u64, extra_yaml: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let launcher = Launcher { program: std::env::current_exe()?, args: vec!["replica".into()] };
+        let launcher = Launcher {
+            program: std::env::current_exe()?,
+            args: vec!["replica".into()],
+        };
         let mut cluster = LocalCluster::new(dir.path(), launcher, extra_yaml);
         let ids: Vec<u64> = (1..=n).collect();
         cluster.start(&ids).await?;
@@ -24,7 +27,11 @@ impl BenchCluster {
 
     /// The replica every running member agrees leads, other than `not`.
     pub async fn leader(&self, not: Option<u64>) -> anyhow::Result<u64> {
-        let ids: Vec<u64> = self.ids().into_iter().filter(|&id| Some(id) != not).collect();
+        let ids: Vec<u64> = self
+            .ids()
+            .into_iter()
+            .filter(|&id| Some(id) != not)
+            .collect();
         Ok(self.wait_leader(&ids, not, Duration::from_secs(10)).await?)
     }
 }

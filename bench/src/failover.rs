@@ -30,11 +30,18 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         let leader = cluster.leader(None).await?;
         // A write before the kill, so the cluster is warm and all replicas agree.
         let survivors: Vec<u64> = all.iter().copied().filter(|&i| i != leader).collect();
-        let options = ClientOptions { attempt_timeout: Duration::from_millis(300), ..Default::default() };
+        let options = ClientOptions {
+            attempt_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
         let writer = Client::new(survivors.iter().map(|&id| cluster.addr(id)), options)?;
-        writer.config_put("bench/failover", &format!("before-{kill}")).await?;
+        writer
+            .config_put("bench/failover", &format!("before-{kill}"))
+            .await?;
         for &s in &survivors {
-            cluster.wait_caught_up(s, leader, Duration::from_secs(10)).await?;
+            cluster
+                .wait_caught_up(s, leader, Duration::from_secs(10))
+                .await?;
         }
         // Heartbeats must have reached followers recently, as in steady state.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -43,13 +50,19 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         let killed = Instant::now();
         let probe = async {
             loop {
-                if writer.config_put("bench/failover", &format!("after-{kill}")).await.is_ok() {
+                if writer
+                    .config_put("bench/failover", &format!("after-{kill}"))
+                    .await
+                    .is_ok()
+                {
                     return killed.elapsed();
                 }
             }
         };
         let election = async {
-            let new_leader = cluster.wait_leader(&survivors, Some(leader), Duration::from_secs(10)).await;
+            let new_leader = cluster
+                .wait_leader(&survivors, Some(leader), Duration::from_secs(10))
+                .await;
             (new_leader, killed.elapsed())
         };
         let ((new_leader, seen), write) = tokio::join!(election, probe);
@@ -58,10 +71,18 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         let new_leader = new_leader?;
         to_leader.push(elected);
         to_write.push(write);
-        println!("kill {kill:>3}: leader {leader} -> {new_leader}: elected within {}, first write {}", ms(elected), ms(write));
+        println!(
+            "kill {kill:>3}: leader {leader} -> {new_leader}: elected within {}, first write {}",
+            ms(elected),
+            ms(write)
+        );
         cluster.spawn(leader)?;
-        cluster.wait_answering(leader, Duration::from_secs(30)).await?;
-        cluster.wait_caught_up(leader, new_leader, Duration::from_secs(30)).await?;
+        cluster
+            .wait_answering(leader, Duration::from_secs(30))
+            .await?;
+        cluster
+            .wait_caught_up(leader, new_leader, Duration::from_secs(30))
+            .await?;
     }
     let (l, w) = (summarize(&to_leader), summarize(&to_write));
     println!("time to new leader:          {}", l.line());

@@ -32,7 +32,9 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 fn disk_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {
@@ -50,16 +52,30 @@ fn mib(b: u64) -> String {
 pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
     let mut cluster = BenchCluster::start(3, "").await?;
     let leader = cluster.leader(None).await?;
-    let client = Arc::new(Client::new([cluster.addr(leader)], ClientOptions::default())?);
+    let client = Arc::new(Client::new(
+        [cluster.addr(leader)],
+        ClientOptions::default(),
+    )?);
     let started = Instant::now();
     let mut committed = 0u64;
     while committed < args.entries {
-        let latencies = drive(client.clone(), args.writers, Duration::from_secs(5), args.keys / args.writers as u64 + 1).await;
+        let latencies = drive(
+            client.clone(),
+            args.writers,
+            Duration::from_secs(5),
+            args.keys / args.writers as u64 + 1,
+        )
+        .await;
         committed += latencies.len() as u64;
-        println!("{committed:>9} entries committed, {:.0}/s", committed as f64 / started.elapsed().as_secs_f64());
+        println!(
+            "{committed:>9} entries committed, {:.0}/s",
+            committed as f64 / started.elapsed().as_secs_f64()
+        );
     }
     let follower = if leader == 1 { 2 } else { 1 };
-    cluster.wait_caught_up(follower, leader, Duration::from_secs(60)).await?;
+    cluster
+        .wait_caught_up(follower, leader, Duration::from_secs(60))
+        .await?;
     let status = cluster.status(leader).await.unwrap_or_default();
     let mut rows = Vec::new();
     for id in 1..=3u64 {
@@ -71,8 +87,12 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
     cluster.kill(follower);
     let restarted = Instant::now();
     cluster.spawn(follower)?;
-    let answering = cluster.wait_answering(follower, Duration::from_secs(120)).await?;
-    cluster.wait_caught_up(follower, leader, Duration::from_secs(120)).await?;
+    let answering = cluster
+        .wait_answering(follower, Duration::from_secs(120))
+        .await?;
+    cluster
+        .wait_caught_up(follower, leader, Duration::from_secs(120))
+        .await?;
     let caught_up = restarted.elapsed();
     println!(
         "{committed} entries (last log index {:?}, snapshot at {:?}, purged to {:?}) in {:.0} s",

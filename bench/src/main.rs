@@ -45,10 +45,20 @@ async fn main() -> anyhow::Result<()> {
         BenchCommand::Throughput(a) => throughput::run(a).await,
         BenchCommand::Footprint(a) => footprint::run(a).await,
         BenchCommand::Replica { config } => {
-            tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
-            let config = autoglm_server::config::ServerConfig::load(Some(&config), Default::default())?;
+            tracing_subscriber::fmt()
+                .with_env_filter("warn")
+                .with_writer(std::io::stderr)
+                .init();
+            let config =
+                autoglm_server::config::ServerConfig::load(Some(&config), Default::default())?;
             let running = autoglm_server::raft::bootstrap::start(&config).await?;
-            running.serve(async { let _ = tokio::signal::ctrl_c().await; }).await.map_err(anyhow::Error::msg).context("replica")
+            running
+                .serve(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("replica")
         }
     }
 }

@@ -16,7 +16,13 @@ pub fn summarize(samples: &[Duration]) -> Summary {
     s.sort();
     let rank = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
     let total: Duration = s.iter().sum();
-    Summary { count: s.len(), p50: rank(0.50), p99: rank(0.99), max: *s.last().unwrap(), mean: total / s.len() as u32 }
+    Summary {
+        count: s.len(),
+        p50: rank(0.50),
+        p99: rank(0.99),
+        max: *s.last().unwrap(),
+        mean: total / s.len() as u32,
+    }
 }
 
 pub fn ms(d: Duration) -> String {
@@ -25,7 +31,14 @@ pub fn ms(d: Duration) -> String {
 
 impl Summary {
     pub fn line(&self) -> String {
-        format!("n={} p50={} p99={} max={} mean={}", self.count, ms(self.p50), ms(self.p99), ms(self.max), ms(self.mean))
+        format!(
+            "n={} p50={} p99={} max={} mean={}",
+            self.count,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            ms(self.mean)
+        )
     }
 
     pub fn json(&self) -> serde_json::Value {

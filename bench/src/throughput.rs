@@ -25,7 +25,12 @@ pub struct ThroughputArgs {
 }
 
 /// Runs `writers` tasks for `duration`; returns every commit latency.
-pub async fn drive(client: Arc<autoglm_client::Client>, writers: usize, duration: Duration, keys: u64) -> Vec<Duration> {
+pub async fn drive(
+    client: Arc<autoglm_client::Client>,
+    writers: usize,
+    duration: Duration,
+    keys: u64,
+) -> Vec<Duration> {
     let until = Instant::now() + duration;
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
@@ -35,7 +40,11 @@ pub async fn drive(client: Arc<autoglm_client::Client>, writers: usize, duration
                 let mut i = 0u64;
                 while Instant::now() < until {
                     let started = Instant::now();
-                    if client.config_put(&format!("bench/{w}/{}", i % keys), &i.to_string()).await.is_ok() {
+                    if client
+                        .config_put(&format!("bench/{w}/{}", i % keys), &i.to_string())
+                        .await
+                        .is_ok()
+                    {
                         latencies.push(started.elapsed());
                     }
                     i += 1;
@@ -54,14 +63,20 @@ pub async fn drive(client: Arc<autoglm_client::Client>, writers: usize, duration
 pub async fn run(args: ThroughputArgs) -> anyhow::Result<()> {
     let cluster = BenchCluster::start(args.replicas, "").await?;
     let leader = cluster.leader(None).await?;
-    let client = Arc::new(Client::new([cluster.addr(leader)], ClientOptions::default())?);
+    let client = Arc::new(Client::new(
+        [cluster.addr(leader)],
+        ClientOptions::default(),
+    )?);
     let mut results = Vec::new();
     for &w in &args.writers {
         let duration = Duration::from_secs(args.seconds);
         let latencies = drive(client.clone(), w, duration, 100).await;
         let per_second = latencies.len() as f64 / duration.as_secs_f64();
         let s = summarize(&latencies);
-        println!("{w:>3} writers: {per_second:>8.0} commits/s  commit latency {}", s.line());
+        println!(
+            "{w:>3} writers: {per_second:>8.0} commits/s  commit latency {}",
+            s.line()
+        );
         results.push(serde_json::json!({"writers": w, "commits_per_second": per_second, "latency": s.json()}));
     }
     if let Some(path) = args.json {

@@ -49,7 +49,12 @@ fn retriable(status: &Status) -> bool {
 }
 
 fn leader_hint(status: &Status) -> Option<String> {
-    status.metadata().get(LEADER_ADDR_METADATA)?.to_str().ok().map(str::to_string)
+    status
+        .metadata()
+        .get(LEADER_ADDR_METADATA)?
+        .to_str()
+        .ok()
+        .map(str::to_string)
 }
 
 impl Client {
@@ -58,7 +63,11 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).filter(|e| !e.is_empty()).collect();
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(Into::into)
+            .filter(|e| !e.is_empty())
+            .collect();
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
@@ -85,8 +94,15 @@ impl Client {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-        let invalid = |reason: String| ClientError::InvalidEndpoint { endpoint: addr.to_string(), reason };
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let invalid = |reason: String| ClientError::InvalidEndpoint {
+            endpoint: addr.to_string(),
+            reason,
+        };
         let channel = Endpoint::from_shared(uri)
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(self.options.connect_timeout)
@@ -113,9 +129,15 @@ impl Client {
         let mut backoff = Duration::from_millis(20);
         let mut attempt = 0usize;
         loop {
-            let hint = self.leader_hint.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let hint = self
+                .leader_hint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             let start = self.preferred.load(Ordering::Relaxed);
-            let addr = hint.unwrap_or_else(|| self.endpoints[(start + attempt) % self.endpoints.len()].clone());
+            let addr = hint.unwrap_or_else(|| {
+                self.endpoints[(start + attempt) % self.endpoints.len()].clone()
+            });
             let status = match call(self.channel(&addr)?).await {
                 Ok(response) => {
                     if let Some(i) = self.endpoints.iter().position(|e| *e == addr) {
@@ -132,18 +154,28 @@ impl Client {
             attempt += 1;
             let waited = started.elapsed();
             if waited >= self.options.deadline {
-                return Err(ClientError::Unavailable { waited_ms: waited.as_millis() as u64, last: status });
+                return Err(ClientError::Unavailable {
+                    waited_ms: waited.as_millis() as u64,
+                    last: status,
+                });
             }
             // Try every replica once quickly, then back off between rounds.
-            if attempt % self.endpoints.len() == 0 {
+            if attempt.is_multiple_of(self.endpoints.len()) {
                 tokio::time::sleep(backoff.min(self.options.deadline.saturating_sub(waited))).await;
                 backoff = (backoff * 2).min(Duration::from_millis(100));
             }
         }
     }
 
-    pub async fn config_get(&self, key: &str, stale: bool) -> Result<ConfigGetResponse, ClientError> {
-        let req = ConfigGetRequest { key: key.to_string(), stale };
+    pub async fn config_get(
+        &self,
+        key: &str,
+        stale: bool,
+    ) -> Result<ConfigGetResponse, ClientError> {
+        let req = ConfigGetRequest {
+            key: key.to_string(),
+            stale,
+        };
         self.with_retry(|ch| {
             let req = req.clone();
             async move { ConfigServiceClient::new(ch).get(req).await }
@@ -152,18 +184,32 @@ impl Client {
     }
 
     pub async fn config_put(&self, key: &str, value: &str) -> Result<ConfigEntry, ClientError> {
-        let req = ConfigPutRequest { key: key.to_string(), value: value.to_string() };
+        let req = ConfigPutRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
         let response = self
             .with_retry(|ch| {
                 let req = req.clone();
                 async move { ConfigServiceClient::new(ch).put(req).await }
             })
             .await?;
-        response.entry.ok_or_else(|| ClientError::Rpc(Status::internal("server returned no entry")))
+        response
+            .entry
+            .ok_or_else(|| ClientError::Rpc(Status::internal("server returned no entry")))
     }
 
-    pub async fn config_cas(&self, key: &str, value: &str, expected_version: u64) -> Result<ConfigCasResponse, ClientError> {
-        let req = ConfigCasRequest { key: key.to_string(), value: value.to_string(), expected_version };
+    pub async fn config_cas(
+        &self,
+        key: &str,
+        value: &str,
+        expected_version: u64,
+    ) -> Result<ConfigCasResponse, ClientError> {
+        let req = ConfigCasRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected_version,
+        };
         self.with_retry(|ch| {
             let req = req.clone();
             async move { ConfigServiceClient::new(ch).compare_and_set(req).await }
@@ -173,24 +219,41 @@ impl Client {
 
     /// Status of whichever replica answers first.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
-        self.with_retry(|ch| async move { AdminServiceClient::new(ch).status(StatusRequest {}).await }).await
+        self.with_retry(
+            |ch| async move { AdminServiceClient::new(ch).status(StatusRequest {}).await },
+        )
+        .await
     }
 
     /// Status of one given replica, without retries elsewhere.
     pub async fn status_of(&self, addr: &str) -> Result<StatusResponse, ClientError> {
         let mut admin = self.admin_at(addr)?;
-        Ok(admin.status(StatusRequest {}).await.map_err(ClientError::Rpc)?.into_inner())
+        Ok(admin
+            .status(StatusRequest {})
+            .await
+            .map_err(ClientError::Rpc)?
+            .into_inner())
     }
 
     /// Forms the first membership, through the first configured endpoint.
     pub async fn init(&self, members: Vec<Member>) -> Result<(), ClientError> {
         let mut admin = self.admin_at(&self.endpoints[0])?;
-        admin.init(InitRequest { members }).await.map_err(ClientError::Rpc)?;
+        admin
+            .init(InitRequest { members })
+            .await
+            .map_err(ClientError::Rpc)?;
         Ok(())
     }
 
-    pub async fn add_learner(&self, member: Member, no_wait: bool) -> Result<MembershipResponse, ClientError> {
-        let req = AddLearnerRequest { member: Some(member), no_wait };
+    pub async fn add_learner(
+        &self,
+        member: Member,
+        no_wait: bool,
+    ) -> Result<MembershipResponse, ClientError> {
+        let req = AddLearnerRequest {
+            member: Some(member),
+            no_wait,
+        };
         self.with_retry(|ch| {
             let req = req.clone();
             async move { AdminServiceClient::new(ch).add_learner(req).await }
@@ -217,8 +280,16 @@ impl Client {
     }
 
     /// Snapshots one replica (`addr`), waiting until it is built when asked.
-    pub async fn trigger_snapshot(&self, addr: &str, wait: bool) -> Result<TriggerSnapshotResponse, ClientError> {
+    pub async fn trigger_snapshot(
+        &self,
+        addr: &str,
+        wait: bool,
+    ) -> Result<TriggerSnapshotResponse, ClientError> {
         let mut admin = self.admin_at(addr)?;
-        Ok(admin.trigger_snapshot(TriggerSnapshotRequest { wait }).await.map_err(ClientError::Rpc)?.into_inner())
+        Ok(admin
+            .trigger_snapshot(TriggerSnapshotRequest { wait })
+            .await
+            .map_err(ClientError::Rpc)?
+            .into_inner())
     }
 }

@@ -17,7 +17,8 @@ pub mod proto {
     tonic::include_proto!("autoglm.v1");
 
     /// Encoded descriptors of the API, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("autoglm_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("autoglm_v1_descriptor");
 }
 
 /// Response metadata key a replica sets on UNAVAILABLE when it knows the

@@ -88,13 +88,18 @@ impl Default for RaftSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { cache_capacity_mb: 64 }
+        Self {
+            cache_capacity_mb: 64,
+        }
     }
 }
 
 impl Default for GrpcSettings {
     fn default() -> Self {
-        Self { max_message_bytes: 16 * 1024 * 1024, connect_timeout_ms: 500 }
+        Self {
+            max_message_bytes: 16 * 1024 * 1024,
+            connect_timeout_ms: 500,
+        }
     }
 }
 
@@ -116,7 +121,16 @@ pub struct FlagOverrides {
 /// Prefix of environment overrides; nested keys use `__`, e.g.
 /// `AUTOGLM_RAFT__HEARTBEAT_INTERVAL_MS=100`.
 pub const ENV_PREFIX: &str = "AUTOGLM_";
-const TOP_LEVEL_KEYS: &[&str] = &["node_id", "cluster_name", "listen", "http_listen", "data_dir", "raft", "storage", "grpc"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "node_id",
+    "cluster_name",
+    "listen",
+    "http_listen",
+    "data_dir",
+    "raft",
+    "storage",
+    "grpc",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("config: {0}")]
@@ -127,7 +141,10 @@ impl ServerConfig {
         let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError(format!("file {} does not exist or is not a file", path.display())));
+                return Err(ConfigError(format!(
+                    "file {} does not exist or is not a file",
+                    path.display()
+                )));
             }
             figment = figment.merge(Yaml::file_exact(path));
         }
@@ -146,7 +163,10 @@ impl ServerConfig {
         let fail = |m: String| Err(ConfigError(m));
         let r = &self.raft;
         if self.node_id == 0 {
-            return fail("node_id: required, a positive integer (flag --node-id, env AUTOGLM_NODE_ID)".into());
+            return fail(
+                "node_id: required, a positive integer (flag --node-id, env AUTOGLM_NODE_ID)"
+                    .into(),
+            );
         }
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir: required (flag --data-dir, env AUTOGLM_DATA_DIR)".into());
@@ -154,7 +174,8 @@ impl ServerConfig {
         if self.cluster_name.is_empty() {
             return fail("cluster_name: must not be empty".into());
         }
-        if r.election_timeout_min_ms == 0 || r.election_timeout_min_ms >= r.election_timeout_max_ms {
+        if r.election_timeout_min_ms == 0 || r.election_timeout_min_ms >= r.election_timeout_max_ms
+        {
             return fail(format!(
                 "raft.election_timeout_min_ms ({}) must be positive and below raft.election_timeout_max_ms ({})",
                 r.election_timeout_min_ms, r.election_timeout_max_ms
@@ -170,7 +191,9 @@ impl ServerConfig {
             return fail("raft.snapshot_every_entries: must be positive".into());
         }
         // Room for the chunk's envelope inside one gRPC message.
-        if r.snapshot_chunk_bytes == 0 || r.snapshot_chunk_bytes + 64 * 1024 > self.grpc.max_message_bytes {
+        if r.snapshot_chunk_bytes == 0
+            || r.snapshot_chunk_bytes + 64 * 1024 > self.grpc.max_message_bytes
+        {
             return fail(format!(
                 "raft.snapshot_chunk_bytes ({}) must be positive and at least 64 KiB below grpc.max_message_bytes ({})",
                 r.snapshot_chunk_bytes, self.grpc.max_message_bytes
@@ -215,14 +238,23 @@ mod tests {
     }
 
     fn flags() -> FlagOverrides {
-        FlagOverrides { data_dir: Some("/tmp/x".into()), ..Default::default() }
+        FlagOverrides {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn file_then_flags_in_order_of_precedence() {
         let f = write("node_id: 3\nlisten: 127.0.0.1:9000\nraft:\n  heartbeat_interval_ms: 40\n");
-        let c = ServerConfig::load(Some(f.path()), FlagOverrides { listen: Some("127.0.0.1:9100".into()), ..flags() })
-            .unwrap();
+        let c = ServerConfig::load(
+            Some(f.path()),
+            FlagOverrides {
+                listen: Some("127.0.0.1:9100".into()),
+                ..flags()
+            },
+        )
+        .unwrap();
         assert_eq!(c.node_id, 3);
         assert_eq!(c.listen, "127.0.0.1:9100");
         assert_eq!(c.raft.heartbeat_interval_ms, 40);
@@ -232,7 +264,9 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let f = write("node_id: 1\nraft:\n  heartbeat_ms: 40\n");
-        let e = ServerConfig::load(Some(f.path()), flags()).unwrap_err().to_string();
+        let e = ServerConfig::load(Some(f.path()), flags())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("heartbeat_ms"), "{e}");
     }
 
@@ -245,7 +279,9 @@ mod tests {
     #[test]
     fn inconsistent_timeouts_are_refused() {
         let f = write("node_id: 1\nraft:\n  heartbeat_interval_ms: 200\n");
-        let e = ServerConfig::load(Some(f.path()), flags()).unwrap_err().to_string();
+        let e = ServerConfig::load(Some(f.path()), flags())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("raft.heartbeat_interval_ms"), "{e}");
     }
 

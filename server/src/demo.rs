@@ -32,7 +32,10 @@ fn role(r: i32) -> &'static str {
 }
 
 async fn print_status(cluster: &LocalCluster) {
-    println!("  {:<4} {:<17} {:<10} {:>5} {:>9} {:>9}  digest", "id", "addr", "role", "term", "committed", "applied");
+    println!(
+        "  {:<4} {:<17} {:<10} {:>5} {:>9} {:>9}  digest",
+        "id", "addr", "role", "term", "committed", "applied"
+    );
     for id in cluster.ids() {
         match cluster.status(id).await {
             Some(s) => println!(
@@ -52,10 +55,21 @@ async fn print_status(cluster: &LocalCluster) {
 
 pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
     let temp = tempfile::tempdir().map_err(|e| LocalError::from(e.to_string()))?;
-    let root = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&root).map_err(|e| LocalError::from(format!("{}: {e}", root.display())))?;
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&root)
+        .map_err(|e| LocalError::from(format!("{}: {e}", root.display())))?;
     let program = std::env::current_exe().map_err(|e| LocalError::from(e.to_string()))?;
-    let mut cluster = LocalCluster::new(&root, Launcher { program, args: Vec::new() }, "cluster_name: local\n");
+    let mut cluster = LocalCluster::new(
+        &root,
+        Launcher {
+            program,
+            args: Vec::new(),
+        },
+        "cluster_name: local\n",
+    );
     let long = Duration::from_secs(30);
 
     println!("== starting 3 replicas under {}", root.display());
@@ -91,9 +105,18 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
     cluster.spawn(4)?;
     cluster.wait_answering(4, long).await?;
     let admin = cluster.client(long);
-    admin.add_learner(cluster.member(4), false).await.map_err(|e| LocalError::from(e.to_string()))?;
-    let promoted = admin.promote(vec![4]).await.map_err(|e| LocalError::from(e.to_string()))?;
-    println!("   voters now {:?}", promoted.voters.iter().map(|m| m.id).collect::<Vec<_>>());
+    admin
+        .add_learner(cluster.member(4), false)
+        .await
+        .map_err(|e| LocalError::from(e.to_string()))?;
+    let promoted = admin
+        .promote(vec![4])
+        .await
+        .map_err(|e| LocalError::from(e.to_string()))?;
+    println!(
+        "   voters now {:?}",
+        promoted.voters.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
     writer.wait_progress(100, long).await?;
 
     let failed = writer.failed_count();
@@ -105,12 +128,21 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
     }
     print_status(&cluster).await;
     println!("== summary");
-    println!("   writes acknowledged: {} (all present on replicas {ids:?}); unacknowledged: {failed}", acked.len());
-    println!("   leader change: {leader} -> {new_leader} in {} ms", elected.as_millis());
+    println!(
+        "   writes acknowledged: {} (all present on replicas {ids:?}); unacknowledged: {failed}",
+        acked.len()
+    );
+    println!(
+        "   leader change: {leader} -> {new_leader} in {} ms",
+        elected.as_millis()
+    );
     println!("   every replica at the same state digest {digest:016x}");
 
     if args.keep {
-        println!("== cluster running; try: autoglm --endpoints {} cluster status", cluster.endpoints().join(","));
+        println!(
+            "== cluster running; try: autoglm --endpoints {} cluster status",
+            cluster.endpoints().join(",")
+        );
         println!("   Ctrl-C stops it");
         let _ = tokio::signal::ctrl_c().await;
     }

@@ -11,13 +11,19 @@ use axum::Router;
 use crate::replica::Replica;
 
 pub fn router(replica: Arc<Replica>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(replica)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(replica)
 }
 
 async fn healthz(State(replica): State<Arc<Replica>>) -> (StatusCode, String) {
     match &replica.raft.metrics().borrow().running_state {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
-        Err(fatal) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}\n")),
+        Err(fatal) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {fatal}\n"),
+        ),
     }
 }
 
@@ -28,7 +34,10 @@ async fn readyz(State(replica): State<Arc<Replica>>) -> (StatusCode, String) {
         return (StatusCode::SERVICE_UNAVAILABLE, "raft stopped\n".into());
     }
     if membership.get_node(&replica.id).is_none() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not a member of any cluster yet\n".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not a member of any cluster yet\n".into(),
+        );
     }
     match metrics.current_leader {
         Some(leader) => (StatusCode::OK, format!("ready; leader {leader}\n")),

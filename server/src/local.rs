@@ -51,14 +51,23 @@ pub struct LocalCluster {
 }
 
 fn free_port() -> Result<u16, LocalError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("no free port: {e}")))?;
-    Ok(listener.local_addr().map_err(|e| err(e.to_string()))?.port())
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| err(format!("no free port: {e}")))?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| err(e.to_string()))?
+        .port())
 }
 
 impl LocalCluster {
     /// A cluster whose replicas keep their data and logs under `root`.
     pub fn new(root: &Path, launcher: Launcher, extra_yaml: &str) -> Self {
-        Self { root: root.to_path_buf(), launcher, extra_yaml: extra_yaml.to_string(), replicas: BTreeMap::new() }
+        Self {
+            root: root.to_path_buf(),
+            launcher,
+            extra_yaml: extra_yaml.to_string(),
+            replicas: BTreeMap::new(),
+        }
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -81,8 +90,20 @@ impl LocalCluster {
                 data_dir.display(),
                 self.extra_yaml
             );
-            std::fs::write(&config, yaml).map_err(|e| err(format!("write {}: {e}", config.display())))?;
-            self.replicas.insert(id, LocalReplica { id, addr, http, data_dir, config, child: None, starts: 0 });
+            std::fs::write(&config, yaml)
+                .map_err(|e| err(format!("write {}: {e}", config.display())))?;
+            self.replicas.insert(
+                id,
+                LocalReplica {
+                    id,
+                    addr,
+                    http,
+                    data_dir,
+                    config,
+                    child: None,
+                    starts: 0,
+                },
+            );
         }
         let launcher = self.launcher.clone();
         let root = self.root.clone();
@@ -92,7 +113,8 @@ impl LocalCluster {
         }
         replica.starts += 1;
         let log_path = root.join(format!("replica-{id}.{}.log", replica.starts));
-        let log = std::fs::File::create(&log_path).map_err(|e| err(format!("{}: {e}", log_path.display())))?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
         let child = Command::new(&launcher.program)
             .args(&launcher.args)
             .arg("--config")
@@ -114,7 +136,9 @@ impl LocalCluster {
     }
 
     pub fn is_running(&mut self, id: u64) -> bool {
-        let Some(child) = self.replicas.get_mut(&id).and_then(|r| r.child.as_mut()) else { return false };
+        let Some(child) = self.replicas.get_mut(&id).and_then(|r| r.child.as_mut()) else {
+            return false;
+        };
         matches!(child.try_wait(), Ok(None))
     }
 
@@ -143,7 +167,10 @@ impl LocalCluster {
     }
 
     pub fn member(&self, id: u64) -> Member {
-        Member { id, addr: self.addr(id) }
+        Member {
+            id,
+            addr: self.addr(id),
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -152,7 +179,10 @@ impl LocalCluster {
 
     /// A client over every replica, retrying for up to `deadline`.
     pub fn client(&self, deadline: Duration) -> Client {
-        let options = ClientOptions { deadline, ..Default::default() };
+        let options = ClientOptions {
+            deadline,
+            ..Default::default()
+        };
         Client::new(self.endpoints(), options).expect("loopback endpoints are valid")
     }
 
@@ -175,7 +205,9 @@ impl LocalCluster {
         let started = Instant::now();
         while self.status(id).await.is_none() {
             if started.elapsed() > timeout {
-                return Err(err(format!("replica {id} did not answer within {timeout:?}")));
+                return Err(err(format!(
+                    "replica {id} did not answer within {timeout:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -191,19 +223,29 @@ impl LocalCluster {
             self.wait_answering(id, Duration::from_secs(30)).await?;
         }
         let members = ids.iter().map(|&id| self.member(id)).collect();
-        self.client_of(ids[0]).init(members).await.map_err(|e| err(format!("init: {e}")))?;
+        self.client_of(ids[0])
+            .init(members)
+            .await
+            .map_err(|e| err(format!("init: {e}")))?;
         self.wait_leader(ids, None, Duration::from_secs(10)).await
     }
 
     /// Waits for a replica of `ids` (other than `not`) that claims leadership
     /// and that a majority of `ids` follow.
-    pub async fn wait_leader(&self, ids: &[u64], not: Option<u64>, timeout: Duration) -> Result<u64, LocalError> {
+    pub async fn wait_leader(
+        &self,
+        ids: &[u64],
+        not: Option<u64>,
+        timeout: Duration,
+    ) -> Result<u64, LocalError> {
         let started = Instant::now();
         loop {
             let mut follows: BTreeMap<u64, usize> = BTreeMap::new();
             let mut claims = Vec::new();
             for &id in ids {
-                let Some(s) = self.status(id).await else { continue };
+                let Some(s) = self.status(id).await else {
+                    continue;
+                };
                 if let Some(l) = s.leader_id {
                     *follows.entry(l).or_default() += 1;
                 }
@@ -211,19 +253,28 @@ impl LocalCluster {
                     claims.push(id);
                 }
             }
-            let agreed = follows.iter().find(|(l, n)| **n > ids.len() / 2 && Some(**l) != not && claims.contains(l));
+            let agreed = follows
+                .iter()
+                .find(|(l, n)| **n > ids.len() / 2 && Some(**l) != not && claims.contains(l));
             if let Some((&leader, _)) = agreed {
                 return Ok(leader);
             }
             if started.elapsed() > timeout {
-                return Err(err(format!("no leader among {ids:?} within {timeout:?} (followed: {follows:?})")));
+                return Err(err(format!(
+                    "no leader among {ids:?} within {timeout:?} (followed: {follows:?})"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
     /// Waits until replica `id` has applied what `leader` had committed.
-    pub async fn wait_caught_up(&self, id: u64, leader: u64, timeout: Duration) -> Result<(), LocalError> {
+    pub async fn wait_caught_up(
+        &self,
+        id: u64,
+        leader: u64,
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
         let started = Instant::now();
         let target = self.status(leader).await.and_then(|s| s.committed_index);
         loop {
@@ -233,7 +284,9 @@ impl LocalCluster {
                 }
             }
             if started.elapsed() > timeout {
-                return Err(err(format!("replica {id} did not catch up to {target:?} within {timeout:?}")));
+                return Err(err(format!(
+                    "replica {id} did not catch up to {target:?} within {timeout:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -246,7 +299,11 @@ impl LocalCluster {
         loop {
             let mut seen = Vec::new();
             for &id in ids {
-                seen.push(self.status(id).await.map(|s| (s.applied_index, s.last_log_index, s.state_digest)));
+                seen.push(
+                    self.status(id)
+                        .await
+                        .map(|s| (s.applied_index, s.last_log_index, s.state_digest)),
+                );
             }
             if let Some(Some((applied, last, digest))) = seen.first().copied() {
                 if applied == last && seen.iter().all(|s| *s == Some((applied, last, digest))) {
@@ -262,11 +319,19 @@ impl LocalCluster {
 
     /// Every replica's log output so far, concatenated.
     pub fn logs(&self) -> String {
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return String::new() };
-        let mut paths: Vec<PathBuf> =
-            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return String::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
         paths.sort();
-        paths.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect()
+        paths
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
     }
 }
 
@@ -295,11 +360,19 @@ impl Writer {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (s, a, f, p) = (stop.clone(), acked.clone(), failed.clone(), prefix.to_string());
+        let (s, a, f, p) = (
+            stop.clone(),
+            acked.clone(),
+            failed.clone(),
+            prefix.to_string(),
+        );
         let task = tokio::spawn(async move {
             let mut n = 0u64;
             while !s.load(Ordering::Relaxed) {
-                match client.config_put(&format!("{p}{n}"), &format!("v{n}")).await {
+                match client
+                    .config_put(&format!("{p}{n}"), &format!("v{n}"))
+                    .await
+                {
                     Ok(_) => a.lock().unwrap_or_else(|e| e.into_inner()).push(n),
                     Err(_) => {
                         f.fetch_add(1, Ordering::Relaxed);
@@ -308,7 +381,13 @@ impl Writer {
                 n += 1;
             }
         });
-        Self { stop, acked, failed, task, prefix: prefix.to_string() }
+        Self {
+            stop,
+            acked,
+            failed,
+            task,
+            prefix: prefix.to_string(),
+        }
     }
 
     pub fn acked_count(&self) -> usize {
@@ -326,7 +405,10 @@ impl Writer {
         let started = Instant::now();
         while self.acked_count() < target {
             if started.elapsed() > timeout {
-                return Err(err(format!("writer made no progress in {timeout:?} ({} acked)", self.acked_count())));
+                return Err(err(format!(
+                    "writer made no progress in {timeout:?} ({} acked)",
+                    self.acked_count()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -343,20 +425,36 @@ impl Writer {
 
     /// Reads every acknowledged key from replica `id` alone (its own applied
     /// state; call after convergence) and reports the first missing or wrong one.
-    pub async fn verify_on(&self, cluster: &LocalCluster, id: u64, acked: &[u64]) -> Result<(), LocalError> {
+    pub async fn verify_on(
+        &self,
+        cluster: &LocalCluster,
+        id: u64,
+        acked: &[u64],
+    ) -> Result<(), LocalError> {
         verify_writes(cluster, id, &self.prefix, acked).await
     }
 }
 
 /// See [`Writer::verify_on`]; usable after the writer is stopped.
-pub async fn verify_writes(cluster: &LocalCluster, id: u64, prefix: &str, acked: &[u64]) -> Result<(), LocalError> {
+pub async fn verify_writes(
+    cluster: &LocalCluster,
+    id: u64,
+    prefix: &str,
+    acked: &[u64],
+) -> Result<(), LocalError> {
     let client = cluster.client_of(id);
     for n in acked {
         let key = format!("{prefix}{n}");
-        let got = client.config_get(&key, true).await.map_err(|e| err(format!("read {key} on {id}: {e}")))?;
+        let got = client
+            .config_get(&key, true)
+            .await
+            .map_err(|e| err(format!("read {key} on {id}: {e}")))?;
         let want = format!("v{n}");
         if got.entry.as_ref().map(|e| e.value.as_str()) != Some(want.as_str()) {
-            return Err(err(format!("replica {id} lost acknowledged write {key}: found {:?}", got.entry)));
+            return Err(err(format!(
+                "replica {id} lost acknowledged write {key}: found {:?}",
+                got.entry
+            )));
         }
     }
     Ok(())

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 
 /// One replica of the Open-AutoGLM scheduler, or (`local`) a whole local cluster.
 #[derive(Parser)]
-#[command(name = "autoglm-server", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "autoglm-server",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Mode>,

@@ -27,7 +27,10 @@ pub enum ReplicaError {
     #[error("no leader is known yet; retry shortly")]
     NoLeader,
     #[error("not the leader; the leader is replica {leader_id} at {leader_addr}")]
-    NotLeader { leader_id: NodeId, leader_addr: String },
+    NotLeader {
+        leader_id: NodeId,
+        leader_addr: String,
+    },
     #[error("the leader cannot reach a quorum")]
     NoQuorum,
     #[error("forwarding to the leader at {addr} failed: {reason}")]
@@ -48,12 +51,17 @@ pub struct Replica {
 
 /// Milliseconds since the Unix epoch; stamped on proposals by the leader.
 pub fn wall_clock_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> ReplicaError {
     match (f.leader_id, f.leader_node) {
-        (Some(leader_id), Some(node)) => ReplicaError::NotLeader { leader_id, leader_addr: node.addr },
+        (Some(leader_id), Some(node)) => ReplicaError::NotLeader {
+            leader_id,
+            leader_addr: node.addr,
+        },
         _ => ReplicaError::NoLeader,
     }
 }
@@ -63,7 +71,11 @@ impl Replica {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
         Some((leader, node.addr))
     }
 
@@ -77,7 +89,10 @@ impl Replica {
             return Ok(());
         }
         match self.leader() {
-            Some((leader_id, leader_addr)) => Err(ReplicaError::NotLeader { leader_id, leader_addr }),
+            Some((leader_id, leader_addr)) => Err(ReplicaError::NotLeader {
+                leader_id,
+                leader_addr,
+            }),
             None => Err(ReplicaError::NoLeader),
         }
     }
@@ -90,34 +105,47 @@ impl Replica {
     /// `apply` answered.
     pub async fn propose(&self, command: Command) -> Result<Response, ReplicaError> {
         match self.propose_local(command.clone()).await {
-            Err(ReplicaError::NotLeader { leader_addr, .. }) => self.forward_propose(&leader_addr, command).await,
+            Err(ReplicaError::NotLeader { leader_addr, .. }) => {
+                self.forward_propose(&leader_addr, command).await
+            }
             other => other,
         }
     }
 
     /// Proposes on this replica only; fails with `NotLeader` on a follower.
     pub async fn propose_local(&self, command: Command) -> Result<Response, ReplicaError> {
-        let proposal = Proposal { at_ms: wall_clock_ms(), command };
+        let proposal = Proposal {
+            at_ms: wall_clock_ms(),
+            command,
+        };
         match self.raft.client_write(proposal).await {
             Ok(written) => Ok(written.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f)),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ReplicaError::Stopped(format!("unexpected membership error for a command: {e}")))
-            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(
+                ReplicaError::Stopped(format!("unexpected membership error for a command: {e}")),
+            ),
             Err(RaftError::Fatal(f)) => Err(ReplicaError::Stopped(f.to_string())),
         }
     }
 
-    async fn forward_propose(&self, addr: &str, command: Command) -> Result<Response, ReplicaError> {
+    async fn forward_propose(
+        &self,
+        addr: &str,
+        command: Command,
+    ) -> Result<Response, ReplicaError> {
         let payload = postcard::to_stdvec(&command).map_err(|e| forward_err(addr, e))?;
-        let mut client = self.peers.raft_client(addr).map_err(|e| forward_err(addr, e))?;
+        let mut client = self
+            .peers
+            .raft_client(addr)
+            .map_err(|e| forward_err(addr, e))?;
         let call = client.propose(self.peers.message(payload));
         let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
             .await
             .map_err(|e| forward_err(addr, e))?
             .map_err(|s| forward_err(addr, s.message()))?
             .into_inner();
-        postcard::from_bytes::<Result<Response, ReplicaError>>(&reply.payload).map_err(|e| forward_err(addr, e))?
+        postcard::from_bytes::<Result<Response, ReplicaError>>(&reply.payload)
+            .map_err(|e| forward_err(addr, e))?
     }
 
     /// Waits until this replica has applied everything committed before the
@@ -128,7 +156,9 @@ impl Replica {
             return Ok(self.applied_index());
         }
         let read_index = match self.read_index_local().await {
-            Err(ReplicaError::NotLeader { leader_addr, .. }) => self.forward_read_index(&leader_addr).await?,
+            Err(ReplicaError::NotLeader { leader_addr, .. }) => {
+                self.forward_read_index(&leader_addr).await?
+            }
             other => other?,
         };
         if self.applied_index() < read_index {
@@ -150,23 +180,32 @@ impl Replica {
         match self.raft.get_read_log_id().await {
             Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |id| id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f)),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(ReplicaError::NoQuorum),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(ReplicaError::NoQuorum)
+            }
             Err(RaftError::Fatal(f)) => Err(ReplicaError::Stopped(f.to_string())),
         }
     }
 
     async fn forward_read_index(&self, addr: &str) -> Result<u64, ReplicaError> {
-        let mut client = self.peers.raft_client(addr).map_err(|e| forward_err(addr, e))?;
+        let mut client = self
+            .peers
+            .raft_client(addr)
+            .map_err(|e| forward_err(addr, e))?;
         let call = client.read_index(self.peers.message(Vec::new()));
         let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
             .await
             .map_err(|e| forward_err(addr, e))?
             .map_err(|s| forward_err(addr, s.message()))?
             .into_inner();
-        postcard::from_bytes::<Result<u64, ReplicaError>>(&reply.payload).map_err(|e| forward_err(addr, e))?
+        postcard::from_bytes::<Result<u64, ReplicaError>>(&reply.payload)
+            .map_err(|e| forward_err(addr, e))?
     }
 }
 
 fn forward_err(addr: &str, e: impl std::fmt::Display) -> ReplicaError {
-    ReplicaError::Forward { addr: addr.to_string(), reason: e.to_string() }
+    ReplicaError::Forward {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    }
 }

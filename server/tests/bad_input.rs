@@ -12,7 +12,10 @@ use tonic::Code;
 
 fn run_server(args: &[&str]) -> (i32, String) {
     let out = Command::new(SERVER_BIN).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn run_cli(cluster: &TestCluster, args: &[&str]) -> (i32, String) {
@@ -22,11 +25,18 @@ fn run_cli(cluster: &TestCluster, args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn one_line(stderr: &str) -> &str {
-    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line, got:\n{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line, got:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr.trim_end()
 }
@@ -51,7 +61,10 @@ fn malformed_and_unknown_config_files_are_refused() {
     let (code, err) = run_server(&["--config", dir.path().join("absent.yaml").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(one_line(&err).contains("absent.yaml"), "{err}");
-    assert!(!std::path::Path::new(data).exists(), "a refused config must not create the data dir");
+    assert!(
+        !std::path::Path::new(data).exists(),
+        "a refused config must not create the data dir"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,16 +76,40 @@ async fn data_dir_of_another_cluster_is_refused() {
     let node = cluster.get(1);
     let data_dir = node.data_dir.to_str().unwrap().to_string();
     let grpc = node.addr.clone();
-    let (code, err) = run_server(&["--node-id", "1", "--cluster-name", "other", "--listen", &grpc, "--data-dir", &data_dir]);
+    let (code, err) = run_server(&[
+        "--node-id",
+        "1",
+        "--cluster-name",
+        "other",
+        "--listen",
+        &grpc,
+        "--data-dir",
+        &data_dir,
+    ]);
     assert_eq!(code, 1);
-    assert!(one_line(&err).contains("belongs to cluster 'test'"), "{err}");
-    let (code, err) = run_server(&["--node-id", "7", "--cluster-name", "test", "--listen", &grpc, "--data-dir", &data_dir]);
+    assert!(
+        one_line(&err).contains("belongs to cluster 'test'"),
+        "{err}"
+    );
+    let (code, err) = run_server(&[
+        "--node-id",
+        "7",
+        "--cluster-name",
+        "test",
+        "--listen",
+        &grpc,
+        "--data-dir",
+        &data_dir,
+    ]);
     assert_eq!(code, 1);
     assert!(one_line(&err).contains("replica 1"), "{err}");
 
     // The refused starts changed nothing: the rightful owner restarts with its data.
     cluster.spawn(1).unwrap();
-    cluster.wait_leader(&[1], None, Duration::from_secs(10)).await.unwrap();
+    cluster
+        .wait_leader(&[1], None, Duration::from_secs(10))
+        .await
+        .unwrap();
     let got = cluster.client().config_get("kept", false).await.unwrap();
     assert_eq!(got.entry.unwrap().value, "yes");
     cluster.assert_no_panic();
@@ -101,7 +138,10 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
 
     // A peer that speaks HTTP/1 (the health port), one that speaks garbage, and nothing at all.
     let http = cluster.get(1).http.clone();
-    let err = client.add_learner(autoglm_client::proto::Member { id: 4, addr: http }, false).await.unwrap_err();
+    let err = client
+        .add_learner(autoglm_client::proto::Member { id: 4, addr: http }, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
     assert!(err.to_string().contains("does not speak"), "{err}");
 
@@ -121,7 +161,16 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     let foreign = format!("127.0.0.1:{}", common::free_port());
     let foreign_http = format!("127.0.0.1:{}", common::free_port());
     let mut other = Command::new(SERVER_BIN)
-        .args(["--node-id", "4", "--cluster-name", "elsewhere", "--listen", &foreign, "--http-listen", &foreign_http])
+        .args([
+            "--node-id",
+            "4",
+            "--cluster-name",
+            "elsewhere",
+            "--listen",
+            &foreign,
+            "--http-listen",
+            &foreign_http,
+        ])
         .arg("--data-dir")
         .arg(&foreign_dir)
         .stderr(std::process::Stdio::null())
@@ -129,7 +178,15 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
         .unwrap();
     let mut result = None;
     for _ in 0..100 {
-        let r = client.add_learner(autoglm_client::proto::Member { id: 4, addr: foreign.clone() }, false).await;
+        let r = client
+            .add_learner(
+                autoglm_client::proto::Member {
+                    id: 4,
+                    addr: foreign.clone(),
+                },
+                false,
+            )
+            .await;
         if !matches!(&r, Err(e) if e.to_string().contains("unreachable")) {
             result = Some(r);
             break;
@@ -151,8 +208,20 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     assert!(err.to_string().starts_with("key:"), "{err}");
     let status = client.status().await.unwrap();
     assert_eq!(status.voters.len(), 3);
-    assert!(status.learners.is_empty(), "a refused peer was added: {status:?}");
-    assert_eq!(client.config_get("before", false).await.unwrap().entry.unwrap().value, "1");
+    assert!(
+        status.learners.is_empty(),
+        "a refused peer was added: {status:?}"
+    );
+    assert_eq!(
+        client
+            .config_get("before", false)
+            .await
+            .unwrap()
+            .entry
+            .unwrap()
+            .value,
+        "1"
+    );
     for id in [1, 2, 3] {
         assert!(cluster.is_running(id), "replica {id} died");
     }

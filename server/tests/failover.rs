@@ -19,22 +19,43 @@ async fn leader_sigkill_loses_no_acknowledged_write() {
     let writer = Writer::start(cluster.client(), "w/");
 
     for round in 0..KILLS {
-        writer.wait_progress(20, Duration::from_secs(30)).await.unwrap();
-        let leader = cluster.wait_leader(&ids, None, Duration::from_secs(10)).await.unwrap();
+        writer
+            .wait_progress(20, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let leader = cluster
+            .wait_leader(&ids, None, Duration::from_secs(10))
+            .await
+            .unwrap();
         cluster.kill(leader);
         let killed_at = Instant::now();
         let others: Vec<u64> = ids.iter().copied().filter(|&i| i != leader).collect();
-        let new_leader = cluster.wait_leader(&others, Some(leader), Duration::from_secs(10)).await.unwrap();
-        println!("round {round}: killed leader {leader}, replica {new_leader} leads after {:?}", killed_at.elapsed());
+        let new_leader = cluster
+            .wait_leader(&others, Some(leader), Duration::from_secs(10))
+            .await
+            .unwrap();
+        println!(
+            "round {round}: killed leader {leader}, replica {new_leader} leads after {:?}",
+            killed_at.elapsed()
+        );
         cluster.spawn(leader).unwrap();
-        cluster.wait_answering(leader, Duration::from_secs(20)).await.unwrap();
+        cluster
+            .wait_answering(leader, Duration::from_secs(20))
+            .await
+            .unwrap();
     }
-    writer.wait_progress(20, Duration::from_secs(30)).await.unwrap();
+    writer
+        .wait_progress(20, Duration::from_secs(30))
+        .await
+        .unwrap();
     let failed = writer.failed_count();
     let acked = writer.stop().await;
     println!("{} writes acknowledged, {failed} failed", acked.len());
 
-    cluster.wait_converged(&ids, Duration::from_secs(30)).await.unwrap();
+    cluster
+        .wait_converged(&ids, Duration::from_secs(30))
+        .await
+        .unwrap();
     for id in ids {
         assert_all_present(&cluster, id, &acked).await;
     }

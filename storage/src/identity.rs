@@ -20,7 +20,12 @@ pub enum IdentityError {
         "data dir belongs to cluster '{found_cluster}' replica {found_node}, \
          but this replica is configured as cluster '{wanted_cluster}' replica {wanted_node}"
     )]
-    Mismatch { found_cluster: String, found_node: u64, wanted_cluster: String, wanted_node: u64 },
+    Mismatch {
+        found_cluster: String,
+        found_node: u64,
+        wanted_cluster: String,
+        wanted_node: u64,
+    },
     #[error("data dir identity record is unreadable: {0}")]
     Corrupt(codec::DecodeError),
     #[error("data dir: {0}")]
@@ -34,7 +39,8 @@ impl DataDirIdentity {
         let meta = db.open_tree(META_TREE)?;
         match meta.get(IDENTITY_KEY)? {
             Some(bytes) => {
-                let found: DataDirIdentity = codec::decode(&bytes).map_err(IdentityError::Corrupt)?;
+                let found: DataDirIdentity =
+                    codec::decode(&bytes).map_err(IdentityError::Corrupt)?;
                 if &found == self {
                     Ok(())
                 } else {

@@ -12,6 +12,9 @@
 //! Why sled trees rather than files: one database gives atomic batches and one
 //! flush for the log, the metadata and the snapshot together.
 
+// openraft's storage traits fix `StorageError` (large) as the error type.
+#![allow(clippy::result_large_err)]
+
 pub mod codec;
 pub mod identity;
 pub mod log_store;
@@ -34,7 +37,12 @@ pub trait StoredTypeConfig:
 }
 
 impl<C> StoredTypeConfig for C where
-    C: RaftTypeConfig<SnapshotData = Cursor<Vec<u8>>, Entry = Entry<C>, NodeId = u64, Node = BasicNode>
+    C: RaftTypeConfig<
+        SnapshotData = Cursor<Vec<u8>>,
+        Entry = Entry<C>,
+        NodeId = u64,
+        Node = BasicNode,
+    >
 {
 }
 
@@ -47,7 +55,9 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { cache_capacity_bytes: 64 * 1024 * 1024 }
+        Self {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -57,16 +67,23 @@ pub enum OpenError {
     #[error("cannot open the sled database in {path}: {source}")]
     Sled { path: String, source: sled::Error },
     #[error("the snapshot stored in {path} cannot be decoded: {source}")]
-    Snapshot { path: String, source: codec::DecodeError },
+    Snapshot {
+        path: String,
+        source: codec::DecodeError,
+    },
+}
+
+/// An opened replica database and the two openraft stores over it.
+pub struct Opened<C: StoredTypeConfig, S> {
+    pub db: sled::Db,
+    pub log: LogStore<C>,
+    pub state_machine: StateMachineStore<C, S>,
 }
 
 /// Opens (or creates) the database in `dir` and returns the log store and the
 /// state-machine store over it. The state machine is restored from the last
 /// snapshot; openraft re-applies the committed log after it.
-pub fn open<C, S>(
-    dir: &Path,
-    options: &StoreOptions,
-) -> Result<(sled::Db, LogStore<C>, StateMachineStore<C, S>), OpenError>
+pub fn open<C, S>(dir: &Path, options: &StoreOptions) -> Result<Opened<C, S>, OpenError>
 where
     C: StoredTypeConfig,
     S: StateMachine<C>,
@@ -76,11 +93,27 @@ where
         .path(dir)
         .cache_capacity(options.cache_capacity_bytes)
         .open()
-        .map_err(|source| OpenError::Sled { path: path.clone(), source })?;
-    let log = LogStore::new(&db).map_err(|source| OpenError::Sled { path: path.clone(), source })?;
-    let sm = StateMachineStore::new(&db).map_err(|e| match e {
-        state_machine::RestoreError::Sled(source) => OpenError::Sled { path: path.clone(), source },
-        state_machine::RestoreError::Decode(source) => OpenError::Snapshot { path: path.clone(), source },
+        .map_err(|source| OpenError::Sled {
+            path: path.clone(),
+            source,
+        })?;
+    let log = LogStore::new(&db).map_err(|source| OpenError::Sled {
+        path: path.clone(),
+        source,
     })?;
-    Ok((db, log, sm))
+    let sm = StateMachineStore::new(&db).map_err(|e| match e {
+        state_machine::RestoreError::Sled(source) => OpenError::Sled {
+            path: path.clone(),
+            source,
+        },
+        state_machine::RestoreError::Decode(source) => OpenError::Snapshot {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    Ok(Opened {
+        db,
+        log,
+        state_machine: sm,
+    })
 }

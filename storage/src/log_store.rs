@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{
+    AnyError, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, StorageIOError, Vote,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -49,7 +51,11 @@ impl<C: StoredTypeConfig> Clone for LogStore<C> {
     }
 }
 
-fn io_err<E: std::error::Error + 'static>(subject: ErrorSubject<u64>, verb: ErrorVerb, e: E) -> StorageError<u64> {
+fn io_err<E: std::error::Error + 'static>(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: E,
+) -> StorageError<u64> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -81,20 +87,34 @@ impl<C: StoredTypeConfig> LogStore<C> {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
-        let bytes = self.meta.get(key).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        let bytes = self
+            .meta
+            .get(key)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         bytes
             .map(|b| codec::decode(&b).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e)))
             .transpose()
     }
 
-    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T, subject: ErrorSubject<u64>) -> Result<(), StorageError<u64>> {
-        let bytes = codec::encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
-        self.meta.insert(key, bytes).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<u64>,
+    ) -> Result<(), StorageError<u64>> {
+        let bytes =
+            codec::encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         Ok(())
     }
 
     async fn flush(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError<u64>> {
-        self.db.flush_async().await.map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -103,8 +123,14 @@ impl<C: StoredTypeConfig> LogStore<C> {
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        let last = self.log.last().map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        Ok(last.map(|(_, v)| Self::decode_entry(&v)).transpose()?.map(|e| e.log_id))
+        let last = self
+            .log
+            .last()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        Ok(last
+            .map(|(_, v)| Self::decode_entry(&v))
+            .transpose()?
+            .map(|e| e.log_id))
     }
 }
 
@@ -153,7 +179,10 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
         let last_purged: Option<LogId<u64>> = self.read_meta(LAST_PURGED_KEY)?;
         let last_log_id = self.last_entry_id()?.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -171,14 +200,19 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     /// Not flushed: a lost committed id is re-learned from the leader, it only
     /// saves re-applying entries after a restart.
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
         match committed {
             Some(id) => {
                 self.write_meta(COMMITTED_KEY, &id, ErrorSubject::Store)?;
                 self.committed.store(id.index, Ordering::Relaxed);
             }
             None => {
-                self.meta.remove(COMMITTED_KEY).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+                self.meta
+                    .remove(COMMITTED_KEY)
+                    .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
                 self.committed.store(NONE_INDEX, Ordering::Relaxed);
             }
         }
@@ -189,17 +223,24 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
         self.read_meta(COMMITTED_KEY)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<u64>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<C>,
+    ) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = C::Entry> + Send,
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = codec::encode(&entry).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            let bytes = codec::encode(&entry)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.insert(&key(entry.log_id.index), bytes);
         }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let flushed = self.db.flush_async().await;
         let result = flushed.map(|_| ()).map_err(std::io::Error::other);
         callback.log_io_completed(result);
@@ -212,7 +253,9 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
             let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
             batch.remove(k);
         }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.flush(ErrorSubject::Logs).await
     }
 
@@ -226,7 +269,9 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
             let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
             batch.remove(k);
         }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         Ok(())
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,11 @@ pub enum RestoreError {
     Decode(codec::DecodeError),
 }
 
-fn io_err<E: std::error::Error + 'static>(subject: ErrorSubject<u64>, verb: ErrorVerb, e: E) -> StorageError<u64> {
+fn io_err<E: std::error::Error + 'static>(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: E,
+) -> StorageError<u64> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -110,24 +114,39 @@ where
     }
 
     fn stored_snapshot(&self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
-        let read = |k| self.snapshots.get(k).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e));
+        let read = |k| {
+            self.snapshots
+                .get(k)
+                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
+        };
         let (Some(meta), Some(data)) = (read(SNAPSHOT_META_KEY)?, read(SNAPSHOT_DATA_KEY)?) else {
             return Ok(None);
         };
-        let meta: Meta = codec::decode(&meta).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }))
+        let meta: Meta = codec::decode(&meta)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        }))
     }
 }
 
 /// Persists meta and data in one atomic batch and flushes before returning.
-async fn persist_snapshot(tree: &sled::Tree, meta: &Meta, data: &[u8]) -> Result<(), StorageError<u64>> {
+async fn persist_snapshot(
+    tree: &sled::Tree,
+    meta: &Meta,
+    data: &[u8],
+) -> Result<(), StorageError<u64>> {
     let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
     let meta_bytes = codec::encode(meta).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
     let mut batch = sled::Batch::default();
     batch.insert(SNAPSHOT_META_KEY, meta_bytes);
     batch.insert(SNAPSHOT_DATA_KEY, data);
-    tree.apply_batch(batch).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
-    tree.flush_async().await.map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+    tree.apply_batch(batch)
+        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+    tree.flush_async()
+        .await
+        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
     Ok(())
 }
 
@@ -146,7 +165,8 @@ where
     S: StateMachine<C>,
 {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
-        let data = codec::encode(&self.copy).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let data = codec::encode(&self.copy)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         let snapshot_id = match self.copy.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.seq),
             None => format!("empty-{}", self.seq),
@@ -157,7 +177,10 @@ where
             snapshot_id,
         };
         persist_snapshot(&self.snapshots, &meta, &data).await?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -170,7 +193,13 @@ where
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, openraft::BasicNode>), StorageError<u64>> {
+    ) -> Result<
+        (
+            Option<LogId<u64>>,
+            StoredMembership<u64, openraft::BasicNode>,
+        ),
+        StorageError<u64>,
+    > {
         let applied = self.shared.read();
         Ok((applied.last_applied, applied.membership.clone()))
     }
@@ -188,7 +217,8 @@ where
                 EntryPayload::Blank => S::no_request_response(),
                 EntryPayload::Normal(request) => applied.state.apply(&entry.log_id, request),
                 EntryPayload::Membership(membership) => {
-                    applied.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                    applied.membership =
+                        StoredMembership::new(Some(entry.log_id), membership.clone());
                     S::no_request_response()
                 }
             };
@@ -206,16 +236,23 @@ where
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
     /// Decodes first, persists second, swaps the whole state last: a snapshot
     /// that does not decode changes nothing.
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError<u64>> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let mut incoming: Applied<S> = codec::decode(&data).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
+        let mut incoming: Applied<S> =
+            codec::decode(&data).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
         // The meta is authoritative for what the snapshot covers.
         incoming.last_applied = meta.last_log_id;
         incoming.membership = meta.last_membership.clone();

@@ -9,18 +9,27 @@ use openraft::StorageError;
 
 struct SledBuilder;
 
-impl StoreBuilder<KvConfig, LogStore<KvConfig>, StateMachineStore<KvConfig, Kv>, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<KvConfig, LogStore<KvConfig>, StateMachineStore<KvConfig, Kv>, tempfile::TempDir>
+    for SledBuilder
+{
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore<KvConfig>, StateMachineStore<KvConfig, Kv>), StorageError<u64>> {
+    ) -> Result<
+        (
+            tempfile::TempDir,
+            LogStore<KvConfig>,
+            StateMachineStore<KvConfig, Kv>,
+        ),
+        StorageError<u64>,
+    > {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (_db, log, sm) =
-            autoglm_storage::open::<KvConfig, Kv>(dir.path(), &StoreOptions::default()).expect("open store");
-        Ok((dir, log, sm))
+        let opened = autoglm_storage::open::<KvConfig, Kv>(dir.path(), &StoreOptions::default())
+            .expect("open store");
+        Ok((dir, opened.log, opened.state_machine))
     }
 }
 
 #[test]
-fn openraft_suite_passes_on_sled() -> Result<(), StorageError<u64>> {
-    Suite::test_all(SledBuilder)
+fn openraft_suite_passes_on_sled() {
+    Suite::test_all(SledBuilder).expect("openraft storage suite");
 }

@@ -31,12 +31,19 @@ impl AdminApi {
 
     /// `Ok(None)`: this replica leads, go on here. `Ok(Some(client))`: forward
     /// to the leader through `client`.
-    fn leader_route<T>(&self, request: &Request<T>) -> Result<Option<AdminServiceClient<tonic::transport::Channel>>, Status> {
+    fn leader_route<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<AdminServiceClient<tonic::transport::Channel>>, Status> {
         match self.replica.leader_or_err() {
             Ok(()) => Ok(None),
             Err(e) if request.metadata().contains_key(FORWARDED_METADATA) => Err(replica_status(e)),
             Err(crate::replica::ReplicaError::NotLeader { leader_addr, .. }) => {
-                let channel = self.replica.peers.channel(&leader_addr).map_err(|e| Status::internal(e.to_string()))?;
+                let channel = self
+                    .replica
+                    .peers
+                    .channel(&leader_addr)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 Ok(Some(AdminServiceClient::new(channel)))
             }
             Err(e) => Err(replica_status(e)),
@@ -44,15 +51,28 @@ impl AdminApi {
     }
 
     fn membership(&self) -> openraft::Membership<NodeId, BasicNode> {
-        self.replica.raft.metrics().borrow().membership_config.membership().clone()
+        self.replica
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
     }
 
-    async fn change(&self, change: ChangeMembers<NodeId, BasicNode>) -> Result<MembershipResponse, Status> {
+    async fn change(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<MembershipResponse, Status> {
         match self.replica.raft.change_membership(change, false).await {
             Ok(written) => {
                 let membership = written.membership.unwrap_or_else(|| self.membership());
                 let (voters, learners) = voters_and_learners(&membership);
-                Ok(MembershipResponse { voters, learners, log_index: written.log_id.index })
+                Ok(MembershipResponse {
+                    voters,
+                    learners,
+                    log_index: written.log_id.index,
+                })
             }
             Err(e) => Err(membership_status(e)),
         }
@@ -61,22 +81,26 @@ impl AdminApi {
 
 fn forwarded<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert(FORWARDED_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+    request.metadata_mut().insert(
+        FORWARDED_METADATA,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     request
 }
 
 fn membership_status(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            Status::unavailable(format!("leadership moved during the change (leader now {:?}); retry", f.leader_id))
-        }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
+            "leadership moved during the change (leader now {:?}); retry",
+            f.leader_id
+        )),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            ChangeMembershipError::InProgress(p) => {
-                Status::failed_precondition(format!("another membership change is in progress: {p}"))
-            }
-            ChangeMembershipError::EmptyMembership(_) => {
-                Status::failed_precondition("ids: the change would leave the cluster without voters")
-            }
+            ChangeMembershipError::InProgress(p) => Status::failed_precondition(format!(
+                "another membership change is in progress: {p}"
+            )),
+            ChangeMembershipError::EmptyMembership(_) => Status::failed_precondition(
+                "ids: the change would leave the cluster without voters",
+            ),
             ChangeMembershipError::LearnerNotFound(l) => Status::not_found(format!(
                 "ids: replica {} is not a learner of this cluster; add it with add-learner first",
                 l.node_id
@@ -88,30 +112,43 @@ fn membership_status(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) 
 
 fn check_member(m: &Member, field: &str) -> Result<(), Status> {
     if m.id == 0 {
-        return Err(Status::invalid_argument(format!("{field}.id: must be a positive integer")));
+        return Err(Status::invalid_argument(format!(
+            "{field}.id: must be a positive integer"
+        )));
     }
     if m.addr.trim().is_empty() || !m.addr.contains(':') {
-        return Err(Status::invalid_argument(format!("{field}.addr: '{}' is not host:port", m.addr)));
+        return Err(Status::invalid_argument(format!(
+            "{field}.addr: '{}' is not host:port",
+            m.addr
+        )));
     }
     Ok(())
 }
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(status(&self.replica)))
     }
 
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let members = request.into_inner().members;
         if members.is_empty() {
-            return Err(Status::invalid_argument("members: at least one is required"));
+            return Err(Status::invalid_argument(
+                "members: at least one is required",
+            ));
         }
         let mut nodes = BTreeMap::new();
         for (i, m) in members.iter().enumerate() {
             check_member(m, &format!("members[{i}]"))?;
             if nodes.insert(m.id, BasicNode::new(m.addr.clone())).is_some() {
-                return Err(Status::invalid_argument(format!("members[{i}].id: {} appears twice", m.id)));
+                return Err(Status::invalid_argument(format!(
+                    "members[{i}].id: {} appears twice",
+                    m.id
+                )));
             }
         }
         if !nodes.contains_key(&self.replica.id) {
@@ -120,50 +157,83 @@ impl AdminService for AdminApi {
                 self.replica.id
             )));
         }
-        if self.replica.raft.is_initialized().await.map_err(|e| Status::internal(e.to_string()))? {
-            return Err(Status::failed_precondition("this replica already belongs to an initialized cluster"));
+        if self
+            .replica
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            return Err(Status::failed_precondition(
+                "this replica already belongs to an initialized cluster",
+            ));
         }
         for m in &members {
-            self.replica.peers.hello(&m.addr, m.id).await.map_err(|e| Status::failed_precondition(format!("members: {e}")))?;
+            self.replica
+                .peers
+                .hello(&m.addr, m.id)
+                .await
+                .map_err(|e| Status::failed_precondition(format!("members: {e}")))?;
         }
         match self.replica.raft.initialize(nodes).await {
             Ok(()) => Ok(Response::new(InitResponse {})),
-            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                Err(Status::failed_precondition(format!("already initialized: {e}")))
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => Err(
+                Status::failed_precondition(format!("already initialized: {e}")),
+            ),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(Status::invalid_argument(e.to_string()))
             }
-            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => Err(Status::invalid_argument(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(Status::internal(f.to_string())),
         }
     }
 
-    async fn add_learner(&self, request: Request<AddLearnerRequest>) -> Result<Response<MembershipResponse>, Status> {
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_route(&request)? {
             return leader.add_learner(forwarded(request.into_inner())).await;
         }
         let req = request.into_inner();
-        let member = req.member.ok_or_else(|| Status::invalid_argument("member: required"))?;
+        let member = req
+            .member
+            .ok_or_else(|| Status::invalid_argument("member: required"))?;
         check_member(&member, "member")?;
         let membership = self.membership();
         if membership.voter_ids().any(|v| v == member.id) {
-            return Err(Status::failed_precondition(format!("member.id: replica {} is already a voter", member.id)));
+            return Err(Status::failed_precondition(format!(
+                "member.id: replica {} is already a voter",
+                member.id
+            )));
         }
         self.replica
             .peers
             .hello(&member.addr, member.id)
             .await
             .map_err(|e| Status::failed_precondition(format!("member: {e}")))?;
-        let added = self.replica.raft.add_learner(member.id, BasicNode::new(member.addr), !req.no_wait).await;
+        let added = self
+            .replica
+            .raft
+            .add_learner(member.id, BasicNode::new(member.addr), !req.no_wait)
+            .await;
         match added {
             Ok(written) => {
                 let membership = written.membership.unwrap_or_else(|| self.membership());
                 let (voters, learners) = voters_and_learners(&membership);
-                Ok(Response::new(MembershipResponse { voters, learners, log_index: written.log_id.index }))
+                Ok(Response::new(MembershipResponse {
+                    voters,
+                    learners,
+                    log_index: written.log_id.index,
+                }))
             }
             Err(e) => Err(membership_status(e)),
         }
     }
 
-    async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<MembershipResponse>, Status> {
+    async fn promote(
+        &self,
+        request: Request<PromoteRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_route(&request)? {
             return leader.promote(forwarded(request.into_inner())).await;
         }
@@ -174,13 +244,24 @@ impl AdminService for AdminApi {
         let membership = self.membership();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         if let Some(unknown) = ids.iter().find(|id| !learners.contains(id)) {
-            let what = if membership.voter_ids().any(|v| v == *unknown) { "already a voter" } else { "not a learner of this cluster; add it with add-learner first" };
-            return Err(Status::not_found(format!("ids: replica {unknown} is {what}")));
+            let what = if membership.voter_ids().any(|v| v == *unknown) {
+                "already a voter"
+            } else {
+                "not a learner of this cluster; add it with add-learner first"
+            };
+            return Err(Status::not_found(format!(
+                "ids: replica {unknown} is {what}"
+            )));
         }
-        Ok(Response::new(self.change(ChangeMembers::AddVoterIds(ids)).await?))
+        Ok(Response::new(
+            self.change(ChangeMembers::AddVoterIds(ids)).await?,
+        ))
     }
 
-    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<MembershipResponse>, Status> {
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_route(&request)? {
             return leader.remove(forwarded(request.into_inner())).await;
         }
@@ -191,8 +272,13 @@ impl AdminService for AdminApi {
         let membership = self.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
-        if let Some(unknown) = ids.iter().find(|id| !voters.contains(id) && !learners.contains(id)) {
-            return Err(Status::not_found(format!("ids: replica {unknown} is not a member of this cluster")));
+        if let Some(unknown) = ids
+            .iter()
+            .find(|id| !voters.contains(id) && !learners.contains(id))
+        {
+            return Err(Status::not_found(format!(
+                "ids: replica {unknown} is not a member of this cluster"
+            )));
         }
         let remove_voters: BTreeSet<NodeId> = ids.intersection(&voters).copied().collect();
         if remove_voters.len() == voters.len() {
@@ -203,12 +289,22 @@ impl AdminService for AdminApi {
         let remove_learners: BTreeSet<NodeId> = ids.intersection(&learners).copied().collect();
         let mut response = None;
         if !remove_voters.is_empty() {
-            response = Some(self.change(ChangeMembers::RemoveVoters(remove_voters)).await?);
+            response = Some(
+                self.change(ChangeMembers::RemoveVoters(remove_voters))
+                    .await?,
+            );
         }
         if !remove_learners.is_empty() {
-            response = Some(self.change(ChangeMembers::<NodeId, BasicNode>::RemoveNodes(remove_learners)).await?);
+            response = Some(
+                self.change(ChangeMembers::<NodeId, BasicNode>::RemoveNodes(
+                    remove_learners,
+                ))
+                .await?,
+            );
         }
-        Ok(Response::new(response.expect("ids is not empty, so one change ran")))
+        Ok(Response::new(
+            response.expect("ids is not empty, so one change ran"),
+        ))
     }
 
     async fn trigger_snapshot(
@@ -216,17 +312,32 @@ impl AdminService for AdminApi {
         request: Request<TriggerSnapshotRequest>,
     ) -> Result<Response<TriggerSnapshotResponse>, Status> {
         let applied = self.replica.applied_index();
-        self.replica.raft.trigger().snapshot().await.map_err(|e| Status::internal(e.to_string()))?;
+        self.replica
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         if request.into_inner().wait {
             self.replica
                 .raft
                 .wait(Some(SNAPSHOT_WAIT))
-                .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "snapshot")
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                    "snapshot",
+                )
                 .await
-                .map_err(|e| Status::deadline_exceeded(format!("snapshot not built in time: {e}")))?;
+                .map_err(|e| {
+                    Status::deadline_exceeded(format!("snapshot not built in time: {e}"))
+                })?;
         }
-        let snapshot_index = self.replica.raft.metrics().borrow().snapshot.map(|s| s.index);
+        let snapshot_index = self
+            .replica
+            .raft
+            .metrics()
+            .borrow()
+            .snapshot
+            .map(|s| s.index);
         Ok(Response::new(TriggerSnapshotResponse { snapshot_index }))
     }
 }
-

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use autoglm_client::proto::config_service_server::ConfigService;
 use autoglm_client::proto::{
-    ConfigCasRequest, ConfigCasResponse, ConfigEntry, ConfigGetRequest, ConfigGetResponse, ConfigPutRequest,
-    ConfigPutResponse,
+    ConfigCasRequest, ConfigCasResponse, ConfigEntry, ConfigGetRequest, ConfigGetResponse,
+    ConfigPutRequest, ConfigPutResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -23,10 +23,23 @@ impl ConfigApi {
         Self { replica }
     }
 
-    async fn write(&self, key: String, value: String, expected_version: Option<u64>) -> Result<Applied, Status> {
+    async fn write(
+        &self,
+        key: String,
+        value: String,
+        expected_version: Option<u64>,
+    ) -> Result<Applied, Status> {
         config_store::validate(&key, Some(&value)).map_err(Status::invalid_argument)?;
-        let command = Command::ConfigPut { key, value, expected_version };
-        let applied = self.replica.propose(command).await.map_err(replica_status)?;
+        let command = Command::ConfigPut {
+            key,
+            value,
+            expected_version,
+        };
+        let applied = self
+            .replica
+            .propose(command)
+            .await
+            .map_err(replica_status)?;
         match applied {
             Applied::Rejected(reason) => Err(Status::invalid_argument(reason)),
             other => Ok(other),
@@ -35,7 +48,12 @@ impl ConfigApi {
 }
 
 fn to_proto(e: StoredEntry) -> ConfigEntry {
-    ConfigEntry { key: e.key, value: e.value, version: e.version, mod_index: e.mod_index }
+    ConfigEntry {
+        key: e.key,
+        value: e.value,
+        version: e.version,
+        mod_index: e.mod_index,
+    }
 }
 
 fn unexpected(r: Applied) -> Status {
@@ -44,10 +62,16 @@ fn unexpected(r: Applied) -> Status {
 
 #[tonic::async_trait]
 impl ConfigService for ConfigApi {
-    async fn get(&self, request: Request<ConfigGetRequest>) -> Result<Response<ConfigGetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<ConfigGetRequest>,
+    ) -> Result<Response<ConfigGetResponse>, Status> {
         let req = request.into_inner();
         config_store::validate(&req.key, None).map_err(Status::invalid_argument)?;
-        self.replica.read_barrier(req.stale).await.map_err(replica_status)?;
+        self.replica
+            .read_barrier(req.stale)
+            .await
+            .map_err(replica_status)?;
         let applied = self.replica.state.read();
         Ok(Response::new(ConfigGetResponse {
             entry: applied.state.config.get(&req.key).cloned().map(to_proto),
@@ -55,21 +79,36 @@ impl ConfigService for ConfigApi {
         }))
     }
 
-    async fn put(&self, request: Request<ConfigPutRequest>) -> Result<Response<ConfigPutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<ConfigPutRequest>,
+    ) -> Result<Response<ConfigPutResponse>, Status> {
         let req = request.into_inner();
         match self.write(req.key, req.value, None).await? {
-            Applied::ConfigWritten(e) => Ok(Response::new(ConfigPutResponse { entry: Some(to_proto(e)) })),
+            Applied::ConfigWritten(e) => Ok(Response::new(ConfigPutResponse {
+                entry: Some(to_proto(e)),
+            })),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn compare_and_set(&self, request: Request<ConfigCasRequest>) -> Result<Response<ConfigCasResponse>, Status> {
+    async fn compare_and_set(
+        &self,
+        request: Request<ConfigCasRequest>,
+    ) -> Result<Response<ConfigCasResponse>, Status> {
         let req = request.into_inner();
-        let response = match self.write(req.key, req.value, Some(req.expected_version)).await? {
-            Applied::ConfigWritten(e) => ConfigCasResponse { succeeded: true, entry: Some(to_proto(e)) },
-            Applied::ConfigVersionMismatch(current) => {
-                ConfigCasResponse { succeeded: false, entry: current.map(to_proto) }
-            }
+        let response = match self
+            .write(req.key, req.value, Some(req.expected_version))
+            .await?
+        {
+            Applied::ConfigWritten(e) => ConfigCasResponse {
+                succeeded: true,
+                entry: Some(to_proto(e)),
+            },
+            Applied::ConfigVersionMismatch(current) => ConfigCasResponse {
+                succeeded: false,
+                entry: current.map(to_proto),
+            },
             other => return Err(unexpected(other)),
         };
         Ok(Response::new(response))

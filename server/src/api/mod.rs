@@ -20,7 +20,9 @@ pub fn replica_status(e: ReplicaError) -> Status {
         ReplicaError::NotLeader { leader_addr, .. } => {
             let mut status = Status::unavailable(e.to_string());
             if let Ok(v) = MetadataValue::try_from(leader_addr.as_str()) {
-                status.metadata_mut().insert(autoglm_client::LEADER_ADDR_METADATA, v);
+                status
+                    .metadata_mut()
+                    .insert(autoglm_client::LEADER_ADDR_METADATA, v);
             }
             status
         }

@@ -5,13 +5,27 @@ use openraft::{Membership, ServerState};
 
 use crate::replica::Replica;
 
-pub fn members(membership: &Membership<u64, openraft::BasicNode>, ids: impl Iterator<Item = u64>) -> Vec<Member> {
-    ids.map(|id| Member { id, addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default() })
-        .collect()
+pub fn members(
+    membership: &Membership<u64, openraft::BasicNode>,
+    ids: impl Iterator<Item = u64>,
+) -> Vec<Member> {
+    ids.map(|id| Member {
+        id,
+        addr: membership
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default(),
+    })
+    .collect()
 }
 
-pub fn voters_and_learners(membership: &Membership<u64, openraft::BasicNode>) -> (Vec<Member>, Vec<Member>) {
-    (members(membership, membership.voter_ids()), members(membership, membership.learner_ids()))
+pub fn voters_and_learners(
+    membership: &Membership<u64, openraft::BasicNode>,
+) -> (Vec<Member>, Vec<Member>) {
+    (
+        members(membership, membership.voter_ids()),
+        members(membership, membership.learner_ids()),
+    )
 }
 
 pub fn status(replica: &Replica) -> StatusResponse {
@@ -34,7 +48,13 @@ pub fn status(replica: &Replica) -> StatusResponse {
         .filter(|(id, _)| **id != replica.id)
         .map(|(id, matched)| {
             let matched_index = matched.map(|m| m.index);
-            Replication { id: *id, matched_index, lag: last_log.unwrap_or(0).saturating_sub(matched_index.unwrap_or(0)) }
+            Replication {
+                id: *id,
+                matched_index,
+                lag: last_log
+                    .unwrap_or(0)
+                    .saturating_sub(matched_index.unwrap_or(0)),
+            }
         })
         .collect();
     let leader_addr = metrics
@@ -45,7 +65,10 @@ pub fn status(replica: &Replica) -> StatusResponse {
     // Applied index and digest under one lock, so they describe the same state.
     let (applied_index, state_digest) = {
         let applied = replica.state.read();
-        (applied.last_applied.map(|id| id.index), applied.state.digest())
+        (
+            applied.last_applied.map(|id| id.index),
+            applied.state.digest(),
+        )
     };
     StatusResponse {
         id: replica.id,

@@ -31,7 +31,11 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr} ({what}): {reason}")]
-    Listen { addr: String, what: &'static str, reason: String },
+    Listen {
+        addr: String,
+        what: &'static str,
+        reason: String,
+    },
     #[error("raft failed to start: {0}")]
     Raft(String),
 }
@@ -45,22 +49,40 @@ pub struct Running {
 }
 
 async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, StartError> {
-    let listen_err = |reason: String| StartError::Listen { addr: addr.to_string(), what, reason };
-    let parsed: SocketAddr = addr.parse().map_err(|e| listen_err(format!("not an ip:port ({e})")))?;
-    TcpListener::bind(parsed).await.map_err(|e| listen_err(e.to_string()))
+    let listen_err = |reason: String| StartError::Listen {
+        addr: addr.to_string(),
+        what,
+        reason,
+    };
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|e| listen_err(format!("not an ip:port ({e})")))?;
+    TcpListener::bind(parsed)
+        .await
+        .map_err(|e| listen_err(e.to_string()))
 }
 
 pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     let raft_config = Arc::new(config.openraft_config()?);
     let dir = &config.data_dir;
-    let dir_err = |reason: String| StartError::DataDir { path: dir.display().to_string(), reason };
+    let dir_err = |reason: String| StartError::DataDir {
+        path: dir.display().to_string(),
+        reason,
+    };
     std::fs::create_dir_all(dir).map_err(|e| dir_err(e.to_string()))?;
-    let options = StoreOptions { cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024 };
-    let (db, log, sm) = autoglm_storage::open::<super::TypeConfig, SchedulerState>(&dir.join("raft"), &options)
-        .map_err(|e| dir_err(e.to_string()))?;
-    DataDirIdentity { cluster_name: config.cluster_name.clone(), node_id: config.node_id }
-        .check_or_claim(&db)
-        .map_err(|e| dir_err(e.to_string()))?;
+    let options = StoreOptions {
+        cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
+    };
+    let opened =
+        autoglm_storage::open::<super::TypeConfig, SchedulerState>(&dir.join("raft"), &options)
+            .map_err(|e| dir_err(e.to_string()))?;
+    let (db, log, sm) = (opened.db, opened.log, opened.state_machine);
+    DataDirIdentity {
+        cluster_name: config.cluster_name.clone(),
+        node_id: config.node_id,
+    }
+    .check_or_claim(&db)
+    .map_err(|e| dir_err(e.to_string()))?;
 
     // Bind before starting raft so a busy port fails fast and cleanly.
     let grpc = bind(&config.listen, "grpc").await?;
@@ -74,11 +96,28 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     ));
     let committed = log.committed_watch();
     let state = sm.shared();
-    let raft = Raft::new(config.node_id, raft_config, NetworkFactory::new(peers.clone()), log, sm)
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-    let replica = Arc::new(Replica { id: config.node_id, raft, state, peers, committed });
-    Ok(Running { replica, grpc, http, max_message_bytes })
+    let raft = Raft::new(
+        config.node_id,
+        raft_config,
+        NetworkFactory::new(peers.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let replica = Arc::new(Replica {
+        id: config.node_id,
+        raft,
+        state,
+        peers,
+        committed,
+    });
+    Ok(Running {
+        replica,
+        grpc,
+        http,
+        max_message_bytes,
+    })
 }
 
 impl Running {
@@ -87,7 +126,10 @@ impl Running {
     }
 
     /// Serves until `shutdown` resolves, then stops raft.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
         let replica = self.replica.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
@@ -113,7 +155,11 @@ impl Running {
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
-        let stopped = replica.raft.shutdown().await.map_err(|e| format!("raft shutdown: {e}"));
+        let stopped = replica
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| format!("raft shutdown: {e}"));
         let (g, h) = (grpc.await, http.await);
         g.map_err(|e| e.to_string())??;
         h.map_err(|e| e.to_string())??;

@@ -25,16 +25,29 @@ pub enum PeerError {
     #[error("{addr} does not speak the autoglm replica protocol v{PROTOCOL_VERSION}: {status}")]
     WrongProtocol { addr: String, status: String },
     #[error("{addr} belongs to cluster '{theirs}', not '{ours}'")]
-    OtherCluster { addr: String, theirs: String, ours: String },
+    OtherCluster {
+        addr: String,
+        theirs: String,
+        ours: String,
+    },
     #[error("{addr} is replica {actual}, not {expected}")]
-    WrongNode { addr: String, expected: u64, actual: u64 },
+    WrongNode {
+        addr: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{addr} is unreachable: {status}")]
     Unreachable { addr: String, status: String },
 }
 
 impl Peers {
     pub fn new(cluster_name: String, max_message_bytes: usize, connect_timeout: Duration) -> Self {
-        Self { cluster_name, max_message_bytes, connect_timeout, channels: Mutex::new(HashMap::new()) }
+        Self {
+            cluster_name,
+            max_message_bytes,
+            connect_timeout,
+            channels: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn cluster_name(&self) -> &str {
@@ -63,19 +76,34 @@ impl Peers {
     }
 
     pub fn message(&self, payload: Vec<u8>) -> RaftMessage {
-        RaftMessage { protocol_version: PROTOCOL_VERSION, cluster_name: self.cluster_name.clone(), payload }
+        RaftMessage {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_name: self.cluster_name.clone(),
+            payload,
+        }
     }
 
     /// Checks that `addr` is replica `expected` of this cluster, speaking our
     /// protocol, before it is made a member.
     pub async fn hello(&self, addr: &str, expected: u64) -> Result<(), PeerError> {
         let mut client = self.raft_client(addr)?;
-        let request = HelloRequest { protocol_version: PROTOCOL_VERSION, cluster_name: self.cluster_name.clone() };
+        let request = HelloRequest {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_name: self.cluster_name.clone(),
+        };
         let call = tokio::time::timeout(Duration::from_secs(3), client.hello(request));
         let reply = match call.await {
-            Err(_) => return Err(PeerError::Unreachable { addr: addr.into(), status: "no answer within 3 s".into() }),
+            Err(_) => {
+                return Err(PeerError::Unreachable {
+                    addr: addr.into(),
+                    status: "no answer within 3 s".into(),
+                })
+            }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                return Err(PeerError::Unreachable { addr: addr.into(), status: status.message().to_string() })
+                return Err(PeerError::Unreachable {
+                    addr: addr.into(),
+                    status: status.message().to_string(),
+                })
             }
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
                 return Err(PeerError::OtherCluster {
@@ -85,7 +113,10 @@ impl Peers {
                 })
             }
             Ok(Err(status)) => {
-                return Err(PeerError::WrongProtocol { addr: addr.into(), status: status.message().to_string() })
+                return Err(PeerError::WrongProtocol {
+                    addr: addr.into(),
+                    status: status.message().to_string(),
+                })
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };
@@ -103,7 +134,11 @@ impl Peers {
             });
         }
         if reply.node_id != expected {
-            return Err(PeerError::WrongNode { addr: addr.into(), expected, actual: reply.node_id });
+            return Err(PeerError::WrongNode {
+                addr: addr.into(),
+                expected,
+                actual: reply.node_id,
+            });
         }
         Ok(())
     }

@@ -25,13 +25,18 @@ impl RaftRpc {
     /// Refuses peers of another cluster or protocol version: they must never
     /// touch this replica's log.
     fn open<T: DeserializeOwned>(&self, message: &RaftMessage) -> Result<T, Status> {
-        check_peer(message.protocol_version, &message.cluster_name, self.replica.peers.cluster_name())?;
+        check_peer(
+            message.protocol_version,
+            &message.cluster_name,
+            self.replica.peers.cluster_name(),
+        )?;
         postcard::from_bytes(&message.payload)
             .map_err(|e| Status::invalid_argument(format!("payload: cannot decode: {e}")))
     }
 
     fn seal<T: Serialize>(&self, value: &T) -> Result<Response<RaftMessage>, Status> {
-        let payload = postcard::to_stdvec(value).map_err(|e| Status::internal(format!("encode reply: {e}")))?;
+        let payload = postcard::to_stdvec(value)
+            .map_err(|e| Status::internal(format!("encode reply: {e}")))?;
         Ok(Response::new(self.replica.peers.message(payload)))
     }
 }
@@ -43,16 +48,25 @@ fn check_peer(version: u32, cluster: &str, ours: &str) -> Result<(), Status> {
         )));
     }
     if cluster != ours {
-        return Err(Status::failed_precondition(format!("cluster_name: this replica belongs to '{ours}', not '{cluster}'")));
+        return Err(Status::failed_precondition(format!(
+            "cluster_name: this replica belongs to '{ours}', not '{cluster}'"
+        )));
     }
     Ok(())
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftRpc {
-    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+    async fn hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloResponse>, Status> {
         let hello = request.into_inner();
-        check_peer(hello.protocol_version, &hello.cluster_name, self.replica.peers.cluster_name())?;
+        check_peer(
+            hello.protocol_version,
+            &hello.cluster_name,
+            self.replica.peers.cluster_name(),
+        )?;
         Ok(Response::new(HelloResponse {
             protocol_version: PROTOCOL_VERSION,
             cluster_name: self.replica.peers.cluster_name().to_string(),
@@ -60,7 +74,10 @@ impl RaftService for RaftRpc {
         }))
     }
 
-    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(request.get_ref())?;
         self.seal(&self.replica.raft.append_entries(rpc).await)
     }
@@ -70,18 +87,27 @@ impl RaftService for RaftRpc {
         self.seal(&self.replica.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(request.get_ref())?;
         self.seal(&self.replica.raft.install_snapshot(rpc).await)
     }
 
-    async fn propose(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn propose(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let command: Command = self.open(request.get_ref())?;
         // One hop only: a replica that is no longer leader answers NotLeader.
         self.seal(&self.replica.propose_local(command).await)
     }
 
-    async fn read_index(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let () = self.open(request.get_ref())?;
         self.seal(&self.replica.read_index_local().await)
     }

@@ -16,7 +16,11 @@ pub struct Proposal {
 pub enum Command {
     /// Write a configuration key; with `expected_version`, only if the key is
     /// at that version now (0: absent).
-    ConfigPut { key: String, value: String, expected_version: Option<u64> },
+    ConfigPut {
+        key: String,
+        value: String,
+        expected_version: Option<u64>,
+    },
 }
 
 /// What `apply` answers. Domain outcomes are values, not errors.

@@ -25,14 +25,25 @@ pub struct ConfigStore {
 /// Why a key or value is refused; the message names the field.
 pub fn validate(key: &str, value: Option<&str>) -> Result<(), String> {
     if key.is_empty() || key.len() > KEY_LEN_MAX {
-        return Err(format!("key: must be 1 to {KEY_LEN_MAX} bytes, got {}", key.len()));
+        return Err(format!(
+            "key: must be 1 to {KEY_LEN_MAX} bytes, got {}",
+            key.len()
+        ));
     }
-    if let Some(bad) = key.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))) {
-        return Err(format!("key: character {bad:?} not allowed (use A-Z a-z 0-9 . _ / -)"));
+    if let Some(bad) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
+    {
+        return Err(format!(
+            "key: character {bad:?} not allowed (use A-Z a-z 0-9 . _ / -)"
+        ));
     }
     if let Some(v) = value {
         if v.len() > VALUE_LEN_MAX {
-            return Err(format!("value: {} bytes is over the {VALUE_LEN_MAX}-byte limit", v.len()));
+            return Err(format!(
+                "value: {} bytes is over the {VALUE_LEN_MAX}-byte limit",
+                v.len()
+            ));
         }
     }
     Ok(())
@@ -57,7 +68,13 @@ impl ConfigStore {
         self.entries.is_empty()
     }
 
-    pub fn put(&mut self, key: &str, value: &str, expected_version: Option<u64>, index: u64) -> Written {
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: &str,
+        expected_version: Option<u64>,
+        index: u64,
+    ) -> Written {
         let current = self.entries.get(key);
         let current_version = current.map_or(0, |e| e.version);
         if expected_version.is_some_and(|v| v != current_version) {
@@ -81,11 +98,18 @@ mod tests {
     #[test]
     fn versions_grow_and_cas_checks_them() {
         let mut s = ConfigStore::default();
-        assert!(matches!(s.put("a", "1", Some(0), 5), Written::Ok(ref e) if e.version == 1 && e.mod_index == 5));
-        assert!(matches!(s.put("a", "2", Some(0), 6), Written::VersionMismatch(Some(ref e)) if e.value == "1"));
+        assert!(
+            matches!(s.put("a", "1", Some(0), 5), Written::Ok(ref e) if e.version == 1 && e.mod_index == 5)
+        );
+        assert!(
+            matches!(s.put("a", "2", Some(0), 6), Written::VersionMismatch(Some(ref e)) if e.value == "1")
+        );
         assert!(matches!(s.put("a", "2", Some(1), 7), Written::Ok(ref e) if e.version == 2));
         assert!(matches!(s.put("a", "3", None, 8), Written::Ok(ref e) if e.version == 3));
-        assert!(matches!(s.put("b", "x", Some(4), 9), Written::VersionMismatch(None)));
+        assert!(matches!(
+            s.put("b", "x", Some(4), 9),
+            Written::VersionMismatch(None)
+        ));
         assert_eq!(s.len(), 1);
     }
 
@@ -94,6 +118,8 @@ mod tests {
         assert!(validate("", None).unwrap_err().starts_with("key:"));
         assert!(validate("a b", None).unwrap_err().starts_with("key:"));
         assert!(validate("placement/policy", Some("load")).is_ok());
-        assert!(validate("k", Some(&"x".repeat(VALUE_LEN_MAX + 1))).unwrap_err().starts_with("value:"));
+        assert!(validate("k", Some(&"x".repeat(VALUE_LEN_MAX + 1)))
+            .unwrap_err()
+            .starts_with("value:"));
     }
 }

@@ -19,13 +19,21 @@ impl SchedulerState {
     pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Response {
         self.now_ms = self.now_ms.max(proposal.at_ms);
         match &proposal.command {
-            Command::ConfigPut { key, value, expected_version } => {
-                self.apply_config_put(index, key, value, *expected_version)
-            }
+            Command::ConfigPut {
+                key,
+                value,
+                expected_version,
+            } => self.apply_config_put(index, key, value, *expected_version),
         }
     }
 
-    fn apply_config_put(&mut self, index: u64, key: &str, value: &str, expected: Option<u64>) -> Response {
+    fn apply_config_put(
+        &mut self,
+        index: u64,
+        key: &str,
+        value: &str,
+        expected: Option<u64>,
+    ) -> Response {
         if let Err(reason) = config_store::validate(key, Some(value)) {
             return Response::Rejected(reason);
         }
@@ -50,7 +58,14 @@ mod tests {
     use super::*;
 
     fn put(at_ms: u64, key: &str, value: &str) -> Proposal {
-        Proposal { at_ms, command: Command::ConfigPut { key: key.into(), value: value.into(), expected_version: None } }
+        Proposal {
+            at_ms,
+            command: Command::ConfigPut {
+                key: key.into(),
+                value: value.into(),
+                expected_version: None,
+            },
+        }
     }
 
     #[test]
@@ -63,7 +78,9 @@ mod tests {
 
     #[test]
     fn same_log_same_digest() {
-        let log: Vec<_> = (0..50).map(|i| put(i * 10, &format!("k{}", i % 7), &i.to_string())).collect();
+        let log: Vec<_> = (0..50)
+            .map(|i| put(i * 10, &format!("k{}", i % 7), &i.to_string()))
+            .collect();
         let run = || {
             let mut s = SchedulerState::default();
             for (i, p) in log.iter().enumerate() {
@@ -80,7 +97,9 @@ mod tests {
     #[test]
     fn invalid_command_changes_nothing() {
         let mut s = SchedulerState::default();
-        assert!(matches!(s.apply(1, &put(0, "bad key", "v")), Response::Rejected(r) if r.starts_with("key:")));
+        assert!(
+            matches!(s.apply(1, &put(0, "bad key", "v")), Response::Rejected(r) if r.starts_with("key:"))
+        );
         assert!(s.config.is_empty());
     }
 }

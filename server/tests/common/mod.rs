@@ -15,12 +15,20 @@ pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_autoglm-server");
 /// The `autoglm` CLI, built next to the server by `cargo test --workspace`.
 pub fn cli_bin() -> PathBuf {
     let path = Path::new(SERVER_BIN).with_file_name("autoglm");
-    assert!(path.exists(), "{} missing: run the tests with `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TestCluster {
@@ -32,9 +40,15 @@ pub struct TestCluster {
 impl TestCluster {
     pub fn new(extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let launcher = Launcher { program: SERVER_BIN.into(), args: Vec::new() };
+        let launcher = Launcher {
+            program: SERVER_BIN.into(),
+            args: Vec::new(),
+        };
         let yaml = format!("cluster_name: test\n{extra_yaml}");
-        Self { cluster: LocalCluster::new(dir.path(), launcher, &yaml), dir }
+        Self {
+            cluster: LocalCluster::new(dir.path(), launcher, &yaml),
+            dir,
+        }
     }
 
     pub async fn start_and_init(&mut self, ids: &[u64]) -> u64 {
@@ -69,12 +83,17 @@ impl Drop for TestCluster {
         if std::thread::panicking() {
             let logs = self.logs();
             let tail: Vec<&str> = logs.lines().rev().take(80).collect();
-            eprintln!("--- last replica log lines ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "--- last replica log lines ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
 }
 
 /// Every acknowledged write of a `Writer` started with prefix `w/`, present on replica `id`.
 pub async fn assert_all_present(cluster: &LocalCluster, id: u64, acked: &[u64]) {
-    autoglm_server::local::verify_writes(cluster, id, "w/", acked).await.unwrap();
+    autoglm_server::local::verify_writes(cluster, id, "w/", acked)
+        .await
+        .unwrap();
 }

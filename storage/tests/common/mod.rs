@@ -32,4 +32,3 @@ impl StateMachine<KvConfig> for Kv {
         None
     }
 }
-

@@ -46,13 +46,20 @@ pub enum ClusterCommand {
 }
 
 fn parse_member(spec: &str) -> Result<Member, CliError> {
-    let bad = || CliError::usage(format!("--member '{spec}': expected ID=HOST:PORT, e.g. 1=127.0.0.1:7001"));
+    let bad = || {
+        CliError::usage(format!(
+            "--member '{spec}': expected ID=HOST:PORT, e.g. 1=127.0.0.1:7001"
+        ))
+    };
     let (id, addr) = spec.split_once('=').ok_or_else(bad)?;
     let id: u64 = id.trim().parse().map_err(|_| bad())?;
     if addr.trim().is_empty() {
         return Err(bad());
     }
-    Ok(Member { id, addr: addr.trim().to_string() })
+    Ok(Member {
+        id,
+        addr: addr.trim().to_string(),
+    })
 }
 
 fn role_name(role: i32) -> &'static str {
@@ -68,7 +75,11 @@ fn role_name(role: i32) -> &'static str {
 }
 
 fn members_json(voters: &[Member], learners: &[Member]) -> serde_json::Value {
-    let list = |ms: &[Member]| ms.iter().map(|m| json!({"id": m.id, "addr": m.addr})).collect::<Vec<_>>();
+    let list = |ms: &[Member]| {
+        ms.iter()
+            .map(|m| json!({"id": m.id, "addr": m.addr}))
+            .collect::<Vec<_>>()
+    };
     json!({"voters": list(voters), "learners": list(learners)})
 }
 
@@ -110,12 +121,26 @@ fn status_json(addr: &str, s: &StatusResponse) -> serde_json::Value {
 }
 
 /// Asks one replica for the membership, then every member for its own status.
-async fn status_all(client: &Client) -> Result<Vec<(Member, Result<StatusResponse, String>)>, CliError> {
+async fn status_all(
+    client: &Client,
+) -> Result<Vec<(Member, Result<StatusResponse, String>)>, CliError> {
     let first = client.status().await?;
-    let mut members: Vec<Member> = first.voters.iter().chain(first.learners.iter()).cloned().collect();
+    let mut members: Vec<Member> = first
+        .voters
+        .iter()
+        .chain(first.learners.iter())
+        .cloned()
+        .collect();
     if members.is_empty() {
         // Uninitialized: report the configured endpoints themselves.
-        members = client.endpoints().iter().map(|e| Member { id: 0, addr: e.clone() }).collect();
+        members = client
+            .endpoints()
+            .iter()
+            .map(|e| Member {
+                id: 0,
+                addr: e.clone(),
+            })
+            .collect();
     }
     let mut out = Vec::new();
     for m in members {
@@ -127,8 +152,15 @@ async fn status_all(client: &Client) -> Result<Vec<(Member, Result<StatusRespons
 
 async fn status(client: &Client, as_json: bool) -> Result<(), CliError> {
     let all = status_all(client).await?;
-    let leader = all.iter().filter_map(|(_, s)| s.as_ref().ok()).find(|s| s.role == Role::Leader as i32);
-    let lag_of = |id: u64| leader.and_then(|l| l.replication.iter().find(|r| r.id == id)).map(|r| r.lag);
+    let leader = all
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok())
+        .find(|s| s.role == Role::Leader as i32);
+    let lag_of = |id: u64| {
+        leader
+            .and_then(|l| l.replication.iter().find(|r| r.id == id))
+            .map(|r| r.lag)
+    };
     if as_json {
         let v: Vec<_> = all
             .iter()
@@ -157,13 +189,29 @@ async fn status(client: &Client, as_json: bool) -> Result<(), CliError> {
                 format!("{:016x}", s.state_digest),
             ],
             Err(e) => {
-                let mut row = vec![m.id.to_string(), m.addr.clone(), format!("unreachable: {e}")];
+                let mut row = vec![
+                    m.id.to_string(),
+                    m.addr.clone(),
+                    format!("unreachable: {e}"),
+                ];
                 row.extend(std::iter::repeat_n("-".to_string(), 8));
                 row
             }
         })
         .collect();
-    let header = ["ID", "ADDR", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMITTED", "APPLIED", "SNAPSHOT", "LAG", "DIGEST"];
+    let header = [
+        "ID",
+        "ADDR",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST LOG",
+        "COMMITTED",
+        "APPLIED",
+        "SNAPSHOT",
+        "LAG",
+        "DIGEST",
+    ];
     println!("{}", output::table(&header, rows));
     Ok(())
 }
@@ -171,11 +219,17 @@ async fn status(client: &Client, as_json: bool) -> Result<(), CliError> {
 pub async fn run(client: &Client, command: ClusterCommand, as_json: bool) -> Result<(), CliError> {
     match command {
         ClusterCommand::Init { members } => {
-            let members = members.iter().map(|m| parse_member(m)).collect::<Result<Vec<_>, _>>()?;
+            let members = members
+                .iter()
+                .map(|m| parse_member(m))
+                .collect::<Result<Vec<_>, _>>()?;
             let count = members.len();
             client.init(members).await?;
             if as_json {
-                println!("{}", output::json(&json!({"initialized": true, "voters": count})));
+                println!(
+                    "{}",
+                    output::json(&json!({"initialized": true, "voters": count}))
+                );
             } else {
                 println!("cluster initialized with {count} voter(s)");
             }
@@ -185,17 +239,26 @@ pub async fn run(client: &Client, command: ClusterCommand, as_json: bool) -> Res
             let s = client.status().await?;
             print_members(&s.voters, &s.learners, as_json);
         }
-        ClusterCommand::AddLearner { id, addr, no_wait } => {
-            print_membership_change(&client.add_learner(Member { id, addr }, no_wait).await?, as_json)
+        ClusterCommand::AddLearner { id, addr, no_wait } => print_membership_change(
+            &client.add_learner(Member { id, addr }, no_wait).await?,
+            as_json,
+        ),
+        ClusterCommand::Promote { ids } => {
+            print_membership_change(&client.promote(ids).await?, as_json)
         }
-        ClusterCommand::Promote { ids } => print_membership_change(&client.promote(ids).await?, as_json),
-        ClusterCommand::Remove { ids } => print_membership_change(&client.remove(ids).await?, as_json),
+        ClusterCommand::Remove { ids } => {
+            print_membership_change(&client.remove(ids).await?, as_json)
+        }
         ClusterCommand::Snapshot { at } => {
             let targets = match at {
                 Some(addr) => vec![addr],
                 None => {
                     let s = client.status().await?;
-                    s.voters.iter().chain(s.learners.iter()).map(|m| m.addr.clone()).collect()
+                    s.voters
+                        .iter()
+                        .chain(s.learners.iter())
+                        .map(|m| m.addr.clone())
+                        .collect()
                 }
             };
             let mut results = Vec::new();
@@ -204,7 +267,10 @@ pub async fn run(client: &Client, command: ClusterCommand, as_json: bool) -> Res
                 results.push((addr, r.snapshot_index));
             }
             if as_json {
-                let v: Vec<_> = results.iter().map(|(a, i)| json!({"addr": a, "snapshot_index": i})).collect();
+                let v: Vec<_> = results
+                    .iter()
+                    .map(|(a, i)| json!({"addr": a, "snapshot_index": i}))
+                    .collect();
                 println!("{}", output::json(&json!(v)));
             } else {
                 let rows = results.into_iter().map(|(a, i)| vec![a, opt(i)]).collect();

@@ -16,10 +16,21 @@ use clap::{Parser, Subcommand};
 use tonic::Code;
 
 #[derive(Parser)]
-#[command(name = "autoglm", version, about = "Open-AutoGLM scheduler command line")]
+#[command(
+    name = "autoglm",
+    version,
+    about = "Open-AutoGLM scheduler command line"
+)]
 struct Cli {
     /// Replica gRPC addresses (host:port), comma separated; any replica will do.
-    #[arg(long, short = 'e', global = true, env = "AUTOGLM_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7001")]
+    #[arg(
+        long,
+        short = 'e',
+        global = true,
+        env = "AUTOGLM_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001"
+    )]
     endpoints: Vec<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -50,18 +61,29 @@ pub struct CliError {
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         let code = match e.code() {
-            Some(Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound | Code::AlreadyExists) => 1,
+            Some(
+                Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::NotFound
+                | Code::AlreadyExists,
+            ) => 1,
             Some(Code::Unavailable | Code::DeadlineExceeded) => 3,
             None => 2,
             _ => 4,
         };
-        CliError { message: e.to_string(), code }
+        CliError {
+            message: e.to_string(),
+            code,
+        }
     }
 }
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> Self {
-        CliError { message: message.into(), code: 2 }
+        CliError {
+            message: message.into(),
+            code: 2,
+        }
     }
 }
 
@@ -80,9 +102,14 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
-        return Err(CliError::usage("--timeout: must be a positive number of seconds"));
+        return Err(CliError::usage(
+            "--timeout: must be a positive number of seconds",
+        ));
     }
-    let options = ClientOptions { deadline: Duration::from_secs_f64(cli.timeout), ..ClientOptions::default() };
+    let options = ClientOptions {
+        deadline: Duration::from_secs_f64(cli.timeout),
+        ..ClientOptions::default()
+    };
     let client = Client::new(cli.endpoints, options)?;
     match cli.command {
         Command::Cluster(c) => cluster::run(&client, c, cli.json).await,

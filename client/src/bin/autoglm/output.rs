@@ -5,7 +5,8 @@ use comfy_table::Table;
 
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.iter().copied());
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_header(header.iter().copied());
     for row in rows {
         t.add_row(row);
     }
