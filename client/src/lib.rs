@@ -21,6 +21,20 @@ pub mod proto {
         tonic::include_file_descriptor_set!("autoglm_v1_descriptor");
 }
 
+/// A replica role as a short lowercase word, for tables and JSON.
+pub fn role_name(role: i32) -> &'static str {
+    use proto::Role;
+    match Role::try_from(role).unwrap_or(Role::Unspecified) {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Learner => "learner",
+        Role::Uninitialized => "uninitialized",
+        Role::Shutdown => "shutdown",
+        Role::Unspecified => "unknown",
+    }
+}
+
 /// Response metadata key a replica sets on UNAVAILABLE when it knows the
 /// leader's address: the client retries there first.
 pub const LEADER_ADDR_METADATA: &str = "x-autoglm-leader-addr";

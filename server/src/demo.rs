@@ -7,8 +7,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use autoglm_client::proto::Role;
-
 use crate::local::{Launcher, LocalCluster, LocalError, Writer};
 
 #[derive(Debug, clap::Args)]
@@ -19,16 +17,6 @@ pub struct LocalArgs {
     /// After the walkthrough, keep the cluster running until Ctrl-C.
     #[arg(long)]
     keep: bool,
-}
-
-fn role(r: i32) -> &'static str {
-    match Role::try_from(r).unwrap_or(Role::Unspecified) {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Learner => "learner",
-        Role::Candidate => "candidate",
-        _ => "-",
-    }
 }
 
 async fn print_status(cluster: &LocalCluster) {
@@ -42,7 +30,7 @@ async fn print_status(cluster: &LocalCluster) {
                 "  {:<4} {:<17} {:<10} {:>5} {:>9} {:>9}  {:016x}",
                 id,
                 cluster.addr(id),
-                role(s.role),
+                autoglm_client::role_name(s.role),
                 s.term,
                 s.committed_index.unwrap_or(0),
                 s.applied_index.unwrap_or(0),

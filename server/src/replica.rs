@@ -11,8 +11,12 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, Raf
 use openraft::{BasicNode, ServerState};
 use serde::{Deserialize, Serialize};
 
+use tonic::transport::Channel;
+
 use crate::raft::peers::Peers;
 use crate::raft::{NodeId, Raft, SharedState};
+use crate::raft_proto::raft_service_client::RaftServiceClient;
+use crate::raft_proto::RaftMessage;
 use crate::scheduler::{Command, Proposal, Response};
 
 /// How long a follower waits to apply up to a leader's read index.
@@ -114,8 +118,10 @@ impl Replica {
 
     /// Proposes on this replica only; fails with `NotLeader` on a follower.
     pub async fn propose_local(&self, command: Command) -> Result<Response, ReplicaError> {
+        // Time and randomness enter the log here, on the leader, and nowhere else.
         let proposal = Proposal {
             at_ms: wall_clock_ms(),
+            seed: rand::random(),
             command,
         };
         match self.raft.client_write(proposal).await {
@@ -133,18 +139,36 @@ impl Replica {
         addr: &str,
         command: Command,
     ) -> Result<Response, ReplicaError> {
-        let payload = postcard::to_stdvec(&command).map_err(|e| forward_err(addr, e))?;
-        let mut client = self
+        self.forward(addr, &command, |mut c, m| async move { c.propose(m).await })
+            .await
+    }
+
+    /// Sends `request` to the leader at `addr` over the replica protocol and
+    /// decodes the leader's `Result`.
+    async fn forward<Req, T, F, Fut>(
+        &self,
+        addr: &str,
+        request: &Req,
+        send: F,
+    ) -> Result<T, ReplicaError>
+    where
+        Req: Serialize,
+        T: serde::de::DeserializeOwned,
+        F: FnOnce(RaftServiceClient<Channel>, RaftMessage) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let payload = postcard::to_stdvec(request).map_err(|e| forward_err(addr, e))?;
+        let client = self
             .peers
             .raft_client(addr)
             .map_err(|e| forward_err(addr, e))?;
-        let call = client.propose(self.peers.message(payload));
-        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
-            .await
-            .map_err(|e| forward_err(addr, e))?
-            .map_err(|s| forward_err(addr, s.message()))?
-            .into_inner();
-        postcard::from_bytes::<Result<Response, ReplicaError>>(&reply.payload)
+        let reply =
+            tokio::time::timeout(FORWARD_TIMEOUT, send(client, self.peers.message(payload)))
+                .await
+                .map_err(|e| forward_err(addr, e))?
+                .map_err(|s| forward_err(addr, s.message()))?
+                .into_inner();
+        postcard::from_bytes::<Result<T, ReplicaError>>(&reply.payload)
             .map_err(|e| forward_err(addr, e))?
     }
 
@@ -188,18 +212,8 @@ impl Replica {
     }
 
     async fn forward_read_index(&self, addr: &str) -> Result<u64, ReplicaError> {
-        let mut client = self
-            .peers
-            .raft_client(addr)
-            .map_err(|e| forward_err(addr, e))?;
-        let call = client.read_index(self.peers.message(Vec::new()));
-        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+        self.forward(addr, &(), |mut c, m| async move { c.read_index(m).await })
             .await
-            .map_err(|e| forward_err(addr, e))?
-            .map_err(|s| forward_err(addr, s.message()))?
-            .into_inner();
-        postcard::from_bytes::<Result<u64, ReplicaError>>(&reply.payload)
-            .map_err(|e| forward_err(addr, e))?
     }
 }
 

@@ -46,6 +46,15 @@ impl<C> StoredTypeConfig for C where
 {
 }
 
+/// Wraps a storage failure the way openraft expects it.
+pub(crate) fn io_err<E: std::error::Error + 'static>(
+    subject: openraft::ErrorSubject<u64>,
+    verb: openraft::ErrorVerb,
+    e: E,
+) -> openraft::StorageError<u64> {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
 /// Options for opening a replica's database.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

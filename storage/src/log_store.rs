@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    AnyError, ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, StorageIOError, Vote,
-};
+use openraft::{ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{codec, StoredTypeConfig};
+use crate::{codec, io_err, StoredTypeConfig};
 
 const LOG_TREE: &str = "log";
 const META_TREE: &str = "meta";
@@ -49,14 +47,6 @@ impl<C: StoredTypeConfig> Clone for LogStore<C> {
             _config: std::marker::PhantomData,
         }
     }
-}
-
-fn io_err<E: std::error::Error + 'static>(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-    e: E,
-) -> StorageError<u64> {
-    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
 impl<C: StoredTypeConfig> LogStore<C> {

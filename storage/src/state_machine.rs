@@ -9,13 +9,13 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership,
+    EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StoredMembership,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{codec, StoredTypeConfig};
+use crate::{codec, io_err, StoredTypeConfig};
 
 const SNAPSHOT_TREE: &str = "snapshot";
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
@@ -77,14 +77,6 @@ pub enum RestoreError {
     Sled(#[from] sled::Error),
     #[error(transparent)]
     Decode(codec::DecodeError),
-}
-
-fn io_err<E: std::error::Error + 'static>(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-    e: E,
-) -> StorageError<u64> {
-    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
 type Meta = SnapshotMeta<u64, openraft::BasicNode>;

@@ -1,13 +1,59 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::config_store::ConfigEntry;
+use super::model::{JobId, NodeCapacity, NodeName, TaskId, TaskSpec};
 
-/// One entry of the Raft log: a command plus the leader's wall-clock time when
-/// it proposed it.
+/// One entry of the Raft log: a command plus what the leader supplies from
+/// the outside world: its wall-clock time and a random seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub at_ms: u64,
+    pub seed: u64,
     pub command: Command,
+}
+
+/// An attempt's report from its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptUpdate {
+    Running,
+    Succeeded {
+        exit_code: Option<i32>,
+        output_tail: String,
+    },
+    Failed {
+        exit_code: Option<i32>,
+        message: String,
+        output_tail: String,
+    },
+}
+
+/// Why the leader takes an attempt away from its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequeueReason {
+    NodeLost,
+    Migrated,
+    Preempted,
+}
+
+impl RequeueReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequeueReason::NodeLost => "node_lost",
+            RequeueReason::Migrated => "migrated",
+            RequeueReason::Preempted => "preempted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub task: TaskId,
+    /// Must be the task's current attempt + 1.
+    pub attempt: u32,
+    pub node: NodeName,
+    pub gpus: Vec<u32>,
 }
 
 /// Every change to the replicated state. Append-only: new variants go last so
@@ -21,6 +67,57 @@ pub enum Command {
         value: String,
         expected_version: Option<u64>,
     },
+    /// Submit a job: validated whole, applied whole or not at all.
+    SubmitJob {
+        client_id: String,
+        idempotency_key: String,
+        tasks: Vec<TaskSpec>,
+    },
+    CancelTask {
+        task: TaskId,
+    },
+    CancelJob {
+        job: JobId,
+    },
+    /// The leader's placement decisions for one batch.
+    Assign {
+        assignments: Vec<Assignment>,
+    },
+    ReportAttempt {
+        task: TaskId,
+        attempt: u32,
+        node: NodeName,
+        update: AttemptUpdate,
+    },
+    AttemptTimedOut {
+        task: TaskId,
+        attempt: u32,
+    },
+    Requeue {
+        task: TaskId,
+        attempt: u32,
+        reason: RequeueReason,
+    },
+    RegisterNode {
+        name: NodeName,
+        capacity: NodeCapacity,
+    },
+    DrainNode {
+        name: NodeName,
+        drain: bool,
+    },
+    /// Liveness decided by the leader from heartbeats; `up = false` requeues the node's attempts.
+    SetNodeLiveness {
+        name: NodeName,
+        up: bool,
+    },
+    RemoveNode {
+        name: NodeName,
+    },
+    /// Forget finished jobs and idempotency keys older than the cutoff.
+    CollectGarbage {
+        finished_before_ms: u64,
+    },
 }
 
 /// What `apply` answers. Domain outcomes are values, not errors.
@@ -31,6 +128,20 @@ pub enum Response {
     ConfigWritten(ConfigEntry),
     /// A compare-and-set that found another version; carries the current entry.
     ConfigVersionMismatch(Option<ConfigEntry>),
-    /// The command was invalid; nothing changed.
+    /// The command was invalid; nothing changed. The message names the field.
     Rejected(String),
+    /// A new job, or (`duplicate`) the job an earlier submission with the same key created.
+    JobAccepted {
+        job: JobId,
+        tasks: BTreeMap<String, TaskId>,
+        duplicate: bool,
+    },
+    /// Tasks changed by a cancel, an assignment batch or a node change.
+    Changed(Vec<TaskId>),
+    /// A report or timer for an attempt that is no longer current.
+    Stale {
+        current_attempt: u32,
+    },
+    Done,
+    NotFound(String),
 }

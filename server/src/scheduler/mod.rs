@@ -1,10 +1,22 @@
 //! The scheduler's pure core: the replicated state and `apply`. No I/O, no
-//! clock, no randomness: time arrives inside each [`Proposal`], stamped by the
-//! leader, so every replica computes the same state from the same log.
+//! clock, no randomness: time and seeds arrive inside each [`Proposal`],
+//! stamped by the leader, so every replica computes the same state from the
+//! same log.
 
+mod attempts;
 pub mod command;
 pub mod config_store;
+pub mod jobs;
+pub mod limits;
+pub mod model;
+mod nodes;
+pub mod placement;
+pub mod reservations;
 pub mod state;
+pub mod validate;
 
+pub use attempts::backoff_ms;
 pub use command::{Command, Proposal, Response};
 pub use state::SchedulerState;
+#[cfg(test)]
+mod tests;

@@ -1,46 +1,109 @@
+//! The whole replicated state and `apply`, one flat dispatch over [`Command`]
+//! with one `apply_<command>` per variant (in `jobs`, `attempts`, `nodes`).
+//!
+//! Invariants, checked by [`SchedulerState::check_invariants`] in tests:
+//! - a task is in `queue` iff it is Queued;
+//! - a task holds node capacity iff it is Assigned or Running, and then its
+//!   placement's attempt equals its attempt number;
+//! - a terminal task has `finished_ms` and an outcome, and never changes again;
+//! - every job's tasks exist and belong to it.
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
+use super::model::{Job, JobId, Node, NodeName, Task, TaskId, TaskState};
+use super::reservations::Held;
 
-/// The whole replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedulerState {
     /// Cluster time: the largest leader timestamp applied so far, so it never
     /// goes backwards across leader changes even when clocks differ.
     pub now_ms: u64,
+    /// Seed of the command being applied (leader-supplied randomness).
+    pub(super) seed: u64,
+    /// Log index of the command being applied.
+    pub(super) index: u64,
     pub config: ConfigStore,
+    pub jobs: BTreeMap<JobId, Job>,
+    pub tasks: BTreeMap<TaskId, Task>,
+    /// Queued tasks, in no particular order: placement orders them.
+    pub queue: BTreeSet<TaskId>,
+    pub nodes: BTreeMap<NodeName, Node>,
+    /// Placed attempts per node.
+    pub placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
+    /// (client id, idempotency key) -> job.
+    pub idempotency: BTreeMap<(String, String), JobId>,
+    pub next_task_id: TaskId,
 }
 
 impl SchedulerState {
     /// Applies one committed proposal at log `index`. Deterministic.
     pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Response {
         self.now_ms = self.now_ms.max(proposal.at_ms);
+        self.seed = proposal.seed;
+        self.index = index;
         match &proposal.command {
             Command::ConfigPut {
                 key,
                 value,
                 expected_version,
-            } => self.apply_config_put(index, key, value, *expected_version),
+            } => self.apply_config_put(key, value, *expected_version),
+            Command::SubmitJob {
+                client_id,
+                idempotency_key,
+                tasks,
+            } => self.apply_submit_job(client_id, idempotency_key, tasks),
+            Command::CancelTask { task } => self.apply_cancel_task(*task),
+            Command::CancelJob { job } => self.apply_cancel_job(*job),
+            Command::Assign { assignments } => self.apply_assign(assignments),
+            Command::ReportAttempt {
+                task,
+                attempt,
+                node,
+                update,
+            } => self.apply_report_attempt(*task, *attempt, node, update),
+            Command::AttemptTimedOut { task, attempt } => {
+                self.apply_attempt_timed_out(*task, *attempt)
+            }
+            Command::Requeue {
+                task,
+                attempt,
+                reason,
+            } => self.apply_requeue(*task, *attempt, *reason),
+            Command::RegisterNode { name, capacity } => self.apply_register_node(name, capacity),
+            Command::DrainNode { name, drain } => self.apply_drain_node(name, *drain),
+            Command::SetNodeLiveness { name, up } => self.apply_set_node_liveness(name, *up),
+            Command::RemoveNode { name } => self.apply_remove_node(name),
+            Command::CollectGarbage { finished_before_ms } => {
+                self.apply_collect_garbage(*finished_before_ms)
+            }
         }
     }
 
-    fn apply_config_put(
-        &mut self,
-        index: u64,
-        key: &str,
-        value: &str,
-        expected: Option<u64>,
-    ) -> Response {
+    fn apply_config_put(&mut self, key: &str, value: &str, expected: Option<u64>) -> Response {
         if let Err(reason) = config_store::validate(key, Some(value)) {
             return Response::Rejected(reason);
         }
-        match self.config.put(key, value, expected, index) {
+        match self.config.put(key, value, expected, self.index) {
             Written::Ok(entry) => Response::ConfigWritten(entry),
             Written::VersionMismatch(current) => Response::ConfigVersionMismatch(current),
         }
+    }
+
+    /// What the placed attempts hold on `node`.
+    pub fn held_on(&self, node: &str) -> Held {
+        let mut held = Held::default();
+        for id in self.placed.get(node).into_iter().flatten() {
+            let task = &self.tasks[id];
+            if let Some(p) = &task.placement {
+                held.add(&task.spec, &p.gpus);
+            }
+        }
+        held
     }
 
     /// A digest of the whole state. Replicas at the same applied index must
@@ -51,55 +114,49 @@ impl SchedulerState {
         bytes.hash(&mut hasher);
         hasher.finish()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(at_ms: u64, key: &str, value: &str) -> Proposal {
-        Proposal {
-            at_ms,
-            command: Command::ConfigPut {
-                key: key.into(),
-                value: value.into(),
-                expected_version: None,
-            },
-        }
-    }
-
-    #[test]
-    fn time_never_goes_backwards() {
-        let mut s = SchedulerState::default();
-        s.apply(1, &put(100, "a", "1"));
-        s.apply(2, &put(50, "a", "2"));
-        assert_eq!(s.now_ms, 100);
-    }
-
-    #[test]
-    fn same_log_same_digest() {
-        let log: Vec<_> = (0..50)
-            .map(|i| put(i * 10, &format!("k{}", i % 7), &i.to_string()))
-            .collect();
-        let run = || {
-            let mut s = SchedulerState::default();
-            for (i, p) in log.iter().enumerate() {
-                s.apply(i as u64 + 1, p);
+    /// Checks the invariants listed in the module docs; `Err` names the first broken one.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (id, t) in &self.tasks {
+            if (t.state == TaskState::Queued) != self.queue.contains(id) {
+                return Err(format!(
+                    "task {id} is {:?} but queue membership disagrees",
+                    t.state
+                ));
             }
-            s
-        };
-        assert_eq!(run().digest(), run().digest());
-        let mut other = run();
-        other.apply(51, &put(0, "k0", "changed"));
-        assert_ne!(run().digest(), other.digest());
-    }
-
-    #[test]
-    fn invalid_command_changes_nothing() {
-        let mut s = SchedulerState::default();
-        assert!(
-            matches!(s.apply(1, &put(0, "bad key", "v")), Response::Rejected(r) if r.starts_with("key:"))
-        );
-        assert!(s.config.is_empty());
+            let placed = t
+                .placement
+                .as_ref()
+                .is_some_and(|p| self.placed.get(&p.node).is_some_and(|s| s.contains(id)));
+            if t.state.is_placed() != placed {
+                return Err(format!(
+                    "task {id} is {:?} but placement bookkeeping disagrees",
+                    t.state
+                ));
+            }
+            if let Some(p) = &t.placement {
+                if t.state.is_placed() && p.attempt != t.attempt {
+                    return Err(format!(
+                        "task {id} placement attempt {} != attempt {}",
+                        p.attempt, t.attempt
+                    ));
+                }
+            }
+            if t.state.is_terminal() && (t.finished_ms.is_none() || t.outcome.is_none()) {
+                return Err(format!("terminal task {id} lacks finish time or outcome"));
+            }
+            if !self
+                .jobs
+                .get(&t.job_id)
+                .is_some_and(|j| j.tasks.contains(id))
+            {
+                return Err(format!("task {id} does not belong to its job {}", t.job_id));
+            }
+        }
+        let placed_count: usize = self.placed.values().map(BTreeSet::len).sum();
+        if placed_count != self.tasks.values().filter(|t| t.state.is_placed()).count() {
+            return Err("placed index holds tasks that are not placed".into());
+        }
+        Ok(())
     }
 }

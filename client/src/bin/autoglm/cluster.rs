@@ -1,5 +1,5 @@
 use autoglm_client::proto::{Member, MembershipResponse, Role, StatusResponse};
-use autoglm_client::Client;
+use autoglm_client::{role_name, Client};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -60,18 +60,6 @@ fn parse_member(spec: &str) -> Result<Member, CliError> {
         id,
         addr: addr.trim().to_string(),
     })
-}
-
-fn role_name(role: i32) -> &'static str {
-    match Role::try_from(role).unwrap_or(Role::Unspecified) {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::Learner => "learner",
-        Role::Uninitialized => "uninitialized",
-        Role::Shutdown => "shutdown",
-        Role::Unspecified => "unknown",
-    }
 }
 
 fn members_json(voters: &[Member], learners: &[Member]) -> serde_json::Value {

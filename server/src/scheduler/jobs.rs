@@ -1,0 +1,313 @@
+//! Submitting, cancelling and forgetting jobs, and the dependency graph.
+
+use std::collections::BTreeMap;
+
+use super::command::Response;
+use super::limits::PAYLOAD_BYTES_MAX_DEFAULT;
+use super::model::{EdgeCondition, Job, JobId, Outcome, Task, TaskId, TaskSpec, TaskState};
+use super::state::SchedulerState;
+use super::validate::validate_job;
+
+/// Configuration key holding the payload size limit in bytes.
+pub const PAYLOAD_BYTES_MAX_KEY: &str = "limits/payload_bytes_max";
+
+/// Whether a finished upstream task satisfies an edge.
+fn satisfies(state: TaskState, condition: EdgeCondition) -> bool {
+    match condition {
+        EdgeCondition::OnSuccess => state == TaskState::Succeeded,
+        EdgeCondition::OnFailure => matches!(state, TaskState::Failed | TaskState::TimedOut),
+        EdgeCondition::Always => state.is_terminal(),
+    }
+}
+
+impl SchedulerState {
+    fn payload_bytes_max(&self) -> u64 {
+        self.config
+            .get(PAYLOAD_BYTES_MAX_KEY)
+            .and_then(|e| e.value.parse().ok())
+            .unwrap_or(PAYLOAD_BYTES_MAX_DEFAULT)
+    }
+
+    pub(super) fn apply_submit_job(
+        &mut self,
+        client_id: &str,
+        key: &str,
+        specs: &[TaskSpec],
+    ) -> Response {
+        if let Err(reason) = super::validate::validate_client_key(client_id, key) {
+            return Response::Rejected(reason);
+        }
+        if !key.is_empty() {
+            if let Some(job) = self
+                .idempotency
+                .get(&(client_id.to_string(), key.to_string()))
+            {
+                if let Some(j) = self.jobs.get(job) {
+                    let tasks = j
+                        .tasks
+                        .iter()
+                        .map(|id| (self.tasks[id].spec.name.clone(), *id))
+                        .collect();
+                    return Response::JobAccepted {
+                        job: *job,
+                        tasks,
+                        duplicate: true,
+                    };
+                }
+            }
+        }
+        if let Err(reason) = validate_job(specs, self.nodes.values(), self.payload_bytes_max()) {
+            return Response::Rejected(reason);
+        }
+        let job_id = self.index;
+        let ids: BTreeMap<String, TaskId> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), self.next_task_id + i as u64))
+            .collect();
+        self.next_task_id += specs.len() as u64;
+        for spec in specs {
+            let id = ids[&spec.name];
+            let upstream: Vec<(TaskId, EdgeCondition)> = spec
+                .depends_on
+                .iter()
+                .map(|d| (ids[&d.task], d.condition))
+                .collect();
+            let dependents = specs
+                .iter()
+                .filter(|other| other.depends_on.iter().any(|d| d.task == spec.name))
+                .map(|other| ids[&other.name])
+                .collect();
+            let task = Task {
+                id,
+                job_id,
+                spec: spec.clone(),
+                state: TaskState::Waiting,
+                attempt: 0,
+                placement: None,
+                not_before_ms: 0,
+                queued_ms: 0,
+                created_ms: self.now_ms,
+                finished_ms: None,
+                outcome: None,
+                history: Vec::new(),
+                upstream,
+                dependents,
+                revision: self.index,
+            };
+            self.tasks.insert(id, task);
+        }
+        self.jobs.insert(
+            job_id,
+            Job {
+                id: job_id,
+                client_id: client_id.to_string(),
+                idempotency_key: key.to_string(),
+                tasks: ids.values().copied().collect(),
+                created_ms: self.now_ms,
+                finished_ms: None,
+                revision: self.index,
+            },
+        );
+        if !key.is_empty() {
+            self.idempotency
+                .insert((client_id.to_string(), key.to_string()), job_id);
+        }
+        for id in ids.values() {
+            if self.tasks[id].upstream.is_empty() {
+                self.enqueue(*id, 0);
+            }
+        }
+        Response::JobAccepted {
+            job: job_id,
+            tasks: ids,
+            duplicate: false,
+        }
+    }
+
+    pub(super) fn apply_cancel_task(&mut self, id: TaskId) -> Response {
+        let Some(task) = self.tasks.get(&id) else {
+            return Response::NotFound(format!("task: {id} does not exist"));
+        };
+        if task.state.is_terminal() {
+            return Response::Changed(Vec::new());
+        }
+        let mut changed = Vec::new();
+        self.finish(
+            id,
+            TaskState::Cancelled,
+            Outcome {
+                reason: "cancelled".into(),
+                ..Default::default()
+            },
+            &mut changed,
+        );
+        Response::Changed(changed)
+    }
+
+    pub(super) fn apply_cancel_job(&mut self, id: JobId) -> Response {
+        let Some(job) = self.jobs.get(&id) else {
+            return Response::NotFound(format!("job: {id} does not exist"));
+        };
+        let mut changed = Vec::new();
+        for task in job.tasks.clone() {
+            if !self.tasks[&task].state.is_terminal() {
+                let outcome = Outcome {
+                    reason: "cancelled".into(),
+                    ..Default::default()
+                };
+                self.finish(task, TaskState::Cancelled, outcome, &mut changed);
+            }
+        }
+        Response::Changed(changed)
+    }
+
+    pub(super) fn apply_collect_garbage(&mut self, finished_before_ms: u64) -> Response {
+        let old: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.finished_ms.is_some_and(|f| f < finished_before_ms))
+            .map(|j| j.id)
+            .collect();
+        for id in &old {
+            let job = self.jobs.remove(id).expect("listed above");
+            for t in &job.tasks {
+                self.tasks.remove(t);
+            }
+            self.idempotency
+                .remove(&(job.client_id, job.idempotency_key));
+        }
+        Response::Done
+    }
+
+    /// Puts a task in the queue, placeable from `not_before_ms`.
+    pub(super) fn enqueue(&mut self, id: TaskId, not_before_ms: u64) {
+        let (now, index) = (self.now_ms, self.index);
+        let task = self.tasks.get_mut(&id).expect("enqueue of a known task");
+        task.state = TaskState::Queued;
+        task.queued_ms = now;
+        task.not_before_ms = not_before_ms;
+        task.revision = index;
+        self.queue.insert(id);
+    }
+
+    /// Takes a placed task off its node, recording the attempt's result.
+    pub(super) fn release(&mut self, id: TaskId, result: &str) {
+        let now = self.now_ms;
+        let task = self.tasks.get_mut(&id).expect("release of a known task");
+        if let Some(p) = task.placement.take() {
+            if let Some(set) = self.placed.get_mut(&p.node) {
+                set.remove(&id);
+            }
+            task.history.push(super::model::AttemptRecord {
+                attempt: p.attempt,
+                node: p.node,
+                assigned_ms: p.assigned_ms,
+                finished_ms: now,
+                result: result.to_string(),
+            });
+            let excess = task
+                .history
+                .len()
+                .saturating_sub(super::limits::ATTEMPT_HISTORY_MAX);
+            task.history.drain(..excess);
+        }
+    }
+
+    /// Records a terminal state once, then settles the dependents: queued when
+    /// all their edges are satisfied, cancelled (and so on down the graph)
+    /// when one never can be.
+    pub(super) fn finish(
+        &mut self,
+        id: TaskId,
+        state: TaskState,
+        outcome: Outcome,
+        changed: &mut Vec<TaskId>,
+    ) {
+        let mut work = vec![(id, state, outcome)];
+        while let Some((id, state, outcome)) = work.pop() {
+            if self.tasks[&id].state.is_terminal() {
+                continue;
+            }
+            self.release(id, &outcome.reason);
+            self.queue.remove(&id);
+            let (now, index) = (self.now_ms, self.index);
+            let task = self.tasks.get_mut(&id).expect("finish of a known task");
+            task.state = state;
+            task.finished_ms = Some(now);
+            task.outcome = Some(outcome);
+            task.revision = index;
+            changed.push(id);
+            let (job_id, dependents) = (task.job_id, task.dependents.clone());
+            for d in dependents {
+                if self.tasks[&d].state != TaskState::Waiting {
+                    continue;
+                }
+                match self.upstream_verdict(d) {
+                    Verdict::Ready => {
+                        self.enqueue(d, 0);
+                        changed.push(d);
+                    }
+                    Verdict::Never(reason) => {
+                        work.push((
+                            d,
+                            TaskState::Cancelled,
+                            Outcome {
+                                reason,
+                                ..Default::default()
+                            },
+                        ));
+                    }
+                    Verdict::Pending => {}
+                }
+            }
+            self.settle_job(job_id);
+        }
+    }
+
+    fn upstream_verdict(&self, id: TaskId) -> Verdict {
+        let mut pending = false;
+        for (up, condition) in &self.tasks[&id].upstream {
+            let state = self.tasks[up].state;
+            if !state.is_terminal() {
+                pending = true;
+            } else if !satisfies(state, *condition) {
+                // A failure far up the graph stays a failure all the way down.
+                let failed_above = self.tasks[up]
+                    .outcome
+                    .as_ref()
+                    .is_some_and(|o| o.reason == "upstream_failed");
+                let reason = if state == TaskState::Cancelled && !failed_above {
+                    "upstream_cancelled"
+                } else {
+                    "upstream_failed"
+                };
+                return Verdict::Never(reason.into());
+            }
+        }
+        if pending {
+            Verdict::Pending
+        } else {
+            Verdict::Ready
+        }
+    }
+
+    fn settle_job(&mut self, id: JobId) {
+        let done = self.jobs[&id]
+            .tasks
+            .iter()
+            .all(|t| self.tasks[t].state.is_terminal());
+        let (now, index) = (self.now_ms, self.index);
+        let job = self.jobs.get_mut(&id).expect("job of a task");
+        if done && job.finished_ms.is_none() {
+            job.finished_ms = Some(now);
+        }
+        job.revision = index;
+    }
+}
+
+enum Verdict {
+    Ready,
+    Pending,
+    Never(String),
+}

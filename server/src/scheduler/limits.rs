@@ -1,0 +1,28 @@
+//! Named maxima of the scheduler core. Every list and string that arrives
+//! from outside has one, so no request can grow the replicated state without bound.
+
+/// Tasks in one job.
+pub const JOB_TASKS_MAX: usize = 10_000;
+/// Bytes in a task name.
+pub const TASK_NAME_LEN_MAX: usize = 128;
+/// Dependencies of one task.
+pub const TASK_DEPENDENCIES_MAX: usize = 256;
+/// Highest task priority; the default is [`PRIORITY_DEFAULT`].
+pub const PRIORITY_MAX: u32 = 100;
+pub const PRIORITY_DEFAULT: u32 = 50;
+/// Attempts of one task, retries included.
+pub const ATTEMPTS_MAX: u32 = 100;
+/// Bytes of an attempt's reported output kept in the state.
+pub const OUTPUT_TAIL_LEN_MAX: usize = 4 * 1024;
+/// Attempt records kept per task (the newest ones).
+pub const ATTEMPT_HISTORY_MAX: usize = 20;
+/// GPUs on one node.
+pub const NODE_GPUS_MAX: usize = 64;
+/// Labels on a node or in a task's node selector.
+pub const LABELS_MAX: usize = 64;
+/// Bytes of an idempotency key or client id.
+pub const KEY_LEN_MAX: usize = 128;
+/// Default bytes of a task's payload (argv, env, body...); configurable at run time.
+pub const PAYLOAD_BYTES_MAX_DEFAULT: u64 = 64 * 1024;
+/// Default attempt timeout when a task gives none.
+pub const ATTEMPT_TIMEOUT_MS_DEFAULT: u64 = 3_600_000;

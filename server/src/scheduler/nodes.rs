@@ -1,0 +1,87 @@
+//! Worker nodes: registration, draining, liveness and removal.
+
+use super::command::{RequeueReason, Response};
+use super::limits::{LABELS_MAX, NODE_GPUS_MAX};
+use super::model::{Liveness, Node, NodeAdmin, NodeCapacity, TaskId};
+use super::state::SchedulerState;
+
+impl SchedulerState {
+    pub(super) fn apply_register_node(&mut self, name: &str, capacity: &NodeCapacity) -> Response {
+        if name.is_empty() || name.len() > 128 {
+            return Response::Rejected("name: must be 1 to 128 bytes".into());
+        }
+        if capacity.gpus.len() > NODE_GPUS_MAX || capacity.labels.len() > LABELS_MAX {
+            return Response::Rejected(format!(
+                "capacity: at most {NODE_GPUS_MAX} GPUs and {LABELS_MAX} labels"
+            ));
+        }
+        let (now, index) = (self.now_ms, self.index);
+        let node = self.nodes.entry(name.to_string()).or_insert_with(|| Node {
+            name: name.to_string(),
+            capacity: capacity.clone(),
+            admin: NodeAdmin::Active,
+            liveness: Liveness::Up,
+            registered_ms: now,
+            revision: index,
+        });
+        node.capacity = capacity.clone();
+        node.liveness = Liveness::Up;
+        node.revision = index;
+        Response::Done
+    }
+
+    pub(super) fn apply_drain_node(&mut self, name: &str, drain: bool) -> Response {
+        let index = self.index;
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Response::NotFound(format!("node: '{name}' is not registered"));
+        };
+        node.admin = if drain {
+            NodeAdmin::Draining
+        } else {
+            NodeAdmin::Active
+        };
+        node.revision = index;
+        Response::Done
+    }
+
+    pub(super) fn apply_set_node_liveness(&mut self, name: &str, up: bool) -> Response {
+        let index = self.index;
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Response::NotFound(format!("node: '{name}' is not registered"));
+        };
+        node.liveness = if up { Liveness::Up } else { Liveness::Down };
+        node.revision = index;
+        let mut changed = Vec::new();
+        if !up {
+            self.requeue_all_on(name, &mut changed);
+        }
+        Response::Changed(changed)
+    }
+
+    pub(super) fn apply_remove_node(&mut self, name: &str) -> Response {
+        if !self.nodes.contains_key(name) {
+            return Response::NotFound(format!("node: '{name}' is not registered"));
+        }
+        let mut changed = Vec::new();
+        self.requeue_all_on(name, &mut changed);
+        self.nodes.remove(name);
+        self.placed.remove(name);
+        Response::Changed(changed)
+    }
+
+    fn requeue_all_on(&mut self, name: &str, changed: &mut Vec<TaskId>) {
+        let on_node: Vec<TaskId> = self
+            .placed
+            .get(name)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        for id in on_node {
+            let attempt = self.tasks[&id].attempt;
+            if let Response::Changed(c) = self.apply_requeue(id, attempt, RequeueReason::NodeLost) {
+                changed.extend(c);
+            }
+        }
+    }
+}

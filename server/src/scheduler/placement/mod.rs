@@ -1,0 +1,177 @@
+//! Placement: which node runs each queued task. Pure: the leader passes in the
+//! replicated state, its own live view of the nodes and a random source, and
+//! gets back one batch of assignments to propose.
+//!
+//! Stages, after Nomad's feasibility stack: order the queue (priority with
+//! aging, then age), filter nodes (up, active, labels, free capacity from the
+//! replicated reservations, utilization below the dispatch threshold when
+//! metrics are fresh), let the policy pick among the feasible ones, then hold
+//! the capacity in the working view so one batch does not herd onto a node.
+
+mod policies;
+
+use std::collections::BTreeMap;
+
+use rand::RngCore;
+
+pub use policies::{policy_by_name, Policy, POLICY_NAMES};
+
+use super::command::Assignment;
+use super::model::{Liveness, Node, NodeAdmin, NodeName, Task};
+use super::reservations::{choose_gpus, Held};
+use super::state::SchedulerState;
+
+/// Live, leader-only facts about a node (from heartbeats and the leader's own counting).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveNode {
+    /// Mean GPU utilization, 0..1 (NVML: share of time a kernel ran).
+    pub gpu_util: f64,
+    /// GPU memory used over total, 0..1.
+    pub gpu_mem_used: f64,
+    pub cpu_util: f64,
+    pub mem_util: f64,
+    /// Network round trip to the node, ms.
+    pub net_latency_ms: f64,
+    /// Age of these metrics when placement runs, ms.
+    pub age_ms: u64,
+    /// EWMA of finished attempts' latency on this node, ms.
+    pub latency_ewma_ms: Option<f64>,
+}
+
+/// What a policy sees of one node.
+#[derive(Debug, Clone)]
+pub struct NodeView<'a> {
+    pub node: &'a Node,
+    pub held: Held,
+    /// Fresh metrics only; stale ones are dropped before policies see them.
+    pub live: Option<LiveNode>,
+    /// Attempts placed and not finished, counted from the replicated state
+    /// plus this batch: fresher than any heartbeat.
+    pub outstanding: u32,
+}
+
+impl NodeView<'_> {
+    /// Attempts the node can run at once: GPU slots, or 1 per CPU core for CPU-only nodes.
+    pub fn slots(&self) -> u32 {
+        let cap = &self.node.capacity;
+        if cap.gpus.is_empty() {
+            (cap.cpu_millis / 1000).max(1) as u32
+        } else {
+            cap.gpus.len() as u32 * cap.slots_per_gpu.max(1)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlacementOptions {
+    /// Most assignments in one batch (one Raft entry).
+    pub batch_max: usize,
+    /// No new work on a node whose GPU or CPU utilization is above this (0..1).
+    pub dispatch_threshold: f64,
+    /// Metrics older than this are ignored.
+    pub metrics_stale_ms: u64,
+    /// A queued task gains one priority point per this many ms of waiting.
+    pub aging_ms: u64,
+}
+
+impl Default for PlacementOptions {
+    fn default() -> Self {
+        Self {
+            batch_max: 256,
+            dispatch_threshold: 0.85,
+            metrics_stale_ms: 5_000,
+            aging_ms: 30_000,
+        }
+    }
+}
+
+/// Queue order: effective priority (priority plus aging) first, then age, then id.
+pub fn queue_order(state: &SchedulerState, aging_ms: u64) -> Vec<&Task> {
+    let now = state.now_ms;
+    let mut tasks: Vec<&Task> = state.queue.iter().map(|id| &state.tasks[id]).collect();
+    let effective = |t: &Task| {
+        let aged = now.saturating_sub(t.queued_ms) / aging_ms.max(1);
+        (t.spec.priority as u64 + aged).min(super::limits::PRIORITY_MAX as u64)
+    };
+    tasks.sort_by_key(|t| (std::cmp::Reverse(effective(t)), t.queued_ms, t.id));
+    tasks
+}
+
+/// Builds the nodes' views from the replicated state and the leader's live data.
+pub fn node_views<'a>(
+    state: &'a SchedulerState,
+    live: &BTreeMap<NodeName, LiveNode>,
+    opts: &PlacementOptions,
+) -> Vec<NodeView<'a>> {
+    state
+        .nodes
+        .values()
+        .map(|node| NodeView {
+            node,
+            held: state.held_on(&node.name),
+            live: live
+                .get(&node.name)
+                .filter(|l| l.age_ms <= opts.metrics_stale_ms)
+                .cloned(),
+            outstanding: state.placed.get(&node.name).map_or(0, |s| s.len() as u32),
+        })
+        .collect()
+}
+
+fn feasible(task: &Task, view: &NodeView, opts: &PlacementOptions) -> Option<Vec<u32>> {
+    let node = view.node;
+    if node.liveness != Liveness::Up || node.admin != NodeAdmin::Active {
+        return None;
+    }
+    if let Some(l) = &view.live {
+        if l.gpu_util > opts.dispatch_threshold || l.cpu_util > opts.dispatch_threshold {
+            return None;
+        }
+    }
+    choose_gpus(&task.spec, node, &view.held)
+}
+
+/// One placement round: assignments for as many queued tasks as fit, in queue order.
+pub fn place(
+    state: &SchedulerState,
+    live: &BTreeMap<NodeName, LiveNode>,
+    policy: &mut dyn Policy,
+    opts: &PlacementOptions,
+    rng: &mut dyn RngCore,
+) -> Vec<Assignment> {
+    let mut views = node_views(state, live, opts);
+    let mut out = Vec::new();
+    for task in queue_order(state, opts.aging_ms) {
+        if out.len() >= opts.batch_max {
+            break;
+        }
+        if task.not_before_ms > state.now_ms {
+            continue;
+        }
+        let options: Vec<(usize, Vec<u32>)> = views
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| feasible(task, v, opts).map(|g| (i, g)))
+            .collect();
+        if options.is_empty() {
+            continue;
+        }
+        let indexes: Vec<usize> = options.iter().map(|(i, _)| *i).collect();
+        let chosen = policy.pick(task, &views, &indexes, rng);
+        let gpus = options
+            .iter()
+            .find(|(i, _)| *i == chosen)
+            .map(|(_, g)| g.clone())
+            .unwrap_or_default();
+        let view = &mut views[chosen];
+        view.held.add(&task.spec, &gpus);
+        view.outstanding += 1;
+        out.push(Assignment {
+            task: task.id,
+            attempt: task.attempt + 1,
+            node: view.node.name.clone(),
+            gpus,
+        });
+    }
+    out
+}

@@ -1,0 +1,196 @@
+//! Placement policies behind one trait, selectable at run time by name.
+
+use rand::{Rng, RngCore};
+
+use super::NodeView;
+use crate::scheduler::model::Task;
+
+/// Picks one node for a task among the feasible ones.
+pub trait Policy: Send {
+    fn name(&self) -> &'static str;
+    /// `feasible` is non-empty and indexes into `nodes`.
+    fn pick(
+        &mut self,
+        task: &Task,
+        nodes: &[NodeView],
+        feasible: &[usize],
+        rng: &mut dyn RngCore,
+    ) -> usize;
+}
+
+pub const POLICY_NAMES: &[&str] = &[
+    "default",
+    "load",
+    "weighted",
+    "latency",
+    "least-outstanding",
+    "power-of-two",
+    "round-robin",
+    "random",
+];
+
+/// The policy called `name`, if there is one.
+pub fn policy_by_name(name: &str) -> Option<Box<dyn Policy>> {
+    Some(match name {
+        "default" => Box::new(Scored(Score::Default)),
+        "load" => Box::new(Scored(Score::Load)),
+        "weighted" => Box::new(Scored(Score::Weighted)),
+        "latency" => Box::new(Scored(Score::Latency)),
+        "least-outstanding" => Box::new(Scored(Score::LeastOutstanding)),
+        "power-of-two" => Box::new(PowerOfTwo),
+        "round-robin" => Box::new(RoundRobin { next: 0 }),
+        "random" => Box::new(Random),
+        _ => return None,
+    })
+}
+
+/// Lowest score wins; ties are broken at random so equal nodes share work.
+fn argmin(feasible: &[usize], rng: &mut dyn RngCore, score: impl Fn(usize) -> f64) -> usize {
+    let scores: Vec<f64> = feasible.iter().map(|&i| score(i)).collect();
+    let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
+    let ties: Vec<usize> = feasible
+        .iter()
+        .zip(&scores)
+        .filter(|(_, s)| (**s - best).abs() <= 1e-12)
+        .map(|(i, _)| *i)
+        .collect();
+    ties[rng.random_range(0..ties.len())]
+}
+
+fn outstanding_per_slot(v: &NodeView) -> f64 {
+    (v.outstanding as f64 + 1.0) / v.slots() as f64
+}
+
+#[derive(Clone, Copy)]
+enum Score {
+    /// Outstanding attempts per slot (fresh, counted by the leader), scaled by
+    /// the node's observed latency and favouring nodes with the model loaded.
+    Default,
+    /// The original article: 0.6 * GPU utilization + 0.4 * GPU memory fraction.
+    Load,
+    /// 0.4 * CPU + 0.4 * memory + 0.2 * network latency (normalized to 100 ms).
+    Weighted,
+    /// Peak-EWMA style: observed latency times (outstanding + 1).
+    Latency,
+    LeastOutstanding,
+}
+
+struct Scored(Score);
+
+impl Score {
+    fn of(self, task: &Task, v: &NodeView) -> f64 {
+        let live = v.live.clone().unwrap_or_default();
+        match self {
+            Score::Default => {
+                let latency = v
+                    .live
+                    .as_ref()
+                    .and_then(|l| l.latency_ewma_ms)
+                    .map_or(1.0, |ms| 1.0 + ms / 1000.0);
+                let affinity = match &task.spec.model {
+                    Some(m) if v.node.capacity.models_loaded.contains(m) => 0.8,
+                    _ => 1.0,
+                };
+                outstanding_per_slot(v) * latency * affinity
+            }
+            Score::Load => 0.6 * live.gpu_util + 0.4 * live.gpu_mem_used,
+            Score::Weighted => {
+                0.4 * live.cpu_util
+                    + 0.4 * live.mem_util
+                    + 0.2 * (live.net_latency_ms / 100.0).min(1.0)
+            }
+            Score::Latency => {
+                live.latency_ewma_ms.unwrap_or(0.0).max(1.0) * (v.outstanding as f64 + 1.0)
+            }
+            Score::LeastOutstanding => outstanding_per_slot(v),
+        }
+    }
+}
+
+impl Policy for Scored {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Score::Default => "default",
+            Score::Load => "load",
+            Score::Weighted => "weighted",
+            Score::Latency => "latency",
+            Score::LeastOutstanding => "least-outstanding",
+        }
+    }
+
+    fn pick(
+        &mut self,
+        task: &Task,
+        nodes: &[NodeView],
+        feasible: &[usize],
+        rng: &mut dyn RngCore,
+    ) -> usize {
+        argmin(feasible, rng, |i| self.0.of(task, &nodes[i]))
+    }
+}
+
+/// Two feasible nodes at random; the one with fewer outstanding per slot.
+struct PowerOfTwo;
+
+impl Policy for PowerOfTwo {
+    fn name(&self) -> &'static str {
+        "power-of-two"
+    }
+
+    fn pick(
+        &mut self,
+        _task: &Task,
+        nodes: &[NodeView],
+        feasible: &[usize],
+        rng: &mut dyn RngCore,
+    ) -> usize {
+        let a = feasible[rng.random_range(0..feasible.len())];
+        let b = feasible[rng.random_range(0..feasible.len())];
+        if outstanding_per_slot(&nodes[b]) < outstanding_per_slot(&nodes[a]) {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+/// Static rotation over the feasible nodes.
+struct RoundRobin {
+    next: usize,
+}
+
+impl Policy for RoundRobin {
+    fn name(&self) -> &'static str {
+        "round-robin"
+    }
+
+    fn pick(
+        &mut self,
+        _task: &Task,
+        _nodes: &[NodeView],
+        feasible: &[usize],
+        _rng: &mut dyn RngCore,
+    ) -> usize {
+        let chosen = feasible[self.next % feasible.len()];
+        self.next = self.next.wrapping_add(1);
+        chosen
+    }
+}
+
+struct Random;
+
+impl Policy for Random {
+    fn name(&self) -> &'static str {
+        "random"
+    }
+
+    fn pick(
+        &mut self,
+        _task: &Task,
+        _nodes: &[NodeView],
+        feasible: &[usize],
+        rng: &mut dyn RngCore,
+    ) -> usize {
+        feasible[rng.random_range(0..feasible.len())]
+    }
+}

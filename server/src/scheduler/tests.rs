@@ -1,0 +1,591 @@
+//! Tests of the pure core: validation, the lifecycle, fencing, cascades, and
+//! property tests over random DAGs driven through placement and reports.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+use super::command::{AttemptUpdate, Command, Proposal, Response};
+use super::model::*;
+use super::placement::{place, policy_by_name, queue_order, PlacementOptions};
+use super::SchedulerState;
+
+pub fn spec(name: &str, deps: &[(&str, EdgeCondition)]) -> TaskSpec {
+    TaskSpec {
+        name: name.into(),
+        model: None,
+        input_tokens: 100,
+        max_output_tokens: 100,
+        resources: Resources {
+            gpus: 1,
+            gpu_memory_mb: 1_000,
+            cpu_millis: 100,
+            memory_mb: 100,
+        },
+        priority: 50,
+        labels: BTreeMap::new(),
+        attempt_timeout_ms: 60_000,
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        },
+        payload: Payload::Sim { service_ms: 10 },
+        depends_on: deps
+            .iter()
+            .map(|(t, c)| Dependency {
+                task: t.to_string(),
+                condition: *c,
+            })
+            .collect(),
+    }
+}
+
+pub fn capacity(gpus: u32, slots: u32) -> NodeCapacity {
+    NodeCapacity {
+        address: "127.0.0.1:1".into(),
+        gpus: (0..gpus)
+            .map(|i| Gpu {
+                index: i,
+                uuid: format!("GPU-{i}"),
+                model: "H100".into(),
+                memory_mb: 80_000,
+            })
+            .collect(),
+        cpu_millis: 64_000,
+        memory_mb: 512_000,
+        labels: BTreeMap::new(),
+        models_loaded: BTreeSet::new(),
+        slots_per_gpu: slots,
+    }
+}
+
+/// A state plus a log, so tests can replay it.
+pub struct Harness {
+    pub state: SchedulerState,
+    pub log: Vec<Proposal>,
+    now: u64,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self {
+            state: SchedulerState::default(),
+            log: Vec::new(),
+            now: 1_000,
+        }
+    }
+
+    pub fn apply(&mut self, command: Command) -> Response {
+        self.now += 10;
+        let p = Proposal {
+            at_ms: self.now,
+            seed: self.now * 31,
+            command,
+        };
+        self.log.push(p.clone());
+        let r = self.state.apply(self.log.len() as u64, &p);
+        self.state
+            .check_invariants()
+            .unwrap_or_else(|e| panic!("invariant broken after {p:?}: {e}"));
+        r
+    }
+
+    pub fn submit(&mut self, key: &str, tasks: Vec<TaskSpec>) -> Response {
+        self.apply(Command::SubmitJob {
+            client_id: "c".into(),
+            idempotency_key: key.into(),
+            tasks,
+        })
+    }
+
+    pub fn node(&mut self, name: &str, gpus: u32, slots: u32) {
+        assert_eq!(
+            self.apply(Command::RegisterNode {
+                name: name.into(),
+                capacity: capacity(gpus, slots)
+            }),
+            Response::Done
+        );
+    }
+
+    pub fn state_of(&self, id: TaskId) -> TaskState {
+        self.state.tasks[&id].state
+    }
+}
+
+fn job_tasks(r: &Response) -> BTreeMap<String, TaskId> {
+    match r {
+        Response::JobAccepted { tasks, .. } => tasks.clone(),
+        other => panic!("expected an accepted job, got {other:?}"),
+    }
+}
+
+fn rejected(r: Response) -> String {
+    match r {
+        Response::Rejected(m) => m,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn validation_errors_name_task_and_field_and_change_nothing() {
+    let mut h = Harness::new();
+    h.node("n1", 2, 1);
+    let before = h.state.clone();
+    let unknown = rejected(h.submit("", vec![spec("a", &[("zz", EdgeCondition::OnSuccess)])]));
+    assert!(
+        unknown.contains("(a).depends_on") && unknown.contains("zz"),
+        "{unknown}"
+    );
+    let cycle = rejected(h.submit(
+        "",
+        vec![
+            spec("a", &[("b", EdgeCondition::OnSuccess)]),
+            spec("b", &[("a", EdgeCondition::Always)]),
+        ],
+    ));
+    assert!(cycle.contains("cycle"), "{cycle}");
+    let dup = rejected(h.submit("", vec![spec("a", &[]), spec("a", &[])]));
+    assert!(
+        dup.contains("(a).name") && dup.contains("duplicate"),
+        "{dup}"
+    );
+    let mut huge = spec("big", &[]);
+    huge.resources.gpus = 4;
+    let infeasible = rejected(h.submit("", vec![huge]));
+    assert!(infeasible.contains("(big).resources"), "{infeasible}");
+    let mut fat = spec("fat", &[]);
+    fat.payload = Payload::Http {
+        method: "POST".into(),
+        path: "/v1/completions".into(),
+        headers: BTreeMap::new(),
+        body: "x".repeat(70_000),
+    };
+    let too_big = rejected(h.submit("", vec![fat]));
+    assert!(too_big.contains("(fat).payload"), "{too_big}");
+    let mut empty = spec("e", &[]);
+    empty.payload = Payload::Exec {
+        argv: vec![],
+        env: BTreeMap::new(),
+        cwd: None,
+    };
+    let empty_cmd = rejected(h.submit("", vec![empty]));
+    assert!(empty_cmd.contains("(e).payload.exec.argv"), "{empty_cmd}");
+    // Only the clock moved.
+    let mut after = h.state.clone();
+    after.now_ms = before.now_ms;
+    after.seed = before.seed;
+    after.index = before.index;
+    assert_eq!(after, before);
+}
+
+#[test]
+fn same_idempotency_key_returns_the_same_job() {
+    let mut h = Harness::new();
+    let first = h.submit("k1", vec![spec("a", &[])]);
+    let again = h.submit("k1", vec![spec("a", &[]), spec("b", &[])]);
+    match (first, again) {
+        (
+            Response::JobAccepted {
+                job: j1,
+                tasks: t1,
+                duplicate: false,
+            },
+            Response::JobAccepted {
+                job: j2,
+                tasks: t2,
+                duplicate: true,
+            },
+        ) => {
+            assert_eq!(j1, j2);
+            assert_eq!(t1, t2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.state.jobs.len(), 1);
+}
+
+fn assign_all(h: &mut Harness) -> Vec<super::command::Assignment> {
+    let mut policy = policy_by_name("default").unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let batch = place(
+        &h.state,
+        &BTreeMap::new(),
+        policy.as_mut(),
+        &PlacementOptions::default(),
+        &mut rng,
+    );
+    h.apply(Command::Assign {
+        assignments: batch.clone(),
+    });
+    batch
+}
+
+#[test]
+fn stale_attempt_reports_are_rejected() {
+    let mut h = Harness::new();
+    h.node("n1", 1, 1);
+    let mut s = spec("a", &[]);
+    s.retry.max_attempts = 3;
+    s.retry.backoff_base_ms = 0;
+    s.retry.jitter_permille = 0;
+    let id = job_tasks(&h.submit("", vec![s]))["a"];
+    assign_all(&mut h);
+    let fail = AttemptUpdate::Failed {
+        exit_code: Some(1),
+        message: "boom".into(),
+        output_tail: String::new(),
+    };
+    h.apply(Command::ReportAttempt {
+        task: id,
+        attempt: 1,
+        node: "n1".into(),
+        update: fail.clone(),
+    });
+    assert_eq!(h.state_of(id), TaskState::Queued);
+    assign_all(&mut h);
+    assert_eq!(h.state.tasks[&id].attempt, 2);
+    // The first attempt reports late: rejected, nothing changes.
+    let late = AttemptUpdate::Succeeded {
+        exit_code: Some(0),
+        output_tail: String::new(),
+    };
+    assert_eq!(
+        h.apply(Command::ReportAttempt {
+            task: id,
+            attempt: 1,
+            node: "n1".into(),
+            update: late
+        }),
+        Response::Stale { current_attempt: 2 }
+    );
+    assert_eq!(h.state_of(id), TaskState::Assigned);
+    // A report from another node for the current attempt is stale too.
+    let wrong_node = AttemptUpdate::Running;
+    assert!(matches!(
+        h.apply(Command::ReportAttempt {
+            task: id,
+            attempt: 2,
+            node: "n9".into(),
+            update: wrong_node
+        }),
+        Response::Stale { .. }
+    ));
+    let ok = AttemptUpdate::Succeeded {
+        exit_code: Some(0),
+        output_tail: "done".into(),
+    };
+    h.apply(Command::ReportAttempt {
+        task: id,
+        attempt: 2,
+        node: "n1".into(),
+        update: ok.clone(),
+    });
+    assert_eq!(h.state_of(id), TaskState::Succeeded);
+    // Terminal is recorded once.
+    assert!(matches!(
+        h.apply(Command::ReportAttempt {
+            task: id,
+            attempt: 2,
+            node: "n1".into(),
+            update: fail
+        }),
+        Response::Stale { .. }
+    ));
+    assert_eq!(h.state_of(id), TaskState::Succeeded);
+}
+
+#[test]
+fn cancel_and_failure_cascade_down_the_graph() {
+    let mut h = Harness::new();
+    h.node("n1", 4, 4);
+    let ids = job_tasks(&h.submit(
+        "",
+        vec![
+            spec("a", &[]),
+            spec("b", &[("a", EdgeCondition::OnSuccess)]),
+            spec("c", &[("b", EdgeCondition::OnSuccess)]),
+            spec("cleanup", &[("a", EdgeCondition::OnFailure)]),
+            spec("report", &[("a", EdgeCondition::Always)]),
+        ],
+    ));
+    assert_eq!(h.state_of(ids["b"]), TaskState::Waiting);
+    assign_all(&mut h);
+    let fail = AttemptUpdate::Failed {
+        exit_code: Some(2),
+        message: "x".into(),
+        output_tail: String::new(),
+    };
+    h.apply(Command::ReportAttempt {
+        task: ids["a"],
+        attempt: 1,
+        node: "n1".into(),
+        update: fail,
+    });
+    assert_eq!(h.state_of(ids["a"]), TaskState::Failed);
+    let reason = |h: &Harness, n: &str| {
+        h.state.tasks[&ids[n]]
+            .outcome
+            .as_ref()
+            .unwrap()
+            .reason
+            .clone()
+    };
+    assert_eq!(h.state_of(ids["b"]), TaskState::Cancelled);
+    assert_eq!(reason(&h, "b"), "upstream_failed");
+    assert_eq!(h.state_of(ids["c"]), TaskState::Cancelled);
+    assert_eq!(reason(&h, "c"), "upstream_failed");
+    assert_eq!(h.state_of(ids["cleanup"]), TaskState::Queued);
+    assert_eq!(h.state_of(ids["report"]), TaskState::Queued);
+
+    let ids = job_tasks(&h.submit(
+        "",
+        vec![
+            spec("x", &[]),
+            spec("y", &[("x", EdgeCondition::OnSuccess)]),
+        ],
+    ));
+    let job = h.state.tasks[&ids["x"]].job_id;
+    h.apply(Command::CancelTask { task: ids["x"] });
+    assert_eq!(h.state_of(ids["y"]), TaskState::Cancelled);
+    assert_eq!(
+        h.state.tasks[&ids["y"]].outcome.as_ref().unwrap().reason,
+        "upstream_cancelled"
+    );
+    assert!(h.state.jobs[&job].finished_ms.is_some());
+}
+
+#[test]
+fn node_down_requeues_its_attempts_and_timeouts_retry() {
+    let mut h = Harness::new();
+    h.node("n1", 1, 2);
+    let mut s = spec("a", &[]);
+    s.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_base_ms: 0,
+        backoff_factor_permille: 1000,
+        backoff_max_ms: 0,
+        jitter_permille: 0,
+    };
+    let id = job_tasks(&h.submit("", vec![s]))["a"];
+    assign_all(&mut h);
+    h.apply(Command::SetNodeLiveness {
+        name: "n1".into(),
+        up: false,
+    });
+    assert_eq!(h.state_of(id), TaskState::Queued);
+    assert!(
+        assign_all(&mut h).is_empty(),
+        "nothing placed on a down node"
+    );
+    h.apply(Command::SetNodeLiveness {
+        name: "n1".into(),
+        up: true,
+    });
+    assign_all(&mut h);
+    h.apply(Command::AttemptTimedOut {
+        task: id,
+        attempt: 2,
+    });
+    assert_eq!(h.state_of(id), TaskState::TimedOut);
+    assert_eq!(h.state.tasks[&id].history.len(), 2);
+}
+
+#[test]
+fn queue_orders_by_priority_then_age_and_ages_low_priorities() {
+    let mut h = Harness::new();
+    let mut low = spec("low", &[]);
+    low.priority = 10;
+    let mut high = spec("high", &[]);
+    high.priority = 90;
+    let low_id = job_tasks(&h.submit("", vec![low]))["low"];
+    let first_mid = job_tasks(&h.submit("", vec![spec("m1", &[])]))["m1"];
+    let high_id = job_tasks(&h.submit("", vec![high]))["high"];
+    let second_mid = job_tasks(&h.submit("", vec![spec("m2", &[])]))["m2"];
+    let order: Vec<TaskId> = queue_order(&h.state, 1_000_000)
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(order, vec![high_id, first_mid, second_mid, low_id]);
+    // After long enough, the old low-priority task outranks a fresh mid one.
+    h.now += 45_000;
+    let fresh_mid = job_tasks(&h.submit("", vec![spec("m3", &[])]))["m3"];
+    let aged: Vec<TaskId> = queue_order(&h.state, 1_000).iter().map(|t| t.id).collect();
+    let at = |id| aged.iter().position(|x| *x == id).unwrap();
+    assert!(at(low_id) < at(fresh_mid), "{aged:?}");
+}
+
+/// A random DAG: each task depends on some earlier ones (so it is acyclic).
+fn random_dag(rng: &mut impl Rng, size: usize) -> Vec<TaskSpec> {
+    (0..size)
+        .map(|i| {
+            let mut deps = Vec::new();
+            for j in 0..i {
+                if rng.random_bool(0.15) {
+                    let c = [
+                        EdgeCondition::OnSuccess,
+                        EdgeCondition::OnFailure,
+                        EdgeCondition::Always,
+                    ][rng.random_range(0..3)];
+                    deps.push((format!("t{j}"), c));
+                }
+            }
+            let mut s = spec(&format!("t{i}"), &[]);
+            s.depends_on = deps
+                .into_iter()
+                .map(|(task, condition)| Dependency { task, condition })
+                .collect();
+            s.priority = rng.random_range(0..=100);
+            s.retry = RetryPolicy {
+                max_attempts: rng.random_range(1..3),
+                backoff_base_ms: 0,
+                backoff_factor_permille: 1000,
+                backoff_max_ms: 0,
+                jitter_permille: 0,
+            };
+            s
+        })
+        .collect()
+}
+
+fn satisfied(state: TaskState, c: EdgeCondition) -> bool {
+    match c {
+        EdgeCondition::OnSuccess => state == TaskState::Succeeded,
+        EdgeCondition::OnFailure => matches!(state, TaskState::Failed | TaskState::TimedOut),
+        EdgeCondition::Always => state.is_terminal(),
+    }
+}
+
+/// Drives a random DAG to completion and checks it on every step.
+fn run_dag(seed: u64, size: usize) -> Harness {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut h = Harness::new();
+    h.node("n1", 2, 2);
+    h.node("n2", 1, 3);
+    let ids = job_tasks(&h.submit("", random_dag(&mut rng, size)));
+    let mut finished_order = Vec::new();
+    let mut policy = policy_by_name("default").unwrap();
+    for _round in 0..10_000 {
+        if ids.values().all(|id| h.state.tasks[id].state.is_terminal()) {
+            break;
+        }
+        let batch = place(
+            &h.state,
+            &BTreeMap::new(),
+            policy.as_mut(),
+            &PlacementOptions::default(),
+            &mut rng,
+        );
+        for a in &batch {
+            for (up, c) in &h.state.tasks[&a.task].upstream {
+                assert!(
+                    satisfied(h.state.tasks[up].state, *c),
+                    "seed {seed}: task {} placed before its dependency {up}",
+                    a.task
+                );
+            }
+        }
+        h.apply(Command::Assign { assignments: batch });
+        let placed: Vec<(TaskId, u32, String)> = h
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.state.is_placed())
+            .map(|t| (t.id, t.attempt, t.placement.as_ref().unwrap().node.clone()))
+            .collect();
+        for (id, attempt, node) in placed {
+            let update = match rng.random_range(0..10) {
+                0 => AttemptUpdate::Failed {
+                    exit_code: Some(1),
+                    message: "random failure".into(),
+                    output_tail: String::new(),
+                },
+                1 => AttemptUpdate::Running,
+                _ => AttemptUpdate::Succeeded {
+                    exit_code: Some(0),
+                    output_tail: String::new(),
+                },
+            };
+            // Sometimes a stale duplicate of an old attempt arrives too.
+            if attempt > 1 && rng.random_bool(0.3) {
+                let r = h.apply(Command::ReportAttempt {
+                    task: id,
+                    attempt: attempt - 1,
+                    node: node.clone(),
+                    update: update.clone(),
+                });
+                assert!(
+                    matches!(r, Response::Stale { .. }),
+                    "seed {seed}: stale report accepted: {r:?}"
+                );
+            }
+            let was_terminal = h.state.tasks[&id].state.is_terminal();
+            h.apply(Command::ReportAttempt {
+                task: id,
+                attempt,
+                node,
+                update,
+            });
+            if !was_terminal && h.state.tasks[&id].state.is_terminal() {
+                finished_order.push(id);
+            }
+        }
+    }
+    assert!(
+        ids.values().all(|id| h.state.tasks[id].state.is_terminal()),
+        "seed {seed}: DAG did not finish"
+    );
+    // Every task that ran finished after all its upstream tasks finished.
+    let pos: BTreeMap<TaskId, usize> = finished_order
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i))
+        .collect();
+    for id in &finished_order {
+        for (up, _) in &h.state.tasks[id].upstream {
+            if let (Some(a), Some(b)) = (pos.get(up), pos.get(id)) {
+                assert!(a < b, "seed {seed}: {id} finished before its upstream {up}");
+            }
+        }
+    }
+    h
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_dags_complete_in_dependency_order(seed in any::<u64>(), size in 1usize..40) {
+        println!("seed {seed} size {size}");
+        run_dag(seed, size);
+    }
+
+    #[test]
+    fn replaying_the_log_gives_the_same_digest(seed in any::<u64>(), size in 1usize..30) {
+        let h = run_dag(seed, size);
+        let mut replay = SchedulerState::default();
+        for (i, p) in h.log.iter().enumerate() {
+            replay.apply(i as u64 + 1, p);
+        }
+        prop_assert_eq!(replay.digest(), h.state.digest());
+        prop_assert_eq!(&replay, &h.state);
+    }
+}
+
+#[test]
+fn time_never_goes_backwards() {
+    let mut s = SchedulerState::default();
+    let put = |at_ms| Proposal {
+        at_ms,
+        seed: 0,
+        command: Command::ConfigPut {
+            key: "a".into(),
+            value: "1".into(),
+            expected_version: None,
+        },
+    };
+    s.apply(1, &put(100));
+    s.apply(2, &put(50));
+    assert_eq!(s.now_ms, 100);
+}

@@ -1,0 +1,179 @@
+//! Validation of a submitted job, whole, before anything is applied. Every
+//! message names the task and the field.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::limits::*;
+use super::model::{Node, Payload, TaskSpec};
+use super::reservations::could_ever_fit;
+
+/// Checks a job against the limits, its own graph and the registered nodes.
+/// `payload_bytes_max` comes from the runtime configuration.
+pub fn validate_job<'a>(
+    tasks: &[TaskSpec],
+    nodes: impl Iterator<Item = &'a Node> + Clone,
+    payload_bytes_max: u64,
+) -> Result<(), String> {
+    if tasks.is_empty() {
+        return Err("tasks: a job needs at least one task".into());
+    }
+    if tasks.len() > JOB_TASKS_MAX {
+        return Err(format!(
+            "tasks: {} tasks is over the limit of {JOB_TASKS_MAX}",
+            tasks.len()
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let at = |field: &str| format!("tasks[{i}] ({}).{field}", t.name);
+        if t.name.is_empty() || t.name.len() > TASK_NAME_LEN_MAX {
+            return Err(format!(
+                "tasks[{i}].name: must be 1 to {TASK_NAME_LEN_MAX} bytes"
+            ));
+        }
+        if !t
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "{}: only A-Z a-z 0-9 - _ . are allowed",
+                at("name")
+            ));
+        }
+        if !names.insert(t.name.as_str()) {
+            return Err(format!("{}: duplicate task name", at("name")));
+        }
+        if t.priority > PRIORITY_MAX {
+            return Err(format!(
+                "{}: {} is over {PRIORITY_MAX}",
+                at("priority"),
+                t.priority
+            ));
+        }
+        if t.retry.max_attempts == 0 || t.retry.max_attempts > ATTEMPTS_MAX {
+            return Err(format!(
+                "{}: must be 1 to {ATTEMPTS_MAX}",
+                at("retry.max_attempts")
+            ));
+        }
+        if t.attempt_timeout_ms == 0 {
+            return Err(format!("{}: must be positive", at("attempt_timeout_ms")));
+        }
+        if t.labels.len() > LABELS_MAX {
+            return Err(format!("{}: at most {LABELS_MAX} labels", at("labels")));
+        }
+        if t.depends_on.len() > TASK_DEPENDENCIES_MAX {
+            return Err(format!(
+                "{}: at most {TASK_DEPENDENCIES_MAX} dependencies",
+                at("depends_on")
+            ));
+        }
+        match &t.payload {
+            Payload::Exec { argv, .. } if argv.is_empty() || argv[0].is_empty() => {
+                return Err(format!("{}: the command is empty", at("payload.exec.argv")));
+            }
+            Payload::Http { method, path, .. } if method.is_empty() || !path.starts_with('/') => {
+                return Err(format!(
+                    "{}: needs a method and a path starting with /",
+                    at("payload.http")
+                ));
+            }
+            _ => {}
+        }
+        let size = t.payload.size();
+        if size > payload_bytes_max {
+            return Err(format!(
+                "{}: {size} bytes is over the limit of {payload_bytes_max}",
+                at("payload")
+            ));
+        }
+        if nodes.clone().next().is_some() && !nodes.clone().any(|n| could_ever_fit(t, n)) {
+            return Err(format!(
+                "{}: no registered node could ever satisfy {} GPU(s) x {} MB, {} CPU millis, {} MB memory with labels {:?}",
+                at("resources"),
+                t.resources.gpus,
+                t.resources.gpu_memory_mb,
+                t.resources.cpu_millis,
+                t.resources.memory_mb,
+                t.labels
+            ));
+        }
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        for d in &t.depends_on {
+            if !names.contains(d.task.as_str()) {
+                return Err(format!(
+                    "tasks[{i}] ({}).depends_on: unknown task '{}'",
+                    t.name, d.task
+                ));
+            }
+            if d.task == t.name {
+                return Err(format!(
+                    "tasks[{i}] ({}).depends_on: a task cannot depend on itself",
+                    t.name
+                ));
+            }
+        }
+    }
+    if let Some(name) = find_cycle(tasks) {
+        return Err(format!(
+            "tasks ({name}).depends_on: the dependencies form a cycle through '{name}'"
+        ));
+    }
+    Ok(())
+}
+
+/// Kahn's algorithm; returns a task on a cycle, if any.
+fn find_cycle(tasks: &[TaskSpec]) -> Option<String> {
+    let mut indegree: BTreeMap<&str, usize> = tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.depends_on.len()))
+        .collect();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for t in tasks {
+        for d in &t.depends_on {
+            dependents
+                .entry(d.task.as_str())
+                .or_default()
+                .push(t.name.as_str());
+        }
+    }
+    let mut ready: Vec<&str> = indegree
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut seen = 0;
+    while let Some(n) = ready.pop() {
+        seen += 1;
+        for m in dependents.get(n).into_iter().flatten() {
+            let d = indegree.get_mut(m).expect("dependents are tasks");
+            *d -= 1;
+            if *d == 0 {
+                ready.push(m);
+            }
+        }
+    }
+    (seen < tasks.len())
+        .then(|| {
+            indegree
+                .into_iter()
+                .find(|(_, d)| *d > 0)
+                .map(|(n, _)| n.to_string())
+        })
+        .flatten()
+}
+
+/// Client ids and idempotency keys are bounded and printable.
+pub fn validate_client_key(client_id: &str, key: &str) -> Result<(), String> {
+    for (field, value) in [("client_id", client_id), ("idempotency_key", key)] {
+        if value.len() > KEY_LEN_MAX {
+            return Err(format!("{field}: at most {KEY_LEN_MAX} bytes"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!("{field}: control characters are not allowed"));
+        }
+    }
+    Ok(())
+}
