@@ -4,6 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/autoglm/v1/admin.proto",
         "proto/autoglm/v1/config.proto",
+        "proto/autoglm/v1/scheduler.proto",
+        "proto/autoglm/v1/agent.proto",
     ];
     let descriptor =
         std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("autoglm_v1_descriptor.bin");
