@@ -35,6 +35,9 @@ pub fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// Response metadata key set on RESOURCE_EXHAUSTED: milliseconds to wait before retrying.
+pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+
 /// Response metadata key a replica sets on UNAVAILABLE when it knows the
 /// leader's address: the client retries there first.
 pub const LEADER_ADDR_METADATA: &str = "x-autoglm-leader-addr";

@@ -25,6 +25,7 @@ pub struct ServerConfig {
     pub raft: RaftSettings,
     pub storage: StorageSettings,
     pub grpc: GrpcSettings,
+    pub scheduler: crate::leader::SchedulerSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,7 @@ impl Default for ServerConfig {
             raft: RaftSettings::default(),
             storage: StorageSettings::default(),
             grpc: GrpcSettings::default(),
+            scheduler: Default::default(),
         }
     }
 }
@@ -130,6 +132,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "raft",
     "storage",
     "grpc",
+    "scheduler",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +201,16 @@ impl ServerConfig {
                 "raft.snapshot_chunk_bytes ({}) must be positive and at least 64 KiB below grpc.max_message_bytes ({})",
                 r.snapshot_chunk_bytes, self.grpc.max_message_bytes
             ));
+        }
+        let s = &self.scheduler;
+        if s.heartbeat_interval_ms == 0 || s.node_ttl_ms < 2 * s.heartbeat_interval_ms {
+            return fail(format!(
+                "scheduler.node_ttl_ms ({}) must be at least twice scheduler.heartbeat_interval_ms ({})",
+                s.node_ttl_ms, s.heartbeat_interval_ms
+            ));
+        }
+        if s.placement_interval_ms == 0 || s.gc_interval_ms == 0 {
+            return fail("scheduler.placement_interval_ms and scheduler.gc_interval_ms must be positive".into());
         }
         if self.storage.cache_capacity_mb == 0 {
             return fail("storage.cache_capacity_mb: must be positive".into());

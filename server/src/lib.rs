@@ -4,6 +4,7 @@
 //! - [`scheduler`]: the pure core, the replicated state and `apply`.
 //! - [`raft`]: openraft wiring: type config, gRPC network, bootstrap.
 //! - [`replica`]: proposing and linearizable reads from any replica.
+//! - [`leader`]: loops that run only on the leader (placement, dispatch, liveness, timers).
 //! - [`api`]: the public `autoglm.v1` gRPC services.
 //! - [`http`]: health and readiness endpoints.
 //! - [`config`]: file, environment and flag configuration.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod leader;
 pub mod local;
 pub mod raft;
 pub mod replica;

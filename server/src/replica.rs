@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use tonic::transport::Channel;
 
+use crate::leader::admission::Admission;
+use crate::leader::runtime::Runtime;
 use crate::raft::peers::Peers;
+use crate::scheduler::model::TaskState;
 use crate::raft::{NodeId, Raft, SharedState};
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::RaftMessage;
@@ -43,6 +46,8 @@ pub enum ReplicaError {
     Timeout { what: String, waited_ms: u64 },
     #[error("this replica's raft has stopped: {0}")]
     Stopped(String),
+    #[error("{reason}; retry after {retry_after_ms} ms")]
+    Throttled { reason: String, retry_after_ms: u64 },
 }
 
 pub struct Replica {
@@ -51,6 +56,7 @@ pub struct Replica {
     pub state: SharedState,
     pub peers: Arc<Peers>,
     pub committed: CommittedIndex,
+    pub admission: Admission,
 }
 
 /// Milliseconds since the Unix epoch; stamped on proposals by the leader.
@@ -118,6 +124,9 @@ impl Replica {
 
     /// Proposes on this replica only; fails with `NotLeader` on a follower.
     pub async fn propose_local(&self, command: Command) -> Result<Response, ReplicaError> {
+        if let Command::SubmitJob { client_id, tasks, .. } = &command {
+            self.admit(client_id, tasks.len())?;
+        }
         // Time and randomness enter the log here, on the leader, and nowhere else.
         let proposal = Proposal {
             at_ms: wall_clock_ms(),
@@ -132,6 +141,30 @@ impl Replica {
             ),
             Err(RaftError::Fatal(f)) => Err(ReplicaError::Stopped(f.to_string())),
         }
+    }
+
+    /// Admission, on the leader only: the client's token bucket, then the queue depth.
+    fn admit(&self, client_id: &str, tasks: usize) -> Result<(), ReplicaError> {
+        self.leader_or_err()?;
+        let (runtime, pending) = {
+            let applied = self.state.read();
+            let s = &applied.state;
+            let pending = s.tasks.values().filter(|t| matches!(t.state, TaskState::Queued | TaskState::Waiting)).count();
+            (Runtime::read(s), pending)
+        };
+        let now = std::time::Instant::now();
+        let rate = (runtime.admission_rate_per_second, runtime.admission_burst);
+        self.admission.admit(client_id, rate.0, rate.1, now).map_err(|retry_after_ms| ReplicaError::Throttled {
+            reason: format!("client '{client_id}' is over {} submissions/s (burst {})", rate.0, rate.1),
+            retry_after_ms,
+        })?;
+        if pending + tasks > runtime.queue_depth_max {
+            return Err(ReplicaError::Throttled {
+                reason: format!("the queue holds {pending} tasks; the limit is {}", runtime.queue_depth_max),
+                retry_after_ms: 1_000,
+            });
+        }
+        Ok(())
     }
 
     async fn forward_propose(

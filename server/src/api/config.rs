@@ -30,6 +30,7 @@ impl ConfigApi {
         expected_version: Option<u64>,
     ) -> Result<Applied, Status> {
         config_store::validate(&key, Some(&value)).map_err(Status::invalid_argument)?;
+        crate::leader::runtime::validate(&key, &value).map_err(Status::invalid_argument)?;
         let command = Command::ConfigPut {
             key,
             value,

@@ -1,7 +1,10 @@
 //! Public gRPC services (`autoglm.v1`) and how replica errors become statuses.
 
 pub mod admin;
+pub mod agent;
 pub mod config;
+pub mod convert;
+pub mod scheduler;
 pub mod status;
 
 use tonic::metadata::MetadataValue;
@@ -30,6 +33,11 @@ pub fn replica_status(e: ReplicaError) -> Status {
             Status::unavailable(e.to_string())
         }
         ReplicaError::Timeout { .. } => Status::unavailable(e.to_string()),
+        ReplicaError::Throttled { retry_after_ms, .. } => {
+            let mut status = Status::resource_exhausted(e.to_string());
+            status.metadata_mut().insert(autoglm_client::RETRY_AFTER_METADATA, MetadataValue::from(*retry_after_ms));
+            status
+        }
         ReplicaError::Stopped(_) => Status::internal(e.to_string()),
     }
 }

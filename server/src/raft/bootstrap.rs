@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autoglm_client::proto::admin_service_server::AdminServiceServer;
+use autoglm_client::proto::agent_service_server::AgentServiceServer;
+use autoglm_client::proto::scheduler_service_server::SchedulerServiceServer;
 use autoglm_client::proto::config_service_server::ConfigServiceServer;
 use autoglm_storage::{DataDirIdentity, StoreOptions};
 use tokio::net::TcpListener;
@@ -18,7 +20,11 @@ use super::peers::Peers;
 use super::service::RaftRpc;
 use super::Raft;
 use crate::api::admin::AdminApi;
+use crate::api::agent::AgentApi;
 use crate::api::config::ConfigApi;
+use crate::api::scheduler::SchedulerApi;
+use crate::leader::hub::AgentHub;
+use crate::leader::SchedulerSettings;
 use crate::config::ServerConfig;
 use crate::raft_proto::raft_service_server::RaftServiceServer;
 use crate::replica::Replica;
@@ -46,6 +52,7 @@ pub struct Running {
     grpc: TcpListener,
     http: TcpListener,
     max_message_bytes: usize,
+    scheduler: SchedulerSettings,
 }
 
 async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, StartError> {
@@ -111,13 +118,9 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         state,
         peers,
         committed,
+        admission: Default::default(),
     });
-    Ok(Running {
-        replica,
-        grpc,
-        http,
-        max_message_bytes,
-    })
+    Ok(Running { replica, grpc, http, max_message_bytes, scheduler: config.scheduler.clone() })
 }
 
 impl Running {
@@ -131,6 +134,8 @@ impl Running {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), String> {
         let replica = self.replica.clone();
+        let hub = Arc::new(AgentHub::default());
+        let supervisor = crate::leader::spawn_supervisor(replica.clone(), hub.clone(), self.scheduler.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
         let http = axum::serve(self.http, crate::http::router(replica.clone()))
@@ -142,11 +147,18 @@ impl Running {
         let raft_service = RaftServiceServer::new(RaftRpc::new(replica.clone()))
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(autoglm_client::proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| format!("grpc reflection: {e}"))?;
         let mut grpc_stop = stop_rx;
         let grpc = tonic::transport::Server::builder()
             .add_service(raft_service)
             .add_service(AdminServiceServer::new(AdminApi::new(replica.clone())))
             .add_service(ConfigServiceServer::new(ConfigApi::new(replica.clone())))
+            .add_service(SchedulerServiceServer::new(SchedulerApi::new(replica.clone(), hub.clone(), self.scheduler.clone())))
+            .add_service(AgentServiceServer::new(AgentApi::new(replica.clone(), hub.clone(), self.scheduler.clone())))
+            .add_service(reflection)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             });
@@ -154,6 +166,7 @@ impl Running {
 
         shutdown.await;
         tracing::info!("shutting down");
+        supervisor.abort();
         let _ = stop_tx.send(true);
         let stopped = replica
             .raft

@@ -75,3 +75,19 @@ pub fn choose_gpus(spec: &TaskSpec, node: &Node, held: &Held) -> Option<Vec<u32>
             .collect(),
     )
 }
+
+impl Held {
+    /// What is held once one attempt of `spec` on `gpus` is gone.
+    pub fn without(mut self, spec: &TaskSpec, gpus: &[u32]) -> Held {
+        for g in gpus {
+            if let Some(e) = self.gpus.get_mut(g) {
+                e.0 = e.0.saturating_sub(1);
+                e.1 = e.1.saturating_sub(spec.resources.gpu_memory_mb);
+            }
+        }
+        self.cpu_millis = self.cpu_millis.saturating_sub(spec.resources.cpu_millis);
+        self.memory_mb = self.memory_mb.saturating_sub(spec.resources.memory_mb);
+        self.attempts = self.attempts.saturating_sub(1);
+        self
+    }
+}

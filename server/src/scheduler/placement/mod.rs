@@ -62,7 +62,7 @@ impl NodeView<'_> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlacementOptions {
     /// Most assignments in one batch (one Raft entry).
     pub batch_max: usize,
@@ -174,4 +174,39 @@ pub fn place(
         });
     }
     out
+}
+
+/// Attempts to evict so `task` fits: on the node needing the fewest
+/// evictions, the lowest-priority attempts whose priority is at least `gap`
+/// below the task's. Empty when no such set exists.
+pub fn preemption_victims(state: &SchedulerState, task: &Task, gap: u32) -> Vec<(super::model::TaskId, u32)> {
+    let mut best: Option<Vec<(super::model::TaskId, u32)>> = None;
+    for node in state.nodes.values() {
+        if node.liveness != Liveness::Up || node.admin != NodeAdmin::Active {
+            continue;
+        }
+        let mut running: Vec<&Task> = state
+            .placed
+            .get(&node.name)
+            .into_iter()
+            .flatten()
+            .map(|id| &state.tasks[id])
+            .filter(|t| t.spec.priority + gap <= task.spec.priority)
+            .collect();
+        running.sort_by_key(|t| (t.spec.priority, std::cmp::Reverse(t.id)));
+        let mut held = state.held_on(&node.name);
+        let mut victims = Vec::new();
+        for victim in running {
+            if choose_gpus(&task.spec, node, &held).is_some() {
+                break;
+            }
+            held = held.without(&victim.spec, victim.placement.as_ref().map_or(&[][..], |p| &p.gpus));
+            victims.push((victim.id, victim.attempt));
+        }
+        let fits = !victims.is_empty() && choose_gpus(&task.spec, node, &held).is_some();
+        if fits && best.as_ref().is_none_or(|b| victims.len() < b.len()) {
+            best = Some(victims);
+        }
+    }
+    best.unwrap_or_default()
 }

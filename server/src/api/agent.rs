@@ -1,0 +1,148 @@
+//! `autoglm.v1.AgentService`: the agent's stream, served by the leader. A
+//! follower redirects the agent to the leader and ends the stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use autoglm_client::proto::agent_message::Kind as AgentKind;
+use autoglm_client::proto::agent_service_server::AgentService;
+use autoglm_client::proto::leader_message::Kind as LeaderKind;
+use autoglm_client::proto::{self as pb, AgentMessage, LeaderMessage};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::replica_status;
+use crate::leader::hub::AgentHub;
+use crate::leader::SchedulerSettings;
+use crate::replica::Replica;
+use crate::scheduler::command::AttemptUpdate;
+use crate::scheduler::model::{Gpu, NodeCapacity};
+use crate::scheduler::{Command, Response as Applied};
+
+/// Messages buffered towards one agent.
+const OUTBOUND_BUFFER: usize = 1024;
+
+pub struct AgentApi {
+    replica: Arc<Replica>,
+    hub: Arc<AgentHub>,
+    settings: SchedulerSettings,
+}
+
+impl AgentApi {
+    pub fn new(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: SchedulerSettings) -> Self {
+        Self { replica, hub, settings }
+    }
+}
+
+fn capacity(r: &pb::Register) -> NodeCapacity {
+    NodeCapacity {
+        address: r.address.clone(),
+        gpus: r.gpus.iter().map(|g| Gpu { index: g.index, uuid: g.uuid.clone(), model: g.model.clone(), memory_mb: g.memory_mb }).collect(),
+        cpu_millis: r.cpu_millis,
+        memory_mb: r.memory_mb,
+        labels: r.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
+        models_loaded: r.models_loaded.iter().cloned().collect(),
+        slots_per_gpu: r.slots_per_gpu.max(1),
+    }
+}
+
+fn message(kind: LeaderKind) -> Result<LeaderMessage, Status> {
+    Ok(LeaderMessage { kind: Some(kind) })
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<LeaderMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type SessionStream = SessionStream;
+
+    async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SessionStream>, Status> {
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let stream: SessionStream = Box::pin(ReceiverStream::new(rx));
+        if !self.replica.is_leader() {
+            let leader_addr = self.replica.leader().map(|(_, addr)| addr).unwrap_or_default();
+            let _ = tx.send(message(LeaderKind::Redirect(pb::Redirect { leader_addr }))).await;
+            return Ok(Response::new(stream));
+        }
+        let mut inbound = request.into_inner();
+        let register = match inbound.message().await? {
+            Some(AgentMessage { kind: Some(AgentKind::Register(r)) }) => r,
+            _ => return Err(Status::invalid_argument("the first message of a session must be register")),
+        };
+        if register.node.is_empty() {
+            return Err(Status::invalid_argument("register.node: required"));
+        }
+        let node = register.node.clone();
+        let command = Command::RegisterNode { name: node.clone(), capacity: capacity(&register) };
+        let applied = self.replica.propose_local(command).await.map_err(replica_status)?;
+        if let Applied::Rejected(reason) = applied {
+            return Err(Status::invalid_argument(format!("register.{reason}")));
+        }
+        let running: BTreeSet<(u64, u32)> = register.running.iter().map(|a| (a.task_id, a.attempt)).collect();
+        let session = self.hub.attach(&node, tx.clone(), running);
+        let registered = pb::Registered {
+            heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
+            node_ttl_ms: self.settings.node_ttl_ms,
+        };
+        let _ = tx.send(message(LeaderKind::Registered(registered))).await;
+        tracing::info!(node = %node, "agent session started");
+
+        let (replica, hub) = (self.replica.clone(), self.hub.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = tx.closed() => break,
+                };
+                match next {
+                    Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => hub.heartbeat(&node, &hb),
+                    Ok(Some(AgentMessage { kind: Some(AgentKind::Report(report)) })) => {
+                        handle_report(&replica, &hub, &node, &tx, report).await;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            hub.detach(&node, session);
+            tracing::info!(node = %node, "agent session ended");
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+async fn handle_report(
+    replica: &Replica,
+    hub: &AgentHub,
+    node: &str,
+    tx: &crate::leader::hub::Outbound,
+    r: pb::AttemptReport,
+) {
+    let update = match pb::AttemptStatus::try_from(r.status) {
+        Ok(pb::AttemptStatus::Running) => AttemptUpdate::Running,
+        Ok(pb::AttemptStatus::Succeeded) => {
+            AttemptUpdate::Succeeded { exit_code: r.exit_code, output_tail: r.output_tail.clone() }
+        }
+        Ok(pb::AttemptStatus::Failed) => AttemptUpdate::Failed {
+            exit_code: r.exit_code,
+            message: r.message.clone(),
+            output_tail: r.output_tail.clone(),
+        },
+        _ => return,
+    };
+    let finished = !matches!(update, AttemptUpdate::Running);
+    let command = Command::ReportAttempt { task: r.task_id, attempt: r.attempt, node: node.to_string(), update };
+    match replica.propose_local(command).await {
+        Ok(Applied::Stale { current_attempt }) => {
+            let stale = pb::Stale { task_id: r.task_id, attempt: r.attempt, current_attempt };
+            let _ = tx.send(message(LeaderKind::Stale(stale))).await;
+            hub.finished(node, r.task_id, r.attempt, r.duration_ms);
+        }
+        Ok(_) if finished => hub.finished(node, r.task_id, r.attempt, r.duration_ms),
+        Ok(_) => {}
+        // Leadership lost: the agent reconnects and reports again to the new leader.
+        Err(e) => tracing::warn!(node, task = r.task_id, "report not committed: {e}"),
+    }
+}

@@ -1,0 +1,256 @@
+//! Proto <-> core conversions at the edge, with the checks that only make
+//! sense on the wire (enum values, float ranges, oneofs). Everything else is
+//! validated by the core, whole, in `apply`.
+
+use std::collections::BTreeMap;
+
+use autoglm_client::proto as pb;
+use tonic::Status;
+
+use crate::scheduler::limits::{ATTEMPT_TIMEOUT_MS_DEFAULT, PRIORITY_DEFAULT};
+use crate::scheduler::model::{
+    Dependency, EdgeCondition, Liveness, Node, NodeAdmin, Payload, Resources, RetryPolicy, Task, TaskSpec, TaskState,
+};
+
+/// A model of the catalogue: what one request of it needs and how fast it runs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub gpu_memory_mb: u64,
+    pub tokens_per_second: f64,
+}
+
+fn invalid(i: usize, name: &str, field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("tasks[{i}] ({name}).{field}: {why}"))
+}
+
+/// Converts one submitted task, filling defaults and, for a task that names a
+/// catalogue model and leaves resources out, estimating them.
+pub fn task_spec(i: usize, t: pb::TaskSpec, models: &BTreeMap<String, ModelEntry>) -> Result<TaskSpec, Status> {
+    let name = t.name.clone();
+    let r = t.resources.unwrap_or_default();
+    let mut resources =
+        Resources { gpus: r.gpus, gpu_memory_mb: r.gpu_memory_mb, cpu_millis: r.cpu_millis, memory_mb: r.memory_mb };
+    let model = (!t.model.is_empty()).then(|| t.model.clone());
+    let catalogue = model.as_ref().and_then(|m| models.get(m));
+    if resources == Resources::default() {
+        if let Some(entry) = catalogue {
+            resources = Resources { gpus: 1, gpu_memory_mb: entry.gpu_memory_mb, cpu_millis: 1_000, memory_mb: 2_048 };
+        }
+    }
+    let mut attempt_timeout_ms = t.attempt_timeout_ms;
+    if attempt_timeout_ms == 0 {
+        attempt_timeout_ms = match catalogue {
+            // Ten times the modelled time, and at least a minute.
+            Some(e) if e.tokens_per_second > 0.0 => {
+                let tokens = (t.input_tokens as f64 + t.max_output_tokens as f64).max(1.0);
+                ((tokens / e.tokens_per_second * 10_000.0) as u64).max(60_000)
+            }
+            _ => ATTEMPT_TIMEOUT_MS_DEFAULT,
+        };
+    }
+    let retry = retry_policy(i, &name, t.retry.unwrap_or_default())?;
+    let payload = match t.payload {
+        Some(pb::task_spec::Payload::Exec(e)) => Payload::Exec {
+            argv: e.argv,
+            env: e.env.into_iter().collect(),
+            cwd: (!e.cwd.is_empty()).then_some(e.cwd),
+        },
+        Some(pb::task_spec::Payload::Http(h)) => {
+            Payload::Http { method: h.method, path: h.path, headers: h.headers.into_iter().collect(), body: h.body }
+        }
+        Some(pb::task_spec::Payload::Sim(s)) => Payload::Sim { service_ms: s.service_ms },
+        None => return Err(invalid(i, &name, "payload", "one of exec, http or sim is required")),
+    };
+    let depends_on = t
+        .depends_on
+        .into_iter()
+        .map(|d| {
+            let condition = match pb::EdgeCondition::try_from(d.condition) {
+                Ok(pb::EdgeCondition::Unspecified | pb::EdgeCondition::OnSuccess) => EdgeCondition::OnSuccess,
+                Ok(pb::EdgeCondition::OnFailure) => EdgeCondition::OnFailure,
+                Ok(pb::EdgeCondition::Always) => EdgeCondition::Always,
+                Err(_) => return Err(invalid(i, &name, "depends_on.condition", format!("unknown value {}", d.condition))),
+            };
+            Ok(Dependency { task: d.task, condition })
+        })
+        .collect::<Result<_, Status>>()?;
+    Ok(TaskSpec {
+        name: t.name,
+        model,
+        input_tokens: t.input_tokens,
+        max_output_tokens: t.max_output_tokens,
+        resources,
+        priority: t.priority.unwrap_or(PRIORITY_DEFAULT),
+        labels: t.labels.into_iter().collect(),
+        attempt_timeout_ms,
+        retry,
+        payload,
+        depends_on,
+    })
+}
+
+fn retry_policy(i: usize, name: &str, r: pb::RetryPolicy) -> Result<RetryPolicy, Status> {
+    let d = RetryPolicy::default();
+    if !(r.backoff_factor == 0.0 || (r.backoff_factor >= 1.0 && r.backoff_factor <= 100.0)) {
+        return Err(invalid(i, name, "retry.backoff_factor", "must be between 1 and 100"));
+    }
+    if !(0.0..=1.0).contains(&r.jitter) {
+        return Err(invalid(i, name, "retry.jitter", "must be between 0 and 1"));
+    }
+    Ok(RetryPolicy {
+        max_attempts: if r.max_attempts == 0 { d.max_attempts } else { r.max_attempts },
+        backoff_base_ms: if r.backoff_base_ms == 0 { d.backoff_base_ms } else { r.backoff_base_ms },
+        backoff_factor_permille: if r.backoff_factor == 0.0 {
+            d.backoff_factor_permille
+        } else {
+            (r.backoff_factor * 1000.0) as u32
+        },
+        backoff_max_ms: if r.backoff_max_ms == 0 { d.backoff_max_ms } else { r.backoff_max_ms },
+        jitter_permille: (r.jitter * 1000.0) as u32,
+    })
+}
+
+pub fn spec_to_proto(s: &TaskSpec) -> pb::TaskSpec {
+    let payload = match &s.payload {
+        Payload::Exec { argv, env, cwd } => pb::task_spec::Payload::Exec(pb::ExecPayload {
+            argv: argv.clone(),
+            env: env.clone().into_iter().collect(),
+            cwd: cwd.clone().unwrap_or_default(),
+        }),
+        Payload::Http { method, path, headers, body } => pb::task_spec::Payload::Http(pb::HttpPayload {
+            method: method.clone(),
+            path: path.clone(),
+            headers: headers.clone().into_iter().collect(),
+            body: body.clone(),
+        }),
+        Payload::Sim { service_ms } => pb::task_spec::Payload::Sim(pb::SimPayload { service_ms: *service_ms }),
+    };
+    pb::TaskSpec {
+        name: s.name.clone(),
+        model: s.model.clone().unwrap_or_default(),
+        input_tokens: s.input_tokens,
+        max_output_tokens: s.max_output_tokens,
+        resources: Some(pb::Resources {
+            gpus: s.resources.gpus,
+            gpu_memory_mb: s.resources.gpu_memory_mb,
+            cpu_millis: s.resources.cpu_millis,
+            memory_mb: s.resources.memory_mb,
+        }),
+        priority: Some(s.priority),
+        labels: s.labels.clone().into_iter().collect(),
+        attempt_timeout_ms: s.attempt_timeout_ms,
+        retry: Some(pb::RetryPolicy {
+            max_attempts: s.retry.max_attempts,
+            backoff_base_ms: s.retry.backoff_base_ms,
+            backoff_factor: s.retry.backoff_factor_permille as f64 / 1000.0,
+            backoff_max_ms: s.retry.backoff_max_ms,
+            jitter: s.retry.jitter_permille as f64 / 1000.0,
+        }),
+        payload: Some(payload),
+        depends_on: s
+            .depends_on
+            .iter()
+            .map(|d| pb::Dependency {
+                task: d.task.clone(),
+                condition: match d.condition {
+                    EdgeCondition::OnSuccess => pb::EdgeCondition::OnSuccess,
+                    EdgeCondition::OnFailure => pb::EdgeCondition::OnFailure,
+                    EdgeCondition::Always => pb::EdgeCondition::Always,
+                } as i32,
+            })
+            .collect(),
+    }
+}
+
+pub fn state_to_proto(s: TaskState) -> pb::TaskState {
+    match s {
+        TaskState::Waiting => pb::TaskState::Waiting,
+        TaskState::Queued => pb::TaskState::Queued,
+        TaskState::Assigned => pb::TaskState::Assigned,
+        TaskState::Running => pb::TaskState::Running,
+        TaskState::Succeeded => pb::TaskState::Succeeded,
+        TaskState::Failed => pb::TaskState::Failed,
+        TaskState::Cancelled => pb::TaskState::Cancelled,
+        TaskState::TimedOut => pb::TaskState::TimedOut,
+    }
+}
+
+pub fn state_from_proto(v: i32) -> Result<TaskState, Status> {
+    Ok(match pb::TaskState::try_from(v) {
+        Ok(pb::TaskState::Waiting) => TaskState::Waiting,
+        Ok(pb::TaskState::Queued) => TaskState::Queued,
+        Ok(pb::TaskState::Assigned) => TaskState::Assigned,
+        Ok(pb::TaskState::Running) => TaskState::Running,
+        Ok(pb::TaskState::Succeeded) => TaskState::Succeeded,
+        Ok(pb::TaskState::Failed) => TaskState::Failed,
+        Ok(pb::TaskState::Cancelled) => TaskState::Cancelled,
+        Ok(pb::TaskState::TimedOut) => TaskState::TimedOut,
+        _ => return Err(Status::invalid_argument(format!("states: unknown task state {v}"))),
+    })
+}
+
+pub fn task_to_proto(t: &Task) -> pb::Task {
+    let outcome = t.outcome.clone().unwrap_or_default();
+    let p = t.placement.as_ref();
+    pb::Task {
+        id: t.id,
+        job_id: t.job_id,
+        spec: Some(spec_to_proto(&t.spec)),
+        state: state_to_proto(t.state) as i32,
+        attempt: t.attempt,
+        node: p.map(|p| p.node.clone()).unwrap_or_default(),
+        gpus: p.map(|p| p.gpus.clone()).unwrap_or_default(),
+        created_ms: t.created_ms,
+        assigned_ms: p.map_or(0, |p| p.assigned_ms),
+        started_ms: p.and_then(|p| p.started_ms).unwrap_or(0),
+        finished_ms: t.finished_ms.unwrap_or(0),
+        not_before_ms: t.not_before_ms,
+        reason: outcome.reason,
+        message: outcome.message,
+        exit_code: outcome.exit_code,
+        output_tail: outcome.output_tail,
+        attempts: t
+            .history
+            .iter()
+            .map(|a| pb::Attempt {
+                attempt: a.attempt,
+                node: a.node.clone(),
+                assigned_ms: a.assigned_ms,
+                finished_ms: a.finished_ms,
+                result: a.result.clone(),
+            })
+            .collect(),
+        revision: t.revision,
+    }
+}
+
+pub fn node_to_proto(n: &Node, outstanding: u32, live: Option<pb::NodeLive>) -> pb::Node {
+    let c = &n.capacity;
+    pb::Node {
+        name: n.name.clone(),
+        address: c.address.clone(),
+        gpus: c
+            .gpus
+            .iter()
+            .map(|g| pb::Gpu { index: g.index, uuid: g.uuid.clone(), model: g.model.clone(), memory_mb: g.memory_mb })
+            .collect(),
+        cpu_millis: c.cpu_millis,
+        memory_mb: c.memory_mb,
+        labels: c.labels.clone().into_iter().collect(),
+        models_loaded: c.models_loaded.iter().cloned().collect(),
+        slots_per_gpu: c.slots_per_gpu,
+        admin: match n.admin {
+            NodeAdmin::Active => "active",
+            NodeAdmin::Draining => "draining",
+        }
+        .into(),
+        liveness: match n.liveness {
+            Liveness::Up => "up",
+            Liveness::Down => "down",
+        }
+        .into(),
+        outstanding,
+        live,
+    }
+}

@@ -1,0 +1,277 @@
+//! `autoglm.v1.SchedulerService`: jobs, tasks and nodes for users.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use autoglm_client::proto::scheduler_service_server::SchedulerService;
+use autoglm_client::proto::{self as pb};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{node_to_proto, state_from_proto, task_spec, task_to_proto};
+use super::replica_status;
+use crate::leader::hub::AgentHub;
+use crate::leader::SchedulerSettings;
+use crate::replica::Replica;
+use crate::scheduler::model::{Task, TaskId, TaskState};
+use crate::scheduler::{Command, Response as Applied, SchedulerState};
+
+/// Largest page of ListTasks.
+const PAGE_SIZE_MAX: u32 = 1_000;
+const PAGE_SIZE_DEFAULT: u32 = 100;
+/// Events buffered towards one watcher.
+const WATCH_BUFFER: usize = 256;
+
+pub struct SchedulerApi {
+    replica: Arc<Replica>,
+    hub: Arc<AgentHub>,
+    settings: SchedulerSettings,
+}
+
+impl SchedulerApi {
+    pub fn new(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: SchedulerSettings) -> Self {
+        Self { replica, hub, settings }
+    }
+
+    async fn commit(&self, command: Command) -> Result<Applied, Status> {
+        match self.replica.propose(command).await.map_err(replica_status)? {
+            Applied::Rejected(reason) => Err(Status::invalid_argument(reason)),
+            Applied::NotFound(what) => Err(Status::not_found(what)),
+            other => Ok(other),
+        }
+    }
+
+    async fn read<T>(&self, stale: bool, f: impl FnOnce(&SchedulerState) -> Result<T, Status>) -> Result<T, Status> {
+        self.replica.read_barrier(stale).await.map_err(replica_status)?;
+        f(&self.replica.state.read().state)
+    }
+
+    async fn node_command(&self, command: Command, name: &str) -> Result<Response<pb::NodeResponse>, Status> {
+        let requeued = match self.commit(command).await? {
+            Applied::Changed(ids) => ids,
+            _ => Vec::new(),
+        };
+        let applied = self.replica.state.read();
+        let node = applied.state.nodes.get(name).map(|n| {
+            let outstanding = applied.state.placed.get(name).map_or(0, |s| s.len() as u32);
+            node_to_proto(n, outstanding, None)
+        });
+        Ok(Response::new(pb::NodeResponse { node, requeued_task_ids: requeued }))
+    }
+}
+
+fn cancel_response(applied: Applied) -> pb::CancelResponse {
+    match applied {
+        Applied::Changed(ids) => pb::CancelResponse { changed_task_ids: ids },
+        _ => pb::CancelResponse::default(),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+
+/// What a watch follows.
+#[derive(Clone, Copy)]
+enum Watched {
+    Job(u64),
+    Task(TaskId),
+}
+
+/// Tasks of the watched job or task changed after `from`, oldest change first,
+/// and whether everything watched is terminal.
+fn changes(state: &SchedulerState, watched: Watched, from: u64) -> Result<(Vec<Task>, bool), Status> {
+    let ids: Vec<TaskId> = match watched {
+        Watched::Job(id) => state.jobs.get(&id).ok_or_else(|| Status::not_found(format!("job_id: {id} does not exist")))?.tasks.clone(),
+        Watched::Task(id) => {
+            state.tasks.get(&id).ok_or_else(|| Status::not_found(format!("task_id: {id} does not exist")))?;
+            vec![id]
+        }
+    };
+    let mut changed: Vec<Task> = ids.iter().map(|id| &state.tasks[id]).filter(|t| t.revision > from).cloned().collect();
+    changed.sort_by_key(|t| (t.revision, t.id));
+    let done = ids.iter().all(|id| state.tasks[id].state.is_terminal());
+    Ok((changed, done))
+}
+
+fn watch(replica: Arc<Replica>, watched: Watched, from: u64) -> Result<WatchStream, Status> {
+    // Fail fast on an unknown id, before the stream opens.
+    changes(&replica.state.read().state, watched, from)?;
+    let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+    tokio::spawn(async move {
+        let mut metrics = replica.raft.metrics();
+        let mut last = from;
+        loop {
+            let result = changes(&replica.state.read().state, watched, last);
+            match result {
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                Ok((events, done)) => {
+                    for task in events {
+                        last = last.max(task.revision);
+                        let event = pb::TaskEvent { revision: task.revision, task: Some(task_to_proto(&task)) };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if done {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+#[tonic::async_trait]
+impl SchedulerService for SchedulerApi {
+    type WatchJobStream = WatchStream;
+    type WatchTaskStream = WatchStream;
+
+    async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let req = request.into_inner();
+        let tasks = req
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| task_spec(i, t, &self.settings.models))
+            .collect::<Result<Vec<_>, _>>()?;
+        let command = Command::SubmitJob { client_id: req.client_id, idempotency_key: req.idempotency_key, tasks };
+        match self.commit(command).await? {
+            Applied::JobAccepted { job, tasks, duplicate } => {
+                // A job's id is the log index its submission was applied at.
+                Ok(Response::new(pb::SubmitJobResponse { job_id: job, task_ids: tasks.into_iter().collect(), duplicate, revision: job }))
+            }
+            other => Err(Status::internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let req = request.into_inner();
+        self.read(req.stale, |s| {
+            let j = s.jobs.get(&req.job_id).ok_or_else(|| Status::not_found(format!("job_id: {} does not exist", req.job_id)))?;
+            Ok(Response::new(pb::Job {
+                id: j.id,
+                client_id: j.client_id.clone(),
+                idempotency_key: j.idempotency_key.clone(),
+                tasks: j.tasks.iter().map(|id| task_to_proto(&s.tasks[id])).collect(),
+                created_ms: j.created_ms,
+                finished_ms: j.finished_ms.unwrap_or(0),
+                revision: j.revision,
+            }))
+        })
+        .await
+    }
+
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let req = request.into_inner();
+        self.read(req.stale, |s| {
+            s.tasks
+                .get(&req.task_id)
+                .map(|t| Response::new(task_to_proto(t)))
+                .ok_or_else(|| Status::not_found(format!("task_id: {} does not exist", req.task_id)))
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let req = request.into_inner();
+        let states: Vec<TaskState> = req.states.iter().map(|s| state_from_proto(*s)).collect::<Result<_, _>>()?;
+        let page_size = match req.page_size {
+            0 => PAGE_SIZE_DEFAULT,
+            n if n <= PAGE_SIZE_MAX => n,
+            n => return Err(Status::invalid_argument(format!("page_size: {n} is over {PAGE_SIZE_MAX}"))),
+        } as usize;
+        let after: TaskId = match req.page_token.as_str() {
+            "" => 0,
+            t => t.parse::<TaskId>().map_err(|_| Status::invalid_argument("page_token: not a token from a previous page"))? + 1,
+        };
+        let label = match req.label.as_str() {
+            "" => None,
+            l => Some(l.split_once('=').ok_or_else(|| Status::invalid_argument("label: expected key=value"))?),
+        };
+        self.read(req.stale, |s| {
+            let matches = |t: &&Task| {
+                (states.is_empty() || states.contains(&t.state))
+                    && (req.job_id == 0 || t.job_id == req.job_id)
+                    && (req.node.is_empty() || t.placement.as_ref().is_some_and(|p| p.node == req.node))
+                    && label.is_none_or(|(k, v)| t.spec.labels.get(k).is_some_and(|x| x == v))
+            };
+            let mut page: Vec<&Task> = s.tasks.range(after..).map(|(_, t)| t).filter(matches).take(page_size + 1).collect();
+            let next_page_token = if page.len() > page_size {
+                page.truncate(page_size);
+                page.last().map(|t| t.id.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(pb::ListTasksResponse { tasks: page.into_iter().map(task_to_proto).collect(), next_page_token }))
+        })
+        .await
+    }
+
+    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<WatchStream>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(watch(self.replica.clone(), Watched::Job(req.job_id), req.from_revision)?))
+    }
+
+    async fn watch_task(&self, request: Request<pb::WatchTaskRequest>) -> Result<Response<WatchStream>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(watch(self.replica.clone(), Watched::Task(req.task_id), req.from_revision)?))
+    }
+
+    async fn cancel_task(&self, request: Request<pb::CancelTaskRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let id = request.into_inner().task_id;
+        Ok(Response::new(cancel_response(self.commit(Command::CancelTask { task: id }).await?)))
+    }
+
+    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let id = request.into_inner().job_id;
+        Ok(Response::new(cancel_response(self.commit(Command::CancelJob { job: id }).await?)))
+    }
+
+    async fn list_nodes(&self, request: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let stale = request.into_inner().stale;
+        let live = self.hub.live_view();
+        self.read(stale, |s| {
+            let nodes = s
+                .nodes
+                .values()
+                .map(|n| {
+                    let outstanding = s.placed.get(&n.name).map_or(0, |p| p.len() as u32);
+                    let l = live.get(&n.name).map(|l| pb::NodeLive {
+                        gpu_util: l.gpu_util,
+                        gpu_mem_used: l.gpu_mem_used,
+                        cpu_util: l.cpu_util,
+                        mem_util: l.mem_util,
+                        age_ms: l.age_ms,
+                    });
+                    node_to_proto(n, outstanding, l)
+                })
+                .collect();
+            Ok(Response::new(pb::ListNodesResponse { nodes }))
+        })
+        .await
+    }
+
+    async fn drain_node(&self, request: Request<pb::NodeRequest>) -> Result<Response<pb::NodeResponse>, Status> {
+        let name = request.into_inner().name;
+        self.node_command(Command::DrainNode { name: name.clone(), drain: true }, &name).await
+    }
+
+    async fn undrain_node(&self, request: Request<pb::NodeRequest>) -> Result<Response<pb::NodeResponse>, Status> {
+        let name = request.into_inner().name;
+        self.node_command(Command::DrainNode { name: name.clone(), drain: false }, &name).await
+    }
+
+    async fn remove_node(&self, request: Request<pb::NodeRequest>) -> Result<Response<pb::NodeResponse>, Status> {
+        let name = request.into_inner().name;
+        self.node_command(Command::RemoveNode { name: name.clone() }, &name).await
+    }
+}

@@ -1,0 +1,169 @@
+//! The leader's view of connected agents: their streams, what each was sent,
+//! their latest metrics and when each was last heard from. Soft state: rebuilt
+//! from reconnecting agents after a failover, never replicated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use autoglm_client::proto::{self as pb, leader_message::Kind, LeaderMessage};
+use tokio::sync::mpsc;
+
+use crate::api::convert::spec_to_proto;
+use crate::scheduler::model::{NodeName, TaskId};
+use crate::scheduler::placement::LiveNode;
+use crate::scheduler::SchedulerState;
+
+pub type Outbound = mpsc::Sender<Result<LeaderMessage, tonic::Status>>;
+
+/// Weight of the newest sample in the per-node latency EWMA.
+const LATENCY_EWMA_ALPHA: f64 = 0.3;
+
+struct Session {
+    id: u64,
+    tx: Outbound,
+    /// Attempts this agent runs or was told to run.
+    sent: BTreeSet<(TaskId, u32)>,
+}
+
+struct Live {
+    metrics: LiveNode,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_session: u64,
+    sessions: BTreeMap<NodeName, Session>,
+    live: BTreeMap<NodeName, Live>,
+    last_seen: BTreeMap<NodeName, Instant>,
+    latency_ewma_ms: BTreeMap<NodeName, f64>,
+}
+
+#[derive(Default)]
+pub struct AgentHub {
+    inner: Mutex<Inner>,
+}
+
+impl AgentHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attaches an agent's stream, replacing an older one for the same node.
+    /// `running` is what the agent says it runs; reconciliation starts from it.
+    pub fn attach(&self, node: &str, tx: Outbound, running: BTreeSet<(TaskId, u32)>) -> u64 {
+        let mut inner = self.lock();
+        inner.next_session += 1;
+        let id = inner.next_session;
+        inner.sessions.insert(node.to_string(), Session { id, tx, sent: running });
+        inner.last_seen.insert(node.to_string(), Instant::now());
+        id
+    }
+
+    pub fn detach(&self, node: &str, session: u64) {
+        let mut inner = self.lock();
+        if inner.sessions.get(node).is_some_and(|s| s.id == session) {
+            inner.sessions.remove(node);
+        }
+    }
+
+    pub fn heartbeat(&self, node: &str, hb: &pb::Heartbeat) {
+        let n = hb.gpus.len().max(1) as f64;
+        let gpu_util = hb.gpus.iter().map(|g| g.util).sum::<f64>() / n;
+        let gpu_mem_used = hb
+            .gpus
+            .iter()
+            .map(|g| if g.memory_total_mb == 0 { 0.0 } else { g.memory_used_mb as f64 / g.memory_total_mb as f64 })
+            .sum::<f64>()
+            / n;
+        let mut inner = self.lock();
+        let latency_ewma_ms = inner.latency_ewma_ms.get(node).copied();
+        let metrics = LiveNode {
+            gpu_util,
+            gpu_mem_used,
+            cpu_util: hb.cpu_util,
+            mem_util: hb.mem_util,
+            net_latency_ms: 0.0,
+            age_ms: 0,
+            latency_ewma_ms,
+        };
+        inner.live.insert(node.to_string(), Live { metrics, at: Instant::now() });
+        inner.last_seen.insert(node.to_string(), Instant::now());
+    }
+
+    /// Records that an attempt ended on its agent (no cancel needed) and its
+    /// duration, for the latency EWMA.
+    pub fn finished(&self, node: &str, task: TaskId, attempt: u32, duration_ms: u64) {
+        let mut inner = self.lock();
+        if let Some(session) = inner.sessions.get_mut(node) {
+            session.sent.remove(&(task, attempt));
+        }
+        let e = inner.latency_ewma_ms.entry(node.to_string()).or_insert(duration_ms as f64);
+        *e = LATENCY_EWMA_ALPHA * duration_ms as f64 + (1.0 - LATENCY_EWMA_ALPHA) * *e;
+    }
+
+    pub fn last_seen(&self, node: &str) -> Option<Instant> {
+        self.lock().last_seen.get(node).copied()
+    }
+
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.lock().sessions.contains_key(node)
+    }
+
+    /// Live metrics with their current age, for placement.
+    pub fn live_view(&self) -> BTreeMap<NodeName, LiveNode> {
+        let inner = self.lock();
+        inner
+            .live
+            .iter()
+            .map(|(n, l)| {
+                let mut m = l.metrics.clone();
+                m.age_ms = l.at.elapsed().as_millis() as u64;
+                m.latency_ewma_ms = inner.latency_ewma_ms.get(n).copied();
+                (n.clone(), m)
+            })
+            .collect()
+    }
+
+    /// Sends each connected agent the attempts the state places on its node
+    /// and cancels the ones it should no longer run. A message that does not
+    /// fit in the stream's buffer is retried on the next round.
+    pub fn dispatch(&self, state: &SchedulerState) {
+        let mut inner = self.lock();
+        for (node, session) in inner.sessions.iter_mut() {
+            let desired: BTreeSet<(TaskId, u32)> = state
+                .placed
+                .get(node)
+                .into_iter()
+                .flatten()
+                .map(|id| (*id, state.tasks[id].attempt))
+                .collect();
+            for (task, attempt) in desired.difference(&session.sent.clone()) {
+                let t = &state.tasks[task];
+                let gpus = t.placement.as_ref().map(|p| p.gpus.clone()).unwrap_or_default();
+                let msg = Kind::Assign(pb::Assign { task_id: *task, attempt: *attempt, spec: Some(spec_to_proto(&t.spec)), gpus });
+                if session.tx.try_send(Ok(LeaderMessage { kind: Some(msg) })).is_ok() {
+                    session.sent.insert((*task, *attempt));
+                }
+            }
+            for (task, attempt) in session.sent.clone().difference(&desired) {
+                let reason = match state.tasks.get(task) {
+                    Some(t) if t.state.is_terminal() => t.outcome.as_ref().map_or("finished".into(), |o| o.reason.clone()),
+                    Some(t) if t.attempt != *attempt => format!("attempt {} superseded by {}", attempt, t.attempt),
+                    Some(_) => "no longer placed on this node".into(),
+                    None => "task forgotten".into(),
+                };
+                let msg = Kind::Cancel(pb::Cancel { task_id: *task, attempt: *attempt, reason });
+                if session.tx.try_send(Ok(LeaderMessage { kind: Some(msg) })).is_ok() {
+                    session.sent.remove(&(*task, *attempt));
+                }
+            }
+        }
+    }
+
+    /// Forgets everything: called when this replica stops leading.
+    pub fn clear(&self) {
+        *self.lock() = Inner::default();
+    }
+}
