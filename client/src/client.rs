@@ -84,6 +84,10 @@ impl Client {
         Ok(client)
     }
 
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
@@ -120,7 +124,7 @@ impl Client {
 
     /// Runs `call` against replicas until one answers with something other than
     /// "unavailable", following leader hints, until the deadline.
-    async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    pub(crate) async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,

@@ -4,13 +4,18 @@
 //! - [`proto`]: the generated gRPC contract (`autoglm.v1`), from `client/proto`.
 //! - [`Client`]: finds a replica that answers, follows the leader hint, retries
 //!   calls that failed because a replica was unreachable or had no leader.
+//! - [`TaskBuilder`], [`JobBuilder`]: typed construction of submissions.
 //! - `src/bin/autoglm`: the operator and user CLI built on [`Client`].
 
+mod builders;
 mod client;
 mod error;
+mod scheduler;
 
+pub use builders::{JobBuilder, TaskBuilder};
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
+pub use scheduler::Watch;
 
 /// The generated `autoglm.v1` messages and service stubs.
 pub mod proto {

@@ -2,11 +2,17 @@
 //!
 //! Exit codes: 0 success; 1 the cluster refused the request (bad argument,
 //! failed precondition, not found); 2 usage error; 3 no replica reachable or
-//! no leader; 4 any other server error.
+//! no leader; 4 any other server error; 5 a watched job or task ended with
+//! something other than success; 6 throttled (over the admission limits).
 
 mod cluster;
 mod config_cmd;
+mod jobfile;
+mod nodes_cmd;
 mod output;
+mod tasks_cmd;
+
+use std::sync::Arc;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -50,6 +56,17 @@ enum Command {
     /// Runtime configuration store.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Submit a job: one task from flags, or a DAG from a YAML file (-f).
+    Submit(Box<tasks_cmd::SubmitArgs>),
+    /// Inspect, list, follow and cancel tasks.
+    #[command(subcommand)]
+    Task(tasks_cmd::TaskCommand),
+    /// Inspect, follow and cancel jobs.
+    #[command(subcommand)]
+    Job(tasks_cmd::JobCommand),
+    /// Worker nodes: list, drain, undrain, remove.
+    #[command(subcommand)]
+    Nodes(nodes_cmd::NodesCommand),
 }
 
 /// An error for the user: one readable line and an exit code.
@@ -68,6 +85,7 @@ impl From<ClientError> for CliError {
                 | Code::AlreadyExists,
             ) => 1,
             Some(Code::Unavailable | Code::DeadlineExceeded) => 3,
+            Some(Code::ResourceExhausted) => 6,
             None => 2,
             _ => 4,
         };
@@ -110,9 +128,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         deadline: Duration::from_secs_f64(cli.timeout),
         ..ClientOptions::default()
     };
-    let client = Client::new(cli.endpoints, options)?;
+    let client = Arc::new(Client::new(cli.endpoints, options)?);
     match cli.command {
         Command::Cluster(c) => cluster::run(&client, c, cli.json).await,
         Command::Config(c) => config_cmd::run(&client, c, cli.json).await,
+        Command::Submit(args) => tasks_cmd::submit(&client, *args, cli.json).await,
+        Command::Task(c) => tasks_cmd::task(&client, c, cli.json).await,
+        Command::Job(c) => tasks_cmd::job(&client, c, cli.json).await,
+        Command::Nodes(c) => nodes_cmd::run(&client, c, cli.json).await,
     }
 }

@@ -1,0 +1,76 @@
+//! `autoglm nodes ...`.
+
+use autoglm_client::proto::Node;
+use autoglm_client::Client;
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::output;
+use crate::CliError;
+
+#[derive(Subcommand)]
+pub enum NodesCommand {
+    /// Registered nodes with capacity, state, outstanding attempts and live metrics.
+    List {
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Stop placing new work on a node; running attempts finish.
+    Drain { name: String },
+    Undrain { name: String },
+    /// Forget a node; its running attempts are requeued.
+    Remove { name: String },
+}
+
+fn node_json(n: &Node) -> serde_json::Value {
+    json!({
+        "name": n.name, "address": n.address, "admin": n.admin, "liveness": n.liveness,
+        "gpus": n.gpus.iter().map(|g| json!({"index": g.index, "model": g.model, "memory_mb": g.memory_mb, "uuid": g.uuid})).collect::<Vec<_>>(),
+        "cpu_millis": n.cpu_millis, "memory_mb": n.memory_mb, "labels": n.labels, "models_loaded": n.models_loaded,
+        "slots_per_gpu": n.slots_per_gpu, "outstanding": n.outstanding,
+        "live": n.live.as_ref().map(|l| json!({"gpu_util": l.gpu_util, "gpu_mem_used": l.gpu_mem_used, "cpu_util": l.cpu_util, "mem_util": l.mem_util, "age_ms": l.age_ms})),
+    })
+}
+
+pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Result<(), CliError> {
+    let (node, requeued) = match command {
+        NodesCommand::List { stale } => {
+            let nodes = client.list_nodes(stale).await?.nodes;
+            if as_json {
+                println!("{}", output::json(&json!(nodes.iter().map(node_json).collect::<Vec<_>>())));
+            } else {
+                let rows = nodes
+                    .iter()
+                    .map(|n| {
+                        let model = n.gpus.first().map(|g| g.model.clone()).unwrap_or_else(|| "-".into());
+                        let live = n.live.as_ref().map_or("-".into(), |l| format!("{:.0}% / {:.0}%", l.gpu_util * 100.0, l.gpu_mem_used * 100.0));
+                        vec![
+                            n.name.clone(),
+                            n.liveness.clone(),
+                            n.admin.clone(),
+                            format!("{} x {model}", n.gpus.len()),
+                            n.slots_per_gpu.to_string(),
+                            n.outstanding.to_string(),
+                            live,
+                        ]
+                    })
+                    .collect();
+                println!("{}", output::table(&["NODE", "LIVENESS", "ADMIN", "GPUS", "SLOTS/GPU", "OUTSTANDING", "GPU UTIL / MEM"], rows));
+            }
+            return Ok(());
+        }
+        NodesCommand::Drain { name } => (client.node_admin(&name, Some(true)).await?.node, Vec::new()),
+        NodesCommand::Undrain { name } => (client.node_admin(&name, Some(false)).await?.node, Vec::new()),
+        NodesCommand::Remove { name } => {
+            let r = client.node_admin(&name, None).await?;
+            (None, r.requeued_task_ids)
+        }
+    };
+    match (node, as_json) {
+        (Some(n), true) => println!("{}", output::json(&node_json(&n))),
+        (Some(n), false) => println!("node {} is {} and {}", n.name, n.admin, n.liveness),
+        (None, true) => println!("{}", output::json(&json!({"removed": true, "requeued_task_ids": requeued}))),
+        (None, false) => println!("node removed; {} attempt(s) requeued", requeued.len()),
+    }
+    Ok(())
+}

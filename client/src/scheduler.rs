@@ -1,0 +1,159 @@
+//! Jobs, tasks and nodes through [`Client`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::proto::scheduler_service_client::SchedulerServiceClient;
+use crate::proto::*;
+use crate::{Client, ClientError, JobBuilder};
+
+/// Makes an idempotency key unique to this process and call.
+fn fresh_key() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("auto-{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What a watch follows.
+#[derive(Debug, Clone, Copy)]
+pub enum Watch {
+    Job(u64),
+    Task(u64),
+}
+
+impl Client {
+    /// Submits a job. Retries across replicas reuse one idempotency key, so a
+    /// retried submission never creates a second job. Over the admission
+    /// limits it waits as told by the server and tries again until the deadline.
+    pub async fn submit(&self, job: JobBuilder) -> Result<SubmitJobResponse, ClientError> {
+        let mut request = job.build();
+        if request.idempotency_key.is_empty() {
+            request.idempotency_key = fresh_key();
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let req = request.clone();
+            let result = self
+                .with_retry(|ch| {
+                    let req = req.clone();
+                    async move { SchedulerServiceClient::new(ch).submit_job(req).await }
+                })
+                .await;
+            match result {
+                Err(ClientError::Rpc(status)) if status.code() == Code::ResourceExhausted => {
+                    let wait = status
+                        .metadata()
+                        .get(crate::RETRY_AFTER_METADATA)
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .map_or(Duration::from_millis(100), Duration::from_millis);
+                    if started.elapsed() + wait > self.options().deadline {
+                        return Err(ClientError::Rpc(status));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn get_job(&self, job_id: u64, stale: bool) -> Result<Job, ClientError> {
+        let req = GetJobRequest { job_id, stale };
+        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).get_job(req).await }).await
+    }
+
+    pub async fn get_task(&self, task_id: u64, stale: bool) -> Result<Task, ClientError> {
+        let req = GetTaskRequest { task_id, stale };
+        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).get_task(req).await }).await
+    }
+
+    pub async fn list_tasks(&self, request: ListTasksRequest) -> Result<ListTasksResponse, ClientError> {
+        self.with_retry(|ch| {
+            let req = request.clone();
+            async move { SchedulerServiceClient::new(ch).list_tasks(req).await }
+        })
+        .await
+    }
+
+    pub async fn cancel_task(&self, task_id: u64) -> Result<CancelResponse, ClientError> {
+        let req = CancelTaskRequest { task_id };
+        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).cancel_task(req).await }).await
+    }
+
+    pub async fn cancel_job(&self, job_id: u64) -> Result<CancelResponse, ClientError> {
+        let req = CancelJobRequest { job_id };
+        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).cancel_job(req).await }).await
+    }
+
+    pub async fn list_nodes(&self, stale: bool) -> Result<ListNodesResponse, ClientError> {
+        let req = ListNodesRequest { stale };
+        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).list_nodes(req).await }).await
+    }
+
+    /// `drain`: Some(true) drain, Some(false) undrain, None remove.
+    pub async fn node_admin(&self, name: &str, drain: Option<bool>) -> Result<NodeResponse, ClientError> {
+        let req = NodeRequest { name: name.into() };
+        self.with_retry(|ch| {
+            let req = req.clone();
+            async move {
+                let mut c = SchedulerServiceClient::new(ch);
+                match drain {
+                    Some(true) => c.drain_node(req).await,
+                    Some(false) => c.undrain_node(req).await,
+                    None => c.remove_node(req).await,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Streams task changes of a job or task until everything watched is
+    /// terminal. When a replica goes away mid-stream the watch resumes on
+    /// another from the last revision received, so no change is missed.
+    pub fn watch(self: &std::sync::Arc<Self>, watched: Watch, from_revision: u64) -> ReceiverStream<Result<TaskEvent, ClientError>> {
+        let (tx, rx) = mpsc::channel(256);
+        let client = self.clone();
+        tokio::spawn(async move {
+            let mut last = from_revision;
+            loop {
+                let opened = client
+                    .with_retry(|ch| async move {
+                        let mut c = SchedulerServiceClient::new(ch);
+                        match watched {
+                            Watch::Job(job_id) => c.watch_job(WatchJobRequest { job_id, from_revision: last }).await,
+                            Watch::Task(task_id) => c.watch_task(WatchTaskRequest { task_id, from_revision: last }).await,
+                        }
+                    })
+                    .await;
+                let mut stream = match opened {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                loop {
+                    match stream.message().await {
+                        Ok(Some(event)) => {
+                            last = last.max(event.revision);
+                            if tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
+                        }
+                        // The server ends the stream once everything is terminal.
+                        Ok(None) => return,
+                        Err(status) if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled) => break,
+                        Err(status) => {
+                            let _ = tx.send(Err(ClientError::Rpc(status))).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
