@@ -7,6 +7,7 @@
 mod cluster;
 mod failover;
 mod footprint;
+mod placement_time;
 mod stats;
 mod throughput;
 
@@ -30,6 +31,8 @@ enum BenchCommand {
     Throughput(throughput::ThroughputArgs),
     /// RSS and disk use of a replica after many committed entries, and its restart time.
     Footprint(footprint::FootprintArgs),
+    /// Time of one placement decision against N nodes, per policy.
+    PlacementTime(placement_time::PlacementTimeArgs),
     /// Internal: run one replica from a config file (used by the benchmarks).
     #[command(hide = true)]
     Replica {
@@ -44,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         BenchCommand::Failover(a) => failover::run(a).await,
         BenchCommand::Throughput(a) => throughput::run(a).await,
         BenchCommand::Footprint(a) => footprint::run(a).await,
+        BenchCommand::PlacementTime(a) => placement_time::run(a),
         BenchCommand::Replica { config } => {
             tracing_subscriber::fmt()
                 .with_env_filter("warn")

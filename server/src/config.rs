@@ -210,7 +210,10 @@ impl ServerConfig {
             ));
         }
         if s.placement_interval_ms == 0 || s.gc_interval_ms == 0 {
-            return fail("scheduler.placement_interval_ms and scheduler.gc_interval_ms must be positive".into());
+            return fail(
+                "scheduler.placement_interval_ms and scheduler.gc_interval_ms must be positive"
+                    .into(),
+            );
         }
         if self.storage.cache_capacity_mb == 0 {
             return fail("storage.cache_capacity_mb: must be positive".into());

@@ -16,10 +16,10 @@ use tonic::transport::Channel;
 use crate::leader::admission::Admission;
 use crate::leader::runtime::Runtime;
 use crate::raft::peers::Peers;
-use crate::scheduler::model::TaskState;
 use crate::raft::{NodeId, Raft, SharedState};
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::RaftMessage;
+use crate::scheduler::model::TaskState;
 use crate::scheduler::{Command, Proposal, Response};
 
 /// How long a follower waits to apply up to a leader's read index.
@@ -124,7 +124,10 @@ impl Replica {
 
     /// Proposes on this replica only; fails with `NotLeader` on a follower.
     pub async fn propose_local(&self, command: Command) -> Result<Response, ReplicaError> {
-        if let Command::SubmitJob { client_id, tasks, .. } = &command {
+        if let Command::SubmitJob {
+            client_id, tasks, ..
+        } = &command
+        {
             self.admit(client_id, tasks.len())?;
         }
         // Time and randomness enter the log here, on the leader, and nowhere else.
@@ -149,18 +152,30 @@ impl Replica {
         let (runtime, pending) = {
             let applied = self.state.read();
             let s = &applied.state;
-            let pending = s.tasks.values().filter(|t| matches!(t.state, TaskState::Queued | TaskState::Waiting)).count();
+            let pending = s
+                .tasks
+                .values()
+                .filter(|t| matches!(t.state, TaskState::Queued | TaskState::Waiting))
+                .count();
             (Runtime::read(s), pending)
         };
         let now = std::time::Instant::now();
         let rate = (runtime.admission_rate_per_second, runtime.admission_burst);
-        self.admission.admit(client_id, rate.0, rate.1, now).map_err(|retry_after_ms| ReplicaError::Throttled {
-            reason: format!("client '{client_id}' is over {} submissions/s (burst {})", rate.0, rate.1),
-            retry_after_ms,
-        })?;
+        self.admission
+            .admit(client_id, rate.0, rate.1, now)
+            .map_err(|retry_after_ms| ReplicaError::Throttled {
+                reason: format!(
+                    "client '{client_id}' is over {} submissions/s (burst {})",
+                    rate.0, rate.1
+                ),
+                retry_after_ms,
+            })?;
         if pending + tasks > runtime.queue_depth_max {
             return Err(ReplicaError::Throttled {
-                reason: format!("the queue holds {pending} tasks; the limit is {}", runtime.queue_depth_max),
+                reason: format!(
+                    "the queue holds {pending} tasks; the limit is {}",
+                    runtime.queue_depth_max
+                ),
                 retry_after_ms: 1_000,
             });
         }

@@ -33,14 +33,27 @@ pub struct AgentApi {
 
 impl AgentApi {
     pub fn new(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: SchedulerSettings) -> Self {
-        Self { replica, hub, settings }
+        Self {
+            replica,
+            hub,
+            settings,
+        }
     }
 }
 
 fn capacity(r: &pb::Register) -> NodeCapacity {
     NodeCapacity {
         address: r.address.clone(),
-        gpus: r.gpus.iter().map(|g| Gpu { index: g.index, uuid: g.uuid.clone(), model: g.model.clone(), memory_mb: g.memory_mb }).collect(),
+        gpus: r
+            .gpus
+            .iter()
+            .map(|g| Gpu {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                model: g.model.clone(),
+                memory_mb: g.memory_mb,
+            })
+            .collect(),
         cpu_millis: r.cpu_millis,
         memory_mb: r.memory_mb,
         labels: r.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
@@ -59,29 +72,55 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<LeaderMessage, Status>> + 
 impl AgentService for AgentApi {
     type SessionStream = SessionStream;
 
-    async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<SessionStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream: SessionStream = Box::pin(ReceiverStream::new(rx));
         if !self.replica.is_leader() {
-            let leader_addr = self.replica.leader().map(|(_, addr)| addr).unwrap_or_default();
-            let _ = tx.send(message(LeaderKind::Redirect(pb::Redirect { leader_addr }))).await;
+            let leader_addr = self
+                .replica
+                .leader()
+                .map(|(_, addr)| addr)
+                .unwrap_or_default();
+            let _ = tx
+                .send(message(LeaderKind::Redirect(pb::Redirect { leader_addr })))
+                .await;
             return Ok(Response::new(stream));
         }
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
-            Some(AgentMessage { kind: Some(AgentKind::Register(r)) }) => r,
-            _ => return Err(Status::invalid_argument("the first message of a session must be register")),
+            Some(AgentMessage {
+                kind: Some(AgentKind::Register(r)),
+            }) => r,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be register",
+                ))
+            }
         };
         if register.node.is_empty() {
             return Err(Status::invalid_argument("register.node: required"));
         }
         let node = register.node.clone();
-        let command = Command::RegisterNode { name: node.clone(), capacity: capacity(&register) };
-        let applied = self.replica.propose_local(command).await.map_err(replica_status)?;
+        let command = Command::RegisterNode {
+            name: node.clone(),
+            capacity: capacity(&register),
+        };
+        let applied = self
+            .replica
+            .propose_local(command)
+            .await
+            .map_err(replica_status)?;
         if let Applied::Rejected(reason) = applied {
             return Err(Status::invalid_argument(format!("register.{reason}")));
         }
-        let running: BTreeSet<(u64, u32)> = register.running.iter().map(|a| (a.task_id, a.attempt)).collect();
+        let running: BTreeSet<(u64, u32)> = register
+            .running
+            .iter()
+            .map(|a| (a.task_id, a.attempt))
+            .collect();
         let session = self.hub.attach(&node, tx.clone(), running);
         let registered = pb::Registered {
             heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
@@ -98,8 +137,12 @@ impl AgentService for AgentApi {
                     _ = tx.closed() => break,
                 };
                 match next {
-                    Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => hub.heartbeat(&node, &hb),
-                    Ok(Some(AgentMessage { kind: Some(AgentKind::Report(report)) })) => {
+                    Ok(Some(AgentMessage {
+                        kind: Some(AgentKind::Heartbeat(hb)),
+                    })) => hub.heartbeat(&node, &hb),
+                    Ok(Some(AgentMessage {
+                        kind: Some(AgentKind::Report(report)),
+                    })) => {
                         handle_report(&replica, &hub, &node, &tx, report).await;
                     }
                     Ok(Some(_)) => {}
@@ -122,9 +165,10 @@ async fn handle_report(
 ) {
     let update = match pb::AttemptStatus::try_from(r.status) {
         Ok(pb::AttemptStatus::Running) => AttemptUpdate::Running,
-        Ok(pb::AttemptStatus::Succeeded) => {
-            AttemptUpdate::Succeeded { exit_code: r.exit_code, output_tail: r.output_tail.clone() }
-        }
+        Ok(pb::AttemptStatus::Succeeded) => AttemptUpdate::Succeeded {
+            exit_code: r.exit_code,
+            output_tail: r.output_tail.clone(),
+        },
         Ok(pb::AttemptStatus::Failed) => AttemptUpdate::Failed {
             exit_code: r.exit_code,
             message: r.message.clone(),
@@ -133,10 +177,19 @@ async fn handle_report(
         _ => return,
     };
     let finished = !matches!(update, AttemptUpdate::Running);
-    let command = Command::ReportAttempt { task: r.task_id, attempt: r.attempt, node: node.to_string(), update };
+    let command = Command::ReportAttempt {
+        task: r.task_id,
+        attempt: r.attempt,
+        node: node.to_string(),
+        update,
+    };
     match replica.propose_local(command).await {
         Ok(Applied::Stale { current_attempt }) => {
-            let stale = pb::Stale { task_id: r.task_id, attempt: r.attempt, current_attempt };
+            let stale = pb::Stale {
+                task_id: r.task_id,
+                attempt: r.attempt,
+                current_attempt,
+            };
             let _ = tx.send(message(LeaderKind::Stale(stale))).await;
             hub.finished(node, r.task_id, r.attempt, r.duration_ms);
         }

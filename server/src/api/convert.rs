@@ -9,7 +9,8 @@ use tonic::Status;
 
 use crate::scheduler::limits::{ATTEMPT_TIMEOUT_MS_DEFAULT, PRIORITY_DEFAULT};
 use crate::scheduler::model::{
-    Dependency, EdgeCondition, Liveness, Node, NodeAdmin, Payload, Resources, RetryPolicy, Task, TaskSpec, TaskState,
+    Dependency, EdgeCondition, Liveness, Node, NodeAdmin, Payload, Resources, RetryPolicy, Task,
+    TaskSpec, TaskState,
 };
 
 /// A model of the catalogue: what one request of it needs and how fast it runs.
@@ -26,16 +27,29 @@ fn invalid(i: usize, name: &str, field: &str, why: impl std::fmt::Display) -> St
 
 /// Converts one submitted task, filling defaults and, for a task that names a
 /// catalogue model and leaves resources out, estimating them.
-pub fn task_spec(i: usize, t: pb::TaskSpec, models: &BTreeMap<String, ModelEntry>) -> Result<TaskSpec, Status> {
+pub fn task_spec(
+    i: usize,
+    t: pb::TaskSpec,
+    models: &BTreeMap<String, ModelEntry>,
+) -> Result<TaskSpec, Status> {
     let name = t.name.clone();
     let r = t.resources.unwrap_or_default();
-    let mut resources =
-        Resources { gpus: r.gpus, gpu_memory_mb: r.gpu_memory_mb, cpu_millis: r.cpu_millis, memory_mb: r.memory_mb };
+    let mut resources = Resources {
+        gpus: r.gpus,
+        gpu_memory_mb: r.gpu_memory_mb,
+        cpu_millis: r.cpu_millis,
+        memory_mb: r.memory_mb,
+    };
     let model = (!t.model.is_empty()).then(|| t.model.clone());
     let catalogue = model.as_ref().and_then(|m| models.get(m));
     if resources == Resources::default() {
         if let Some(entry) = catalogue {
-            resources = Resources { gpus: 1, gpu_memory_mb: entry.gpu_memory_mb, cpu_millis: 1_000, memory_mb: 2_048 };
+            resources = Resources {
+                gpus: 1,
+                gpu_memory_mb: entry.gpu_memory_mb,
+                cpu_millis: 1_000,
+                memory_mb: 2_048,
+            };
         }
     }
     let mut attempt_timeout_ms = t.attempt_timeout_ms;
@@ -56,23 +70,47 @@ pub fn task_spec(i: usize, t: pb::TaskSpec, models: &BTreeMap<String, ModelEntry
             env: e.env.into_iter().collect(),
             cwd: (!e.cwd.is_empty()).then_some(e.cwd),
         },
-        Some(pb::task_spec::Payload::Http(h)) => {
-            Payload::Http { method: h.method, path: h.path, headers: h.headers.into_iter().collect(), body: h.body }
+        Some(pb::task_spec::Payload::Http(h)) => Payload::Http {
+            method: h.method,
+            path: h.path,
+            headers: h.headers.into_iter().collect(),
+            body: h.body,
+        },
+        Some(pb::task_spec::Payload::Sim(s)) => Payload::Sim {
+            service_ms: s.service_ms,
+        },
+        None => {
+            return Err(invalid(
+                i,
+                &name,
+                "payload",
+                "one of exec, http or sim is required",
+            ))
         }
-        Some(pb::task_spec::Payload::Sim(s)) => Payload::Sim { service_ms: s.service_ms },
-        None => return Err(invalid(i, &name, "payload", "one of exec, http or sim is required")),
     };
     let depends_on = t
         .depends_on
         .into_iter()
         .map(|d| {
             let condition = match pb::EdgeCondition::try_from(d.condition) {
-                Ok(pb::EdgeCondition::Unspecified | pb::EdgeCondition::OnSuccess) => EdgeCondition::OnSuccess,
+                Ok(pb::EdgeCondition::Unspecified | pb::EdgeCondition::OnSuccess) => {
+                    EdgeCondition::OnSuccess
+                }
                 Ok(pb::EdgeCondition::OnFailure) => EdgeCondition::OnFailure,
                 Ok(pb::EdgeCondition::Always) => EdgeCondition::Always,
-                Err(_) => return Err(invalid(i, &name, "depends_on.condition", format!("unknown value {}", d.condition))),
+                Err(_) => {
+                    return Err(invalid(
+                        i,
+                        &name,
+                        "depends_on.condition",
+                        format!("unknown value {}", d.condition),
+                    ))
+                }
             };
-            Ok(Dependency { task: d.task, condition })
+            Ok(Dependency {
+                task: d.task,
+                condition,
+            })
         })
         .collect::<Result<_, Status>>()?;
     Ok(TaskSpec {
@@ -93,20 +131,37 @@ pub fn task_spec(i: usize, t: pb::TaskSpec, models: &BTreeMap<String, ModelEntry
 fn retry_policy(i: usize, name: &str, r: pb::RetryPolicy) -> Result<RetryPolicy, Status> {
     let d = RetryPolicy::default();
     if !(r.backoff_factor == 0.0 || (r.backoff_factor >= 1.0 && r.backoff_factor <= 100.0)) {
-        return Err(invalid(i, name, "retry.backoff_factor", "must be between 1 and 100"));
+        return Err(invalid(
+            i,
+            name,
+            "retry.backoff_factor",
+            "must be between 1 and 100",
+        ));
     }
     if !(0.0..=1.0).contains(&r.jitter) {
         return Err(invalid(i, name, "retry.jitter", "must be between 0 and 1"));
     }
     Ok(RetryPolicy {
-        max_attempts: if r.max_attempts == 0 { d.max_attempts } else { r.max_attempts },
-        backoff_base_ms: if r.backoff_base_ms == 0 { d.backoff_base_ms } else { r.backoff_base_ms },
+        max_attempts: if r.max_attempts == 0 {
+            d.max_attempts
+        } else {
+            r.max_attempts
+        },
+        backoff_base_ms: if r.backoff_base_ms == 0 {
+            d.backoff_base_ms
+        } else {
+            r.backoff_base_ms
+        },
         backoff_factor_permille: if r.backoff_factor == 0.0 {
             d.backoff_factor_permille
         } else {
             (r.backoff_factor * 1000.0) as u32
         },
-        backoff_max_ms: if r.backoff_max_ms == 0 { d.backoff_max_ms } else { r.backoff_max_ms },
+        backoff_max_ms: if r.backoff_max_ms == 0 {
+            d.backoff_max_ms
+        } else {
+            r.backoff_max_ms
+        },
         jitter_permille: (r.jitter * 1000.0) as u32,
     })
 }
@@ -118,13 +173,20 @@ pub fn spec_to_proto(s: &TaskSpec) -> pb::TaskSpec {
             env: env.clone().into_iter().collect(),
             cwd: cwd.clone().unwrap_or_default(),
         }),
-        Payload::Http { method, path, headers, body } => pb::task_spec::Payload::Http(pb::HttpPayload {
+        Payload::Http {
+            method,
+            path,
+            headers,
+            body,
+        } => pb::task_spec::Payload::Http(pb::HttpPayload {
             method: method.clone(),
             path: path.clone(),
             headers: headers.clone().into_iter().collect(),
             body: body.clone(),
         }),
-        Payload::Sim { service_ms } => pb::task_spec::Payload::Sim(pb::SimPayload { service_ms: *service_ms }),
+        Payload::Sim { service_ms } => pb::task_spec::Payload::Sim(pb::SimPayload {
+            service_ms: *service_ms,
+        }),
     };
     pb::TaskSpec {
         name: s.name.clone(),
@@ -186,7 +248,11 @@ pub fn state_from_proto(v: i32) -> Result<TaskState, Status> {
         Ok(pb::TaskState::Failed) => TaskState::Failed,
         Ok(pb::TaskState::Cancelled) => TaskState::Cancelled,
         Ok(pb::TaskState::TimedOut) => TaskState::TimedOut,
-        _ => return Err(Status::invalid_argument(format!("states: unknown task state {v}"))),
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "states: unknown task state {v}"
+            )))
+        }
     })
 }
 
@@ -233,7 +299,12 @@ pub fn node_to_proto(n: &Node, outstanding: u32, live: Option<pb::NodeLive>) -> 
         gpus: c
             .gpus
             .iter()
-            .map(|g| pb::Gpu { index: g.index, uuid: g.uuid.clone(), model: g.model.clone(), memory_mb: g.memory_mb })
+            .map(|g| pb::Gpu {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                model: g.model.clone(),
+                memory_mb: g.memory_mb,
+            })
             .collect(),
         cpu_millis: c.cpu_millis,
         memory_mb: c.memory_mb,

@@ -35,7 +35,10 @@ pub fn replica_status(e: ReplicaError) -> Status {
         ReplicaError::Timeout { .. } => Status::unavailable(e.to_string()),
         ReplicaError::Throttled { retry_after_ms, .. } => {
             let mut status = Status::resource_exhausted(e.to_string());
-            status.metadata_mut().insert(autoglm_client::RETRY_AFTER_METADATA, MetadataValue::from(*retry_after_ms));
+            status.metadata_mut().insert(
+                autoglm_client::RETRY_AFTER_METADATA,
+                MetadataValue::from(*retry_after_ms),
+            );
             status
         }
         ReplicaError::Stopped(_) => Status::internal(e.to_string()),

@@ -32,23 +32,43 @@ pub struct SchedulerApi {
 
 impl SchedulerApi {
     pub fn new(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: SchedulerSettings) -> Self {
-        Self { replica, hub, settings }
+        Self {
+            replica,
+            hub,
+            settings,
+        }
     }
 
     async fn commit(&self, command: Command) -> Result<Applied, Status> {
-        match self.replica.propose(command).await.map_err(replica_status)? {
+        match self
+            .replica
+            .propose(command)
+            .await
+            .map_err(replica_status)?
+        {
             Applied::Rejected(reason) => Err(Status::invalid_argument(reason)),
             Applied::NotFound(what) => Err(Status::not_found(what)),
             other => Ok(other),
         }
     }
 
-    async fn read<T>(&self, stale: bool, f: impl FnOnce(&SchedulerState) -> Result<T, Status>) -> Result<T, Status> {
-        self.replica.read_barrier(stale).await.map_err(replica_status)?;
+    async fn read<T>(
+        &self,
+        stale: bool,
+        f: impl FnOnce(&SchedulerState) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        self.replica
+            .read_barrier(stale)
+            .await
+            .map_err(replica_status)?;
         f(&self.replica.state.read().state)
     }
 
-    async fn node_command(&self, command: Command, name: &str) -> Result<Response<pb::NodeResponse>, Status> {
+    async fn node_command(
+        &self,
+        command: Command,
+        name: &str,
+    ) -> Result<Response<pb::NodeResponse>, Status> {
         let requeued = match self.commit(command).await? {
             Applied::Changed(ids) => ids,
             _ => Vec::new(),
@@ -58,13 +78,18 @@ impl SchedulerApi {
             let outstanding = applied.state.placed.get(name).map_or(0, |s| s.len() as u32);
             node_to_proto(n, outstanding, None)
         });
-        Ok(Response::new(pb::NodeResponse { node, requeued_task_ids: requeued }))
+        Ok(Response::new(pb::NodeResponse {
+            node,
+            requeued_task_ids: requeued,
+        }))
     }
 }
 
 fn cancel_response(applied: Applied) -> pb::CancelResponse {
     match applied {
-        Applied::Changed(ids) => pb::CancelResponse { changed_task_ids: ids },
+        Applied::Changed(ids) => pb::CancelResponse {
+            changed_task_ids: ids,
+        },
         _ => pb::CancelResponse::default(),
     }
 }
@@ -80,15 +105,32 @@ enum Watched {
 
 /// Tasks of the watched job or task changed after `from`, oldest change first,
 /// and whether everything watched is terminal.
-fn changes(state: &SchedulerState, watched: Watched, from: u64) -> Result<(Vec<Task>, bool), Status> {
+fn changes(
+    state: &SchedulerState,
+    watched: Watched,
+    from: u64,
+) -> Result<(Vec<Task>, bool), Status> {
     let ids: Vec<TaskId> = match watched {
-        Watched::Job(id) => state.jobs.get(&id).ok_or_else(|| Status::not_found(format!("job_id: {id} does not exist")))?.tasks.clone(),
+        Watched::Job(id) => state
+            .jobs
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("job_id: {id} does not exist")))?
+            .tasks
+            .clone(),
         Watched::Task(id) => {
-            state.tasks.get(&id).ok_or_else(|| Status::not_found(format!("task_id: {id} does not exist")))?;
+            state
+                .tasks
+                .get(&id)
+                .ok_or_else(|| Status::not_found(format!("task_id: {id} does not exist")))?;
             vec![id]
         }
     };
-    let mut changed: Vec<Task> = ids.iter().map(|id| &state.tasks[id]).filter(|t| t.revision > from).cloned().collect();
+    let mut changed: Vec<Task> = ids
+        .iter()
+        .map(|id| &state.tasks[id])
+        .filter(|t| t.revision > from)
+        .cloned()
+        .collect();
     changed.sort_by_key(|t| (t.revision, t.id));
     let done = ids.iter().all(|id| state.tasks[id].state.is_terminal());
     Ok((changed, done))
@@ -111,7 +153,10 @@ fn watch(replica: Arc<Replica>, watched: Watched, from: u64) -> Result<WatchStre
                 Ok((events, done)) => {
                     for task in events {
                         last = last.max(task.revision);
-                        let event = pb::TaskEvent { revision: task.revision, task: Some(task_to_proto(&task)) };
+                        let event = pb::TaskEvent {
+                            revision: task.revision,
+                            task: Some(task_to_proto(&task)),
+                        };
                         if tx.send(Ok(event)).await.is_err() {
                             return;
                         }
@@ -135,7 +180,10 @@ impl SchedulerService for SchedulerApi {
     type WatchJobStream = WatchStream;
     type WatchTaskStream = WatchStream;
 
-    async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let req = request.into_inner();
         let tasks = req
             .tasks
@@ -143,25 +191,47 @@ impl SchedulerService for SchedulerApi {
             .enumerate()
             .map(|(i, t)| task_spec(i, t, &self.settings.models))
             .collect::<Result<Vec<_>, _>>()?;
-        let command = Command::SubmitJob { client_id: req.client_id, idempotency_key: req.idempotency_key, tasks };
+        let command = Command::SubmitJob {
+            client_id: req.client_id,
+            idempotency_key: req.idempotency_key,
+            tasks,
+        };
         match self.commit(command).await? {
-            Applied::JobAccepted { job, tasks, duplicate } => {
+            Applied::JobAccepted {
+                job,
+                tasks,
+                duplicate,
+            } => {
                 // A job's id is the log index its submission was applied at.
-                Ok(Response::new(pb::SubmitJobResponse { job_id: job, task_ids: tasks.into_iter().collect(), duplicate, revision: job }))
+                Ok(Response::new(pb::SubmitJobResponse {
+                    job_id: job,
+                    task_ids: tasks.into_iter().collect(),
+                    duplicate,
+                    revision: job,
+                }))
             }
             other => Err(Status::internal(format!("unexpected response {other:?}"))),
         }
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let req = request.into_inner();
         self.read(req.stale, |s| {
-            let j = s.jobs.get(&req.job_id).ok_or_else(|| Status::not_found(format!("job_id: {} does not exist", req.job_id)))?;
+            let j = s.jobs.get(&req.job_id).ok_or_else(|| {
+                Status::not_found(format!("job_id: {} does not exist", req.job_id))
+            })?;
             Ok(Response::new(pb::Job {
                 id: j.id,
                 client_id: j.client_id.clone(),
                 idempotency_key: j.idempotency_key.clone(),
-                tasks: j.tasks.iter().map(|id| task_to_proto(&s.tasks[id])).collect(),
+                tasks: j
+                    .tasks
+                    .iter()
+                    .map(|id| task_to_proto(&s.tasks[id]))
+                    .collect(),
                 created_ms: j.created_ms,
                 finished_ms: j.finished_ms.unwrap_or(0),
                 revision: j.revision,
@@ -170,73 +240,133 @@ impl SchedulerService for SchedulerApi {
         .await
     }
 
-    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let req = request.into_inner();
         self.read(req.stale, |s| {
             s.tasks
                 .get(&req.task_id)
                 .map(|t| Response::new(task_to_proto(t)))
-                .ok_or_else(|| Status::not_found(format!("task_id: {} does not exist", req.task_id)))
+                .ok_or_else(|| {
+                    Status::not_found(format!("task_id: {} does not exist", req.task_id))
+                })
         })
         .await
     }
 
-    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let req = request.into_inner();
-        let states: Vec<TaskState> = req.states.iter().map(|s| state_from_proto(*s)).collect::<Result<_, _>>()?;
+        let states: Vec<TaskState> = req
+            .states
+            .iter()
+            .map(|s| state_from_proto(*s))
+            .collect::<Result<_, _>>()?;
         let page_size = match req.page_size {
             0 => PAGE_SIZE_DEFAULT,
             n if n <= PAGE_SIZE_MAX => n,
-            n => return Err(Status::invalid_argument(format!("page_size: {n} is over {PAGE_SIZE_MAX}"))),
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n} is over {PAGE_SIZE_MAX}"
+                )))
+            }
         } as usize;
         let after: TaskId = match req.page_token.as_str() {
             "" => 0,
-            t => t.parse::<TaskId>().map_err(|_| Status::invalid_argument("page_token: not a token from a previous page"))? + 1,
+            t => {
+                t.parse::<TaskId>().map_err(|_| {
+                    Status::invalid_argument("page_token: not a token from a previous page")
+                })? + 1
+            }
         };
         let label = match req.label.as_str() {
             "" => None,
-            l => Some(l.split_once('=').ok_or_else(|| Status::invalid_argument("label: expected key=value"))?),
+            l => Some(
+                l.split_once('=')
+                    .ok_or_else(|| Status::invalid_argument("label: expected key=value"))?,
+            ),
         };
         self.read(req.stale, |s| {
             let matches = |t: &&Task| {
                 (states.is_empty() || states.contains(&t.state))
                     && (req.job_id == 0 || t.job_id == req.job_id)
-                    && (req.node.is_empty() || t.placement.as_ref().is_some_and(|p| p.node == req.node))
+                    && (req.node.is_empty()
+                        || t.placement.as_ref().is_some_and(|p| p.node == req.node))
                     && label.is_none_or(|(k, v)| t.spec.labels.get(k).is_some_and(|x| x == v))
             };
-            let mut page: Vec<&Task> = s.tasks.range(after..).map(|(_, t)| t).filter(matches).take(page_size + 1).collect();
+            let mut page: Vec<&Task> = s
+                .tasks
+                .range(after..)
+                .map(|(_, t)| t)
+                .filter(matches)
+                .take(page_size + 1)
+                .collect();
             let next_page_token = if page.len() > page_size {
                 page.truncate(page_size);
                 page.last().map(|t| t.id.to_string()).unwrap_or_default()
             } else {
                 String::new()
             };
-            Ok(Response::new(pb::ListTasksResponse { tasks: page.into_iter().map(task_to_proto).collect(), next_page_token }))
+            Ok(Response::new(pb::ListTasksResponse {
+                tasks: page.into_iter().map(task_to_proto).collect(),
+                next_page_token,
+            }))
         })
         .await
     }
 
-    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<WatchStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(watch(self.replica.clone(), Watched::Job(req.job_id), req.from_revision)?))
+        Ok(Response::new(watch(
+            self.replica.clone(),
+            Watched::Job(req.job_id),
+            req.from_revision,
+        )?))
     }
 
-    async fn watch_task(&self, request: Request<pb::WatchTaskRequest>) -> Result<Response<WatchStream>, Status> {
+    async fn watch_task(
+        &self,
+        request: Request<pb::WatchTaskRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(watch(self.replica.clone(), Watched::Task(req.task_id), req.from_revision)?))
+        Ok(Response::new(watch(
+            self.replica.clone(),
+            Watched::Task(req.task_id),
+            req.from_revision,
+        )?))
     }
 
-    async fn cancel_task(&self, request: Request<pb::CancelTaskRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
         let id = request.into_inner().task_id;
-        Ok(Response::new(cancel_response(self.commit(Command::CancelTask { task: id }).await?)))
+        Ok(Response::new(cancel_response(
+            self.commit(Command::CancelTask { task: id }).await?,
+        )))
     }
 
-    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
         let id = request.into_inner().job_id;
-        Ok(Response::new(cancel_response(self.commit(Command::CancelJob { job: id }).await?)))
+        Ok(Response::new(cancel_response(
+            self.commit(Command::CancelJob { job: id }).await?,
+        )))
     }
 
-    async fn list_nodes(&self, request: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let stale = request.into_inner().stale;
         let live = self.hub.live_view();
         self.read(stale, |s| {
@@ -260,18 +390,42 @@ impl SchedulerService for SchedulerApi {
         .await
     }
 
-    async fn drain_node(&self, request: Request<pb::NodeRequest>) -> Result<Response<pb::NodeResponse>, Status> {
+    async fn drain_node(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::NodeResponse>, Status> {
         let name = request.into_inner().name;
-        self.node_command(Command::DrainNode { name: name.clone(), drain: true }, &name).await
+        self.node_command(
+            Command::DrainNode {
+                name: name.clone(),
+                drain: true,
+            },
+            &name,
+        )
+        .await
     }
 
-    async fn undrain_node(&self, request: Request<pb::NodeRequest>) -> Result<Response<pb::NodeResponse>, Status> {
+    async fn undrain_node(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::NodeResponse>, Status> {
         let name = request.into_inner().name;
-        self.node_command(Command::DrainNode { name: name.clone(), drain: false }, &name).await
+        self.node_command(
+            Command::DrainNode {
+                name: name.clone(),
+                drain: false,
+            },
+            &name,
+        )
+        .await
     }
 
-    async fn remove_node(&self, request: Request<pb::NodeRequest>) -> Result<Response<pb::NodeResponse>, Status> {
+    async fn remove_node(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::NodeResponse>, Status> {
         let name = request.into_inner().name;
-        self.node_command(Command::RemoveNode { name: name.clone() }, &name).await
+        self.node_command(Command::RemoveNode { name: name.clone() }, &name)
+            .await
     }
 }

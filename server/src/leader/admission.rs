@@ -28,7 +28,10 @@ impl Admission {
             // Full buckets carry no information: forget them first.
             buckets.retain(|_, b| b.tokens < burst as f64);
         }
-        let bucket = buckets.entry(client.to_string()).or_insert(Bucket { tokens: burst as f64, at: now });
+        let bucket = buckets.entry(client.to_string()).or_insert(Bucket {
+            tokens: burst as f64,
+            at: now,
+        });
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate as f64).min(burst as f64);
         bucket.at = now;
@@ -56,7 +59,10 @@ mod tests {
         }
         let wait = a.admit("c", 10, 5, t0).unwrap_err();
         assert!((90..=100).contains(&wait), "{wait}");
-        assert!(a.admit("other", 10, 5, t0).is_ok(), "buckets are per client");
+        assert!(
+            a.admit("other", 10, 5, t0).is_ok(),
+            "buckets are per client"
+        );
         assert!(a.admit("c", 10, 5, t0 + Duration::from_millis(100)).is_ok());
     }
 }

@@ -56,7 +56,14 @@ impl AgentHub {
         let mut inner = self.lock();
         inner.next_session += 1;
         let id = inner.next_session;
-        inner.sessions.insert(node.to_string(), Session { id, tx, sent: running });
+        inner.sessions.insert(
+            node.to_string(),
+            Session {
+                id,
+                tx,
+                sent: running,
+            },
+        );
         inner.last_seen.insert(node.to_string(), Instant::now());
         id
     }
@@ -74,7 +81,13 @@ impl AgentHub {
         let gpu_mem_used = hb
             .gpus
             .iter()
-            .map(|g| if g.memory_total_mb == 0 { 0.0 } else { g.memory_used_mb as f64 / g.memory_total_mb as f64 })
+            .map(|g| {
+                if g.memory_total_mb == 0 {
+                    0.0
+                } else {
+                    g.memory_used_mb as f64 / g.memory_total_mb as f64
+                }
+            })
             .sum::<f64>()
             / n;
         let mut inner = self.lock();
@@ -88,7 +101,13 @@ impl AgentHub {
             age_ms: 0,
             latency_ewma_ms,
         };
-        inner.live.insert(node.to_string(), Live { metrics, at: Instant::now() });
+        inner.live.insert(
+            node.to_string(),
+            Live {
+                metrics,
+                at: Instant::now(),
+            },
+        );
         inner.last_seen.insert(node.to_string(), Instant::now());
     }
 
@@ -99,7 +118,10 @@ impl AgentHub {
         if let Some(session) = inner.sessions.get_mut(node) {
             session.sent.remove(&(task, attempt));
         }
-        let e = inner.latency_ewma_ms.entry(node.to_string()).or_insert(duration_ms as f64);
+        let e = inner
+            .latency_ewma_ms
+            .entry(node.to_string())
+            .or_insert(duration_ms as f64);
         *e = LATENCY_EWMA_ALPHA * duration_ms as f64 + (1.0 - LATENCY_EWMA_ALPHA) * *e;
     }
 
@@ -141,21 +163,47 @@ impl AgentHub {
                 .collect();
             for (task, attempt) in desired.difference(&session.sent.clone()) {
                 let t = &state.tasks[task];
-                let gpus = t.placement.as_ref().map(|p| p.gpus.clone()).unwrap_or_default();
-                let msg = Kind::Assign(pb::Assign { task_id: *task, attempt: *attempt, spec: Some(spec_to_proto(&t.spec)), gpus });
-                if session.tx.try_send(Ok(LeaderMessage { kind: Some(msg) })).is_ok() {
+                let gpus = t
+                    .placement
+                    .as_ref()
+                    .map(|p| p.gpus.clone())
+                    .unwrap_or_default();
+                let msg = Kind::Assign(pb::Assign {
+                    task_id: *task,
+                    attempt: *attempt,
+                    spec: Some(spec_to_proto(&t.spec)),
+                    gpus,
+                });
+                if session
+                    .tx
+                    .try_send(Ok(LeaderMessage { kind: Some(msg) }))
+                    .is_ok()
+                {
                     session.sent.insert((*task, *attempt));
                 }
             }
             for (task, attempt) in session.sent.clone().difference(&desired) {
                 let reason = match state.tasks.get(task) {
-                    Some(t) if t.state.is_terminal() => t.outcome.as_ref().map_or("finished".into(), |o| o.reason.clone()),
-                    Some(t) if t.attempt != *attempt => format!("attempt {} superseded by {}", attempt, t.attempt),
+                    Some(t) if t.state.is_terminal() => t
+                        .outcome
+                        .as_ref()
+                        .map_or("finished".into(), |o| o.reason.clone()),
+                    Some(t) if t.attempt != *attempt => {
+                        format!("attempt {} superseded by {}", attempt, t.attempt)
+                    }
                     Some(_) => "no longer placed on this node".into(),
                     None => "task forgotten".into(),
                 };
-                let msg = Kind::Cancel(pb::Cancel { task_id: *task, attempt: *attempt, reason });
-                if session.tx.try_send(Ok(LeaderMessage { kind: Some(msg) })).is_ok() {
+                let msg = Kind::Cancel(pb::Cancel {
+                    task_id: *task,
+                    attempt: *attempt,
+                    reason,
+                });
+                if session
+                    .tx
+                    .try_send(Ok(LeaderMessage { kind: Some(msg) }))
+                    .is_ok()
+                {
                     session.sent.remove(&(*task, *attempt));
                 }
             }

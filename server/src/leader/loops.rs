@@ -23,17 +23,30 @@ const TIMER_INTERVAL: Duration = Duration::from_millis(200);
 /// A node is not migrated from again within this long.
 const MIGRATION_COOLDOWN: Duration = Duration::from_secs(10);
 
-pub fn start(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: SchedulerSettings, token: CancellationToken) {
+pub fn start(
+    replica: Arc<Replica>,
+    hub: Arc<AgentHub>,
+    settings: SchedulerSettings,
+    token: CancellationToken,
+) {
     let since = Instant::now();
-    spawn_every(token.clone(), Duration::from_millis(settings.placement_interval_ms.max(1)), {
-        let (replica, hub, settings) = (replica.clone(), hub.clone(), settings.clone());
-        let mut placer = Placer { policy: None, rng: rand::rngs::StdRng::from_os_rng(), migrated: BTreeMap::new() };
-        move || {
-            if since.elapsed() >= Duration::from_millis(settings.election_grace_ms) {
-                placer.round(&replica, &hub);
+    spawn_every(
+        token.clone(),
+        Duration::from_millis(settings.placement_interval_ms.max(1)),
+        {
+            let (replica, hub, settings) = (replica.clone(), hub.clone(), settings.clone());
+            let mut placer = Placer {
+                policy: None,
+                rng: rand::rngs::StdRng::from_os_rng(),
+                migrated: BTreeMap::new(),
+            };
+            move || {
+                if since.elapsed() >= Duration::from_millis(settings.election_grace_ms) {
+                    placer.round(&replica, &hub);
+                }
             }
-        }
-    });
+        },
+    );
     spawn_every(token.clone(), DISPATCH_INTERVAL, {
         let (replica, hub) = (replica.clone(), hub.clone());
         move || hub.dispatch(&replica.state.read().state)
@@ -46,14 +59,27 @@ pub fn start(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: SchedulerSetti
         let replica = replica.clone();
         move || timeouts(&replica)
     });
-    spawn_every(token, Duration::from_millis(settings.gc_interval_ms.max(1)), move || {
-        let cutoff = wall_clock_ms().saturating_sub(settings.job_retention_ms);
-        propose(&replica, Command::CollectGarbage { finished_before_ms: cutoff });
-    });
+    spawn_every(
+        token,
+        Duration::from_millis(settings.gc_interval_ms.max(1)),
+        move || {
+            let cutoff = wall_clock_ms().saturating_sub(settings.job_retention_ms);
+            propose(
+                &replica,
+                Command::CollectGarbage {
+                    finished_before_ms: cutoff,
+                },
+            );
+        },
+    );
 }
 
 /// Runs `tick` every `period` until cancelled.
-fn spawn_every(token: CancellationToken, period: Duration, mut tick: impl FnMut() + Send + 'static) {
+fn spawn_every(
+    token: CancellationToken,
+    period: Duration,
+    mut tick: impl FnMut() + Send + 'static,
+) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -91,33 +117,65 @@ impl Placer {
             let applied = replica.state.read();
             let state = &applied.state;
             let runtime = Runtime::read(state);
-            if self.policy.as_ref().is_none_or(|p| p.name() != runtime.policy) {
-                self.policy = policy_by_name(&runtime.policy).or_else(|| policy_by_name(super::runtime::DEFAULT_POLICY));
+            if self
+                .policy
+                .as_ref()
+                .is_none_or(|p| p.name() != runtime.policy)
+            {
+                self.policy = policy_by_name(&runtime.policy)
+                    .or_else(|| policy_by_name(super::runtime::DEFAULT_POLICY));
             }
-            let Some(policy) = self.policy.as_mut() else { return };
-            let batch = place(state, &live, policy.as_mut(), &runtime.placement, &mut self.rng);
+            let Some(policy) = self.policy.as_mut() else {
+                return;
+            };
+            let batch = place(
+                state,
+                &live,
+                policy.as_mut(),
+                &runtime.placement,
+                &mut self.rng,
+            );
             let placed: Vec<TaskId> = batch.iter().map(|a| a.task).collect();
             if !batch.is_empty() {
                 commands.push(Command::Assign { assignments: batch });
             }
             // The highest queued task that fits nowhere may evict much lower priorities.
-            let first_unplaced = crate::scheduler::placement::queue_order(state, runtime.placement.aging_ms)
-                .into_iter()
-                .find(|t| !placed.contains(&t.id) && t.not_before_ms <= state.now_ms);
+            let first_unplaced =
+                crate::scheduler::placement::queue_order(state, runtime.placement.aging_ms)
+                    .into_iter()
+                    .find(|t| !placed.contains(&t.id) && t.not_before_ms <= state.now_ms);
             if let Some(task) = first_unplaced {
                 for (victim, attempt) in preemption_victims(state, task, runtime.preemption_gap) {
-                    commands.push(Command::Requeue { task: victim, attempt, reason: RequeueReason::Preempted });
+                    commands.push(Command::Requeue {
+                        task: victim,
+                        attempt,
+                        reason: RequeueReason::Preempted,
+                    });
                 }
             }
             for (node, l) in &live {
-                let hot = l.gpu_mem_used > runtime.migration_threshold || l.mem_util > runtime.migration_threshold;
-                let cooled = self.migrated.get(node).is_none_or(|t| t.elapsed() > MIGRATION_COOLDOWN);
+                let hot = l.gpu_mem_used > runtime.migration_threshold
+                    || l.mem_util > runtime.migration_threshold;
+                let cooled = self
+                    .migrated
+                    .get(node)
+                    .is_none_or(|t| t.elapsed() > MIGRATION_COOLDOWN);
                 if !(hot && cooled) {
                     continue;
                 }
-                let lowest = state.placed.get(node).into_iter().flatten().map(|id| &state.tasks[id]).min_by_key(|t| (t.spec.priority, std::cmp::Reverse(t.id)));
+                let lowest = state
+                    .placed
+                    .get(node)
+                    .into_iter()
+                    .flatten()
+                    .map(|id| &state.tasks[id])
+                    .min_by_key(|t| (t.spec.priority, std::cmp::Reverse(t.id)));
                 if let Some(t) = lowest {
-                    commands.push(Command::Requeue { task: t.id, attempt: t.attempt, reason: RequeueReason::Migrated });
+                    commands.push(Command::Requeue {
+                        task: t.id,
+                        attempt: t.attempt,
+                        reason: RequeueReason::Migrated,
+                    });
                     self.migrated.insert(node.clone(), Instant::now());
                 }
             }
@@ -138,9 +196,15 @@ fn liveness(replica: &Arc<Replica>, hub: &AgentHub, settings: &SchedulerSettings
             let seen = hub.last_seen(&node.name).map_or(since, |s| s.max(since));
             let silent = seen.elapsed() > ttl;
             match node.liveness {
-                Liveness::Up if silent => commands.push(Command::SetNodeLiveness { name: node.name.clone(), up: false }),
+                Liveness::Up if silent => commands.push(Command::SetNodeLiveness {
+                    name: node.name.clone(),
+                    up: false,
+                }),
                 Liveness::Down if !silent && hub.is_connected(&node.name) => {
-                    commands.push(Command::SetNodeLiveness { name: node.name.clone(), up: true })
+                    commands.push(Command::SetNodeLiveness {
+                        name: node.name.clone(),
+                        up: true,
+                    })
                 }
                 _ => {}
             }
@@ -162,8 +226,15 @@ fn timeouts(replica: &Arc<Replica>) {
             .flatten()
             .map(|id| &applied.state.tasks[id])
             .filter(|t| matches!(t.state, TaskState::Assigned | TaskState::Running))
-            .filter(|t| t.placement.as_ref().is_some_and(|p| p.assigned_ms + t.spec.attempt_timeout_ms < now))
-            .map(|t| Command::AttemptTimedOut { task: t.id, attempt: t.attempt })
+            .filter(|t| {
+                t.placement
+                    .as_ref()
+                    .is_some_and(|p| p.assigned_ms + t.spec.attempt_timeout_ms < now)
+            })
+            .map(|t| Command::AttemptTimedOut {
+                task: t.id,
+                attempt: t.attempt,
+            })
             .collect()
     };
     for c in expired {

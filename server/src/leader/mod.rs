@@ -57,7 +57,11 @@ impl Default for SchedulerSettings {
 }
 
 /// Watches this replica's role and runs the leader loops while it leads.
-pub fn spawn_supervisor(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: SchedulerSettings) -> tokio::task::JoinHandle<()> {
+pub fn spawn_supervisor(
+    replica: Arc<Replica>,
+    hub: Arc<AgentHub>,
+    settings: SchedulerSettings,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut metrics = replica.raft.metrics();
         let mut running: Option<(u64, CancellationToken)> = None;
@@ -67,7 +71,10 @@ pub fn spawn_supervisor(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: Sch
                 (m.state, m.current_term)
             };
             let leading_now = state == ServerState::Leader;
-            if running.as_ref().is_some_and(|(t, _)| !leading_now || *t != term) {
+            if running
+                .as_ref()
+                .is_some_and(|(t, _)| !leading_now || *t != term)
+            {
                 let (t, token) = running.take().expect("checked above");
                 token.cancel();
                 hub.clear();
@@ -75,10 +82,20 @@ pub fn spawn_supervisor(replica: Arc<Replica>, hub: Arc<AgentHub>, settings: Sch
             }
             if leading_now && running.is_none() {
                 // Act only on a state that includes everything committed before this term.
-                match tokio::time::timeout(Duration::from_secs(5), replica.raft.ensure_linearizable()).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    replica.raft.ensure_linearizable(),
+                )
+                .await
+                {
                     Ok(Ok(_)) => {
                         let token = CancellationToken::new();
-                        loops::start(replica.clone(), hub.clone(), settings.clone(), token.clone());
+                        loops::start(
+                            replica.clone(),
+                            hub.clone(),
+                            settings.clone(),
+                            token.clone(),
+                        );
                         tracing::info!(term, "leader loops started");
                         running = Some((term, token));
                     }

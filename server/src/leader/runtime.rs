@@ -31,7 +31,11 @@ pub struct Runtime {
 }
 
 fn get<T: std::str::FromStr>(state: &SchedulerState, key: &str, default: T) -> T {
-    state.config.get(key).and_then(|e| e.value.parse().ok()).unwrap_or(default)
+    state
+        .config
+        .get(key)
+        .and_then(|e| e.value.parse().ok())
+        .unwrap_or(default)
 }
 
 impl Runtime {
@@ -58,18 +62,22 @@ impl Runtime {
 pub fn validate(key: &str, value: &str) -> Result<(), String> {
     let number = |min: f64, max: f64| match value.parse::<f64>() {
         Ok(v) if (min..=max).contains(&v) => Ok(()),
-        _ => Err(format!("value: {key} must be a number between {min} and {max}")),
+        _ => Err(format!(
+            "value: {key} must be a number between {min} and {max}"
+        )),
     };
     match key {
         POLICY_KEY => match crate::scheduler::placement::POLICY_NAMES.contains(&value) {
             true => Ok(()),
-            false => Err(format!("value: unknown policy '{value}'; one of {:?}", crate::scheduler::placement::POLICY_NAMES)),
+            false => Err(format!(
+                "value: unknown policy '{value}'; one of {:?}",
+                crate::scheduler::placement::POLICY_NAMES
+            )),
         },
         DISPATCH_THRESHOLD_KEY | MIGRATION_THRESHOLD_KEY => number(0.0, 1.0),
         PREEMPTION_GAP_KEY => number(1.0, 100.0),
-        METRICS_STALE_MS_KEY | AGING_MS_KEY | ADMISSION_RATE_KEY | ADMISSION_BURST_KEY | QUEUE_DEPTH_MAX_KEY => {
-            number(1.0, 1e9)
-        }
+        METRICS_STALE_MS_KEY | AGING_MS_KEY | ADMISSION_RATE_KEY | ADMISSION_BURST_KEY
+        | QUEUE_DEPTH_MAX_KEY => number(1.0, 1e9),
         _ => Ok(()),
     }
 }

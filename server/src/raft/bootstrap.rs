@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use autoglm_client::proto::admin_service_server::AdminServiceServer;
 use autoglm_client::proto::agent_service_server::AgentServiceServer;
-use autoglm_client::proto::scheduler_service_server::SchedulerServiceServer;
 use autoglm_client::proto::config_service_server::ConfigServiceServer;
+use autoglm_client::proto::scheduler_service_server::SchedulerServiceServer;
 use autoglm_storage::{DataDirIdentity, StoreOptions};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -23,9 +23,9 @@ use crate::api::admin::AdminApi;
 use crate::api::agent::AgentApi;
 use crate::api::config::ConfigApi;
 use crate::api::scheduler::SchedulerApi;
+use crate::config::ServerConfig;
 use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
-use crate::config::ServerConfig;
 use crate::raft_proto::raft_service_server::RaftServiceServer;
 use crate::replica::Replica;
 use crate::scheduler::SchedulerState;
@@ -120,7 +120,13 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         committed,
         admission: Default::default(),
     });
-    Ok(Running { replica, grpc, http, max_message_bytes, scheduler: config.scheduler.clone() })
+    Ok(Running {
+        replica,
+        grpc,
+        http,
+        max_message_bytes,
+        scheduler: config.scheduler.clone(),
+    })
 }
 
 impl Running {
@@ -135,7 +141,8 @@ impl Running {
     ) -> Result<(), String> {
         let replica = self.replica.clone();
         let hub = Arc::new(AgentHub::default());
-        let supervisor = crate::leader::spawn_supervisor(replica.clone(), hub.clone(), self.scheduler.clone());
+        let supervisor =
+            crate::leader::spawn_supervisor(replica.clone(), hub.clone(), self.scheduler.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
         let http = axum::serve(self.http, crate::http::router(replica.clone()))
@@ -156,8 +163,16 @@ impl Running {
             .add_service(raft_service)
             .add_service(AdminServiceServer::new(AdminApi::new(replica.clone())))
             .add_service(ConfigServiceServer::new(ConfigApi::new(replica.clone())))
-            .add_service(SchedulerServiceServer::new(SchedulerApi::new(replica.clone(), hub.clone(), self.scheduler.clone())))
-            .add_service(AgentServiceServer::new(AgentApi::new(replica.clone(), hub.clone(), self.scheduler.clone())))
+            .add_service(SchedulerServiceServer::new(SchedulerApi::new(
+                replica.clone(),
+                hub.clone(),
+                self.scheduler.clone(),
+            )))
+            .add_service(AgentServiceServer::new(AgentApi::new(
+                replica.clone(),
+                hub.clone(),
+                self.scheduler.clone(),
+            )))
             .add_service(reflection)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;

@@ -48,6 +48,24 @@ pub struct NodeView<'a> {
     /// Attempts placed and not finished, counted from the replicated state
     /// plus this batch: fresher than any heartbeat.
     pub outstanding: u32,
+    /// Free memory of each GPU that has a free slot, largest first: lets the
+    /// filter answer "do g GPUs with m MB each fit" in O(1) per node.
+    free_gpu_mb: Vec<u64>,
+}
+
+fn free_gpu_mb(node: &Node, held: &Held) -> Vec<u64> {
+    let slots = node.capacity.slots_per_gpu.max(1);
+    let mut free: Vec<u64> = node
+        .capacity
+        .gpus
+        .iter()
+        .filter_map(|g| {
+            let (used, mem) = held.gpus.get(&g.index).copied().unwrap_or_default();
+            (used < slots).then(|| g.memory_mb.saturating_sub(mem))
+        })
+        .collect();
+    free.sort_unstable_by(|a, b| b.cmp(a));
+    free
 }
 
 impl NodeView<'_> {
@@ -106,29 +124,103 @@ pub fn node_views<'a>(
     state
         .nodes
         .values()
-        .map(|node| NodeView {
-            node,
-            held: state.held_on(&node.name),
-            live: live
-                .get(&node.name)
-                .filter(|l| l.age_ms <= opts.metrics_stale_ms)
-                .cloned(),
-            outstanding: state.placed.get(&node.name).map_or(0, |s| s.len() as u32),
+        .map(|node| {
+            let held = state.held_on(&node.name);
+            NodeView {
+                node,
+                free_gpu_mb: free_gpu_mb(node, &held),
+                held,
+                live: live
+                    .get(&node.name)
+                    .filter(|l| l.age_ms <= opts.metrics_stale_ms)
+                    .cloned(),
+                outstanding: state.placed.get(&node.name).map_or(0, |s| s.len() as u32),
+            }
         })
         .collect()
 }
 
-fn feasible(task: &Task, view: &NodeView, opts: &PlacementOptions) -> Option<Vec<u32>> {
+fn feasible(task: &Task, view: &NodeView, opts: &PlacementOptions) -> bool {
     let node = view.node;
     if node.liveness != Liveness::Up || node.admin != NodeAdmin::Active {
-        return None;
+        return false;
     }
     if let Some(l) = &view.live {
         if l.gpu_util > opts.dispatch_threshold || l.cpu_util > opts.dispatch_threshold {
-            return None;
+            return false;
         }
     }
-    choose_gpus(&task.spec, node, &view.held)
+    let r = &task.spec.resources;
+    let cap = &node.capacity;
+    let gpus_fit = r.gpus == 0
+        || view
+            .free_gpu_mb
+            .get(r.gpus as usize - 1)
+            .is_some_and(|m| *m >= r.gpu_memory_mb);
+    gpus_fit
+        && view.held.cpu_millis + r.cpu_millis <= cap.cpu_millis
+        && view.held.memory_mb + r.memory_mb <= cap.memory_mb
+        && task
+            .spec
+            .labels
+            .iter()
+            .all(|(k, v)| cap.labels.get(k) == Some(v))
+}
+
+/// One placement round's working view: node views built once per round,
+/// then one decision per task, each holding capacity for the next.
+pub struct Round<'a> {
+    views: Vec<NodeView<'a>>,
+    opts: &'a PlacementOptions,
+    now_ms: u64,
+}
+
+impl<'a> Round<'a> {
+    pub fn new(
+        state: &'a SchedulerState,
+        live: &BTreeMap<NodeName, LiveNode>,
+        opts: &'a PlacementOptions,
+    ) -> Self {
+        Self {
+            views: node_views(state, live, opts),
+            opts,
+            now_ms: state.now_ms,
+        }
+    }
+
+    /// Where `task` goes, if anywhere; the capacity is held in this round's view.
+    pub fn decide(
+        &mut self,
+        task: &Task,
+        policy: &mut dyn Policy,
+        rng: &mut dyn RngCore,
+    ) -> Option<Assignment> {
+        if task.not_before_ms > self.now_ms {
+            return None;
+        }
+        let candidates: Vec<usize> = self
+            .views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| feasible(task, v, self.opts))
+            .map(|(i, _)| i)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let chosen = policy.pick(task, &self.views, &candidates, rng);
+        let view = &mut self.views[chosen];
+        let gpus = choose_gpus(&task.spec, view.node, &view.held)?;
+        view.held.add(&task.spec, &gpus);
+        view.free_gpu_mb = free_gpu_mb(view.node, &view.held);
+        view.outstanding += 1;
+        Some(Assignment {
+            task: task.id,
+            attempt: task.attempt + 1,
+            node: view.node.name.clone(),
+            gpus,
+        })
+    }
 }
 
 /// One placement round: assignments for as many queued tasks as fit, in queue order.
@@ -139,39 +231,13 @@ pub fn place(
     opts: &PlacementOptions,
     rng: &mut dyn RngCore,
 ) -> Vec<Assignment> {
-    let mut views = node_views(state, live, opts);
+    let mut round = Round::new(state, live, opts);
     let mut out = Vec::new();
     for task in queue_order(state, opts.aging_ms) {
         if out.len() >= opts.batch_max {
             break;
         }
-        if task.not_before_ms > state.now_ms {
-            continue;
-        }
-        let options: Vec<(usize, Vec<u32>)> = views
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| feasible(task, v, opts).map(|g| (i, g)))
-            .collect();
-        if options.is_empty() {
-            continue;
-        }
-        let indexes: Vec<usize> = options.iter().map(|(i, _)| *i).collect();
-        let chosen = policy.pick(task, &views, &indexes, rng);
-        let gpus = options
-            .iter()
-            .find(|(i, _)| *i == chosen)
-            .map(|(_, g)| g.clone())
-            .unwrap_or_default();
-        let view = &mut views[chosen];
-        view.held.add(&task.spec, &gpus);
-        view.outstanding += 1;
-        out.push(Assignment {
-            task: task.id,
-            attempt: task.attempt + 1,
-            node: view.node.name.clone(),
-            gpus,
-        });
+        out.extend(round.decide(task, policy, rng));
     }
     out
 }
@@ -179,7 +245,11 @@ pub fn place(
 /// Attempts to evict so `task` fits: on the node needing the fewest
 /// evictions, the lowest-priority attempts whose priority is at least `gap`
 /// below the task's. Empty when no such set exists.
-pub fn preemption_victims(state: &SchedulerState, task: &Task, gap: u32) -> Vec<(super::model::TaskId, u32)> {
+pub fn preemption_victims(
+    state: &SchedulerState,
+    task: &Task,
+    gap: u32,
+) -> Vec<(super::model::TaskId, u32)> {
     let mut best: Option<Vec<(super::model::TaskId, u32)>> = None;
     for node in state.nodes.values() {
         if node.liveness != Liveness::Up || node.admin != NodeAdmin::Active {
@@ -200,7 +270,10 @@ pub fn preemption_victims(state: &SchedulerState, task: &Task, gap: u32) -> Vec<
             if choose_gpus(&task.spec, node, &held).is_some() {
                 break;
             }
-            held = held.without(&victim.spec, victim.placement.as_ref().map_or(&[][..], |p| &p.gpus));
+            held = held.without(
+                &victim.spec,
+                victim.placement.as_ref().map_or(&[][..], |p| &p.gpus),
+            );
             victims.push((victim.id, victim.attempt));
         }
         let fits = !victims.is_empty() && choose_gpus(&task.spec, node, &held).is_some();

@@ -2,7 +2,7 @@
 
 use rand::{Rng, RngCore};
 
-use super::NodeView;
+use super::{LiveNode, NodeView};
 use crate::scheduler::model::Task;
 
 /// Picks one node for a task among the feasible ones.
@@ -79,19 +79,23 @@ struct Scored(Score);
 
 impl Score {
     fn of(self, task: &Task, v: &NodeView) -> f64 {
-        let live = v.live.clone().unwrap_or_default();
+        static NO_METRICS: LiveNode = LiveNode {
+            gpu_util: 0.0,
+            gpu_mem_used: 0.0,
+            cpu_util: 0.0,
+            mem_util: 0.0,
+            net_latency_ms: 0.0,
+            age_ms: 0,
+            latency_ewma_ms: None,
+        };
+        let live = v.live.as_ref().unwrap_or(&NO_METRICS);
         match self {
             Score::Default => {
-                let latency = v
-                    .live
-                    .as_ref()
-                    .and_then(|l| l.latency_ewma_ms)
-                    .map_or(1.0, |ms| 1.0 + ms / 1000.0);
                 let affinity = match &task.spec.model {
-                    Some(m) if v.node.capacity.models_loaded.contains(m) => 0.8,
+                    Some(m) if v.node.capacity.models_loaded.contains(m) => AFFINITY_DISCOUNT,
                     _ => 1.0,
                 };
-                outstanding_per_slot(v) * latency * affinity
+                default_base(v) * affinity
             }
             Score::Load => 0.6 * live.gpu_util + 0.4 * live.gpu_mem_used,
             Score::Weighted => {
@@ -125,9 +129,50 @@ impl Policy for Scored {
         feasible: &[usize],
         rng: &mut dyn RngCore,
     ) -> usize {
-        argmin(feasible, rng, |i| self.0.of(task, &nodes[i]))
+        match (self.0, &task.spec.model) {
+            (Score::Default, Some(model)) => {
+                pick_default_with_affinity(model, nodes, feasible, rng)
+            }
+            _ => argmin(feasible, rng, |i| self.0.of(task, &nodes[i])),
+        }
     }
 }
+
+fn default_base(v: &NodeView) -> f64 {
+    let latency = v
+        .live
+        .as_ref()
+        .and_then(|l| l.latency_ewma_ms)
+        .map_or(1.0, |ms| 1.0 + ms / 1000.0);
+    outstanding_per_slot(v) * latency
+}
+
+/// Favouring nodes that have the model loaded costs a string lookup per node;
+/// only nodes that could win with the discount need it.
+fn pick_default_with_affinity(
+    model: &str,
+    nodes: &[NodeView],
+    feasible: &[usize],
+    rng: &mut dyn RngCore,
+) -> usize {
+    let best_base = feasible
+        .iter()
+        .map(|&i| default_base(&nodes[i]))
+        .fold(f64::INFINITY, f64::min);
+    argmin(feasible, rng, |i| {
+        let b = default_base(&nodes[i]);
+        if b * AFFINITY_DISCOUNT <= best_base
+            && nodes[i].node.capacity.models_loaded.contains(model)
+        {
+            b * AFFINITY_DISCOUNT
+        } else {
+            b
+        }
+    })
+}
+
+/// Score factor for a node that already has the task's model loaded.
+const AFFINITY_DISCOUNT: f64 = 0.8;
 
 /// Two feasible nodes at random; the one with fewer outstanding per slot.
 struct PowerOfTwo;
