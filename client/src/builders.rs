@@ -13,13 +13,25 @@ pub struct TaskBuilder {
 
 impl TaskBuilder {
     fn new(name: &str, payload: Payload) -> Self {
-        Self { spec: pb::TaskSpec { name: name.to_string(), payload: Some(payload), ..Default::default() } }
+        Self {
+            spec: pb::TaskSpec {
+                name: name.to_string(),
+                payload: Some(payload),
+                ..Default::default()
+            },
+        }
     }
 
     /// Runs `argv` on the node, with CUDA_VISIBLE_DEVICES set to the task's GPUs.
     pub fn exec<S: Into<String>>(name: &str, argv: impl IntoIterator<Item = S>) -> Self {
         let argv = argv.into_iter().map(Into::into).collect();
-        Self::new(name, Payload::Exec(pb::ExecPayload { argv, ..Default::default() }))
+        Self::new(
+            name,
+            Payload::Exec(pb::ExecPayload {
+                argv,
+                ..Default::default()
+            }),
+        )
     }
 
     /// Sends a request to the node's inference server, e.g. `POST /v1/completions`.
@@ -37,7 +49,12 @@ impl TaskBuilder {
 
     /// A modelled service time (`Duration::ZERO`: modelled from the tokens), for machines without GPUs.
     pub fn sim(name: &str, service: Duration) -> Self {
-        Self::new(name, Payload::Sim(pb::SimPayload { service_ms: service.as_millis() as u64 }))
+        Self::new(
+            name,
+            Payload::Sim(pb::SimPayload {
+                service_ms: service.as_millis() as u64,
+            }),
+        )
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -113,7 +130,10 @@ impl TaskBuilder {
 
     /// Attempts in all, the first included.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.spec.retry.get_or_insert_with(Default::default).max_attempts = attempts;
+        self.spec
+            .retry
+            .get_or_insert_with(Default::default)
+            .max_attempts = attempts;
         self
     }
 
@@ -127,7 +147,10 @@ impl TaskBuilder {
     }
 
     fn edge(mut self, task: &str, condition: pb::EdgeCondition) -> Self {
-        self.spec.depends_on.push(pb::Dependency { task: task.into(), condition: condition as i32 });
+        self.spec.depends_on.push(pb::Dependency {
+            task: task.into(),
+            condition: condition as i32,
+        });
         self
     }
 
@@ -159,7 +182,12 @@ pub struct JobBuilder {
 
 impl JobBuilder {
     pub fn new(client_id: &str) -> Self {
-        Self { request: pb::SubmitJobRequest { client_id: client_id.into(), ..Default::default() } }
+        Self {
+            request: pb::SubmitJobRequest {
+                client_id: client_id.into(),
+                ..Default::default()
+            },
+        }
     }
 
     /// Retries and resubmissions with the same key return the first job.

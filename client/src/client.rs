@@ -44,8 +44,29 @@ pub struct Client {
 }
 
 /// Failures worth another replica: it is down, has no leader, or is not the leader.
-fn retriable(status: &Status) -> bool {
-    status.code() == Code::Unavailable
+/// Which failures a call may be retried on elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Only when nothing was done: the replica was unreachable, had no leader
+    /// or was not the leader.
+    Unavailable,
+    /// Also when the outcome is unknown (connection reset, timeout): for reads
+    /// and for writes made idempotent by a key.
+    Idempotent,
+}
+
+impl Retry {
+    fn allows(self, status: &Status) -> bool {
+        match self {
+            Retry::Unavailable => status.code() == Code::Unavailable,
+            Retry::Idempotent => {
+                matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+                )
+            }
+        }
+    }
 }
 
 fn leader_hint(status: &Status) -> Option<String> {
@@ -124,7 +145,20 @@ impl Client {
 
     /// Runs `call` against replicas until one answers with something other than
     /// "unavailable", following leader hints, until the deadline.
+    /// [`Self::with_retry_on`] for calls that must not run twice.
     pub(crate) async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.with_retry_on(Retry::Unavailable, call).await
+    }
+
+    pub(crate) async fn with_retry_on<T, F, Fut>(
+        &self,
+        retry: Retry,
+        call: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -149,7 +183,7 @@ impl Client {
                     }
                     return Ok(response.into_inner());
                 }
-                Err(status) if retriable(&status) => status,
+                Err(status) if retry.allows(&status) => status,
                 Err(status) => return Err(ClientError::Rpc(status)),
             };
             if let Some(leader) = leader_hint(&status) {
@@ -180,7 +214,7 @@ impl Client {
             key: key.to_string(),
             stale,
         };
-        self.with_retry(|ch| {
+        self.with_retry_on(Retry::Idempotent, |ch| {
             let req = req.clone();
             async move { ConfigServiceClient::new(ch).get(req).await }
         })
@@ -223,9 +257,9 @@ impl Client {
 
     /// Status of whichever replica answers first.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
-        self.with_retry(
-            |ch| async move { AdminServiceClient::new(ch).status(StatusRequest {}).await },
-        )
+        self.with_retry_on(Retry::Idempotent, |ch| async move {
+            AdminServiceClient::new(ch).status(StatusRequest {}).await
+        })
         .await
     }
 

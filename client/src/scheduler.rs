@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
+use crate::client::Retry;
 use crate::proto::scheduler_service_client::SchedulerServiceClient;
 use crate::proto::*;
 use crate::{Client, ClientError, JobBuilder};
@@ -14,8 +15,14 @@ use crate::{Client, ClientError, JobBuilder};
 /// Makes an idempotency key unique to this process and call.
 fn fresh_key() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("auto-{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "auto-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// What a watch follows.
@@ -37,8 +44,9 @@ impl Client {
         let started = std::time::Instant::now();
         loop {
             let req = request.clone();
+            // The idempotency key makes a retry after an unknown outcome safe.
             let result = self
-                .with_retry(|ch| {
+                .with_retry_on(Retry::Idempotent, |ch| {
                     let req = req.clone();
                     async move { SchedulerServiceClient::new(ch).submit_job(req).await }
                 })
@@ -62,16 +70,25 @@ impl Client {
 
     pub async fn get_job(&self, job_id: u64, stale: bool) -> Result<Job, ClientError> {
         let req = GetJobRequest { job_id, stale };
-        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).get_job(req).await }).await
+        self.with_retry_on(Retry::Idempotent, |ch| async move {
+            SchedulerServiceClient::new(ch).get_job(req).await
+        })
+        .await
     }
 
     pub async fn get_task(&self, task_id: u64, stale: bool) -> Result<Task, ClientError> {
         let req = GetTaskRequest { task_id, stale };
-        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).get_task(req).await }).await
+        self.with_retry_on(Retry::Idempotent, |ch| async move {
+            SchedulerServiceClient::new(ch).get_task(req).await
+        })
+        .await
     }
 
-    pub async fn list_tasks(&self, request: ListTasksRequest) -> Result<ListTasksResponse, ClientError> {
-        self.with_retry(|ch| {
+    pub async fn list_tasks(
+        &self,
+        request: ListTasksRequest,
+    ) -> Result<ListTasksResponse, ClientError> {
+        self.with_retry_on(Retry::Idempotent, |ch| {
             let req = request.clone();
             async move { SchedulerServiceClient::new(ch).list_tasks(req).await }
         })
@@ -80,21 +97,34 @@ impl Client {
 
     pub async fn cancel_task(&self, task_id: u64) -> Result<CancelResponse, ClientError> {
         let req = CancelTaskRequest { task_id };
-        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).cancel_task(req).await }).await
+        self.with_retry_on(Retry::Idempotent, |ch| async move {
+            SchedulerServiceClient::new(ch).cancel_task(req).await
+        })
+        .await
     }
 
     pub async fn cancel_job(&self, job_id: u64) -> Result<CancelResponse, ClientError> {
         let req = CancelJobRequest { job_id };
-        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).cancel_job(req).await }).await
+        self.with_retry_on(Retry::Idempotent, |ch| async move {
+            SchedulerServiceClient::new(ch).cancel_job(req).await
+        })
+        .await
     }
 
     pub async fn list_nodes(&self, stale: bool) -> Result<ListNodesResponse, ClientError> {
         let req = ListNodesRequest { stale };
-        self.with_retry(|ch| async move { SchedulerServiceClient::new(ch).list_nodes(req).await }).await
+        self.with_retry_on(Retry::Idempotent, |ch| async move {
+            SchedulerServiceClient::new(ch).list_nodes(req).await
+        })
+        .await
     }
 
     /// `drain`: Some(true) drain, Some(false) undrain, None remove.
-    pub async fn node_admin(&self, name: &str, drain: Option<bool>) -> Result<NodeResponse, ClientError> {
+    pub async fn node_admin(
+        &self,
+        name: &str,
+        drain: Option<bool>,
+    ) -> Result<NodeResponse, ClientError> {
         let req = NodeRequest { name: name.into() };
         self.with_retry(|ch| {
             let req = req.clone();
@@ -113,18 +143,34 @@ impl Client {
     /// Streams task changes of a job or task until everything watched is
     /// terminal. When a replica goes away mid-stream the watch resumes on
     /// another from the last revision received, so no change is missed.
-    pub fn watch(self: &std::sync::Arc<Self>, watched: Watch, from_revision: u64) -> ReceiverStream<Result<TaskEvent, ClientError>> {
+    pub fn watch(
+        self: &std::sync::Arc<Self>,
+        watched: Watch,
+        from_revision: u64,
+    ) -> ReceiverStream<Result<TaskEvent, ClientError>> {
         let (tx, rx) = mpsc::channel(256);
         let client = self.clone();
         tokio::spawn(async move {
             let mut last = from_revision;
             loop {
                 let opened = client
-                    .with_retry(|ch| async move {
+                    .with_retry_on(Retry::Idempotent, |ch| async move {
                         let mut c = SchedulerServiceClient::new(ch);
                         match watched {
-                            Watch::Job(job_id) => c.watch_job(WatchJobRequest { job_id, from_revision: last }).await,
-                            Watch::Task(task_id) => c.watch_task(WatchTaskRequest { task_id, from_revision: last }).await,
+                            Watch::Job(job_id) => {
+                                c.watch_job(WatchJobRequest {
+                                    job_id,
+                                    from_revision: last,
+                                })
+                                .await
+                            }
+                            Watch::Task(task_id) => {
+                                c.watch_task(WatchTaskRequest {
+                                    task_id,
+                                    from_revision: last,
+                                })
+                                .await
+                            }
                         }
                     })
                     .await;
@@ -145,7 +191,17 @@ impl Client {
                         }
                         // The server ends the stream once everything is terminal.
                         Ok(None) => return,
-                        Err(status) if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled) => break,
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                Code::Unavailable
+                                    | Code::Unknown
+                                    | Code::Internal
+                                    | Code::Cancelled
+                            ) =>
+                        {
+                            break
+                        }
                         Err(status) => {
                             let _ = tx.send(Err(ClientError::Rpc(status))).await;
                             return;

@@ -153,7 +153,8 @@ impl ServerConfig {
         }
         // Only variables naming our keys: AUTOGLM_ENDPOINTS and friends belong to other programs.
         let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
-            let first = key.as_str().split("__").next().unwrap_or_default();
+            // By now `split("__")` has turned the separators into dots.
+            let first = key.as_str().split('.').next().unwrap_or_default();
             TOP_LEVEL_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
         });
         figment = figment.merge(env).merge(Serialized::defaults(flags));
@@ -299,6 +300,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("raft.heartbeat_interval_ms"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn nested_environment_overrides_apply() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AUTOGLM_RAFT__HEARTBEAT_INTERVAL_MS", "42");
+            jail.set_env("AUTOGLM_NODE_ID", "9");
+            jail.set_env("AUTOGLM_ENDPOINTS", "not-ours");
+            let c = ServerConfig::load(None, flags()).map_err(|e| e.to_string())?;
+            assert_eq!((c.node_id, c.raft.heartbeat_interval_ms), (9, 42));
+            Ok(())
+        });
     }
 
     #[test]

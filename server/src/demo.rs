@@ -1,138 +1,292 @@
-//! `autoglm-server local`: the embedded default. Starts a three-replica
-//! cluster on loopback from this same binary, writes to it continuously,
-//! SIGKILLs the leader, watches a follower take over, restarts the victim,
-//! grows the cluster to four, and checks that every acknowledged write is on
-//! every replica.
+//! `autoglm-server local`: the embedded default. Starts three replicas and
+//! four heterogeneous simulated GPU agents on loopback, all from this same
+//! binary; submits a DAG workload; shows it being placed and completed live;
+//! SIGKILLs the leader in the middle and restarts it; and ends with a summary:
+//! where each task ran, latencies, and the leader change.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::local::{Launcher, LocalCluster, LocalError, Writer};
+use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
+use autoglm_agent::AgentConfig;
+use autoglm_client::proto::{Task, TaskState};
+use autoglm_client::{JobBuilder, TaskBuilder, Watch};
+use tokio_stream::StreamExt;
+
+use crate::local::{Launcher, LocalCluster, LocalError};
 
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
     /// Keep the replicas' data and logs here instead of a temporary directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Inference tasks in the workload's fan-out.
+    #[arg(long, default_value_t = 24)]
+    fan_out: usize,
     /// After the walkthrough, keep the cluster running until Ctrl-C.
     #[arg(long)]
     keep: bool,
 }
 
-async fn print_status(cluster: &LocalCluster) {
-    println!(
-        "  {:<4} {:<17} {:<10} {:>5} {:>9} {:>9}  digest",
-        "id", "addr", "role", "term", "committed", "applied"
-    );
-    for id in cluster.ids() {
-        match cluster.status(id).await {
-            Some(s) => println!(
-                "  {:<4} {:<17} {:<10} {:>5} {:>9} {:>9}  {:016x}",
-                id,
-                cluster.addr(id),
-                autoglm_client::role_name(s.role),
-                s.term,
-                s.committed_index.unwrap_or(0),
-                s.applied_index.unwrap_or(0),
-                s.state_digest
-            ),
-            None => println!("  {:<4} {:<17} down", id, cluster.addr(id)),
-        }
+/// Fast timers so the walkthrough takes seconds, not minutes.
+const CLUSTER_YAML: &str = "cluster_name: local
+scheduler:
+  heartbeat_interval_ms: 500
+  node_ttl_ms: 3000
+  election_grace_ms: 1000
+";
+
+/// (name, GPUs, model, memory MB, slots per GPU, speed factor)
+const FLEET: &[(&str, usize, &str, u64, u32, f64)] = &[
+    ("h100-a", 4, "H100", 81_559, 8, 1.0),
+    ("h100-b", 4, "H100", 81_559, 8, 1.0),
+    ("a100-a", 4, "A100", 40_960, 6, 0.6),
+    ("l4-a", 2, "L4", 23_034, 4, 0.35),
+];
+
+fn agent(
+    name: &str,
+    gpus: usize,
+    model: &str,
+    memory_mb: u64,
+    slots: u32,
+    speed: f64,
+) -> AgentConfig {
+    let mut c = AgentConfig::new(name, Vec::new());
+    c.gpu_source = GpuSourceKind::Simulated;
+    c.simulated_gpus = vec![
+        SimulatedGpu {
+            model: model.into(),
+            memory_mb
+        };
+        gpus
+    ];
+    c.slots_per_gpu = slots;
+    c.cpu_millis = Some(32_000);
+    c.memory_mb = Some(256_000);
+    c.labels = BTreeMap::from([("gpu".to_string(), model.to_lowercase())]);
+    c.models_loaded = vec!["llama-3-8b".into()];
+    c.heartbeat_interval_ms = 500;
+    c.lease_ms = 2_000;
+    c.sim.speed_factor = speed;
+    c.sim.decode_ms_per_token = 2.0;
+    c
+}
+
+/// A retrieval-augmented evaluation: prepare, fan out inference, aggregate;
+/// plus a fine-tune pinned to H100s with a failure handler.
+fn workload(fan_out: usize) -> (JobBuilder, JobBuilder) {
+    let mut eval = JobBuilder::new("demo")
+        .task(TaskBuilder::sim("prepare", Duration::from_millis(300)).cpu_millis(2_000));
+    let mut aggregate = TaskBuilder::sim("aggregate", Duration::from_millis(200)).cpu_millis(1_000);
+    for i in 0..fan_out {
+        let name = format!("infer-{i:02}");
+        let input = 200 + (i as u32 * 397) % 1_800;
+        let output = 64 + (i as u32 * 131) % 448;
+        let priority = [30, 50, 80][i % 3];
+        let task = TaskBuilder::sim(&name, Duration::ZERO)
+            .model("llama-3-8b")
+            .tokens(input, output)
+            .gpus(1, 16_000)
+            .priority(priority)
+            .max_attempts(3)
+            .after("prepare");
+        eval = eval.task(task);
+        aggregate = aggregate.after_any(&name);
+    }
+    let finetune = JobBuilder::new("demo")
+        .task(
+            TaskBuilder::sim("train", Duration::from_millis(2_500))
+                .gpus(2, 60_000)
+                .label("gpu", "h100")
+                .priority(90),
+        )
+        .task(
+            TaskBuilder::sim("evaluate", Duration::from_millis(500))
+                .gpus(1, 20_000)
+                .after("train"),
+        )
+        .task(TaskBuilder::sim("page-oncall", Duration::from_millis(10)).after_failure_of("train"));
+    (eval.task(aggregate), finetune)
+}
+
+fn err(e: impl std::fmt::Display) -> LocalError {
+    LocalError::from(e.to_string())
+}
+
+fn state_name(s: i32) -> &'static str {
+    match TaskState::try_from(s).unwrap_or(TaskState::Unspecified) {
+        TaskState::Waiting => "waiting",
+        TaskState::Queued => "queued",
+        TaskState::Assigned => "assigned",
+        TaskState::Running => "running",
+        TaskState::Succeeded => "succeeded",
+        TaskState::Failed => "failed",
+        TaskState::Cancelled => "cancelled",
+        TaskState::TimedOut => "timed out",
+        TaskState::Unspecified => "?",
     }
 }
 
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0)
+}
+
 pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
-    let temp = tempfile::tempdir().map_err(|e| LocalError::from(e.to_string()))?;
+    let temp = tempfile::tempdir().map_err(err)?;
     let root = args
         .dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&root)
-        .map_err(|e| LocalError::from(format!("{}: {e}", root.display())))?;
-    let program = std::env::current_exe().map_err(|e| LocalError::from(e.to_string()))?;
+    std::fs::create_dir_all(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
+    let program = std::env::current_exe().map_err(err)?;
     let mut cluster = LocalCluster::new(
         &root,
         Launcher {
-            program,
+            program: program.clone(),
             args: Vec::new(),
         },
-        "cluster_name: local\n",
-    );
+        CLUSTER_YAML,
+    )
+    .with_agent_launcher(Launcher {
+        program,
+        args: vec!["agent".into()],
+    });
     let long = Duration::from_secs(30);
 
-    println!("== starting 3 replicas under {}", root.display());
-    let leader = cluster.start(&[1, 2, 3]).await?;
-    println!("   replica {leader} leads");
-    let writer = Writer::start(cluster.client(Duration::from_secs(15)), "demo/");
-    writer.wait_progress(100, long).await?;
-    print_status(&cluster).await;
-
-    println!("== SIGKILL the leader (replica {leader}) while the writer runs");
-    let before = writer.acked_count();
-    cluster.kill(leader);
-    let killed = Instant::now();
-    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
-    let new_leader = cluster.wait_leader(&survivors, Some(leader), long).await?;
-    let elected = killed.elapsed();
-    writer.wait_progress(1, long).await?;
-    let first_write = killed.elapsed();
     println!(
-        "   replica {new_leader} took over after {} ms; writes resumed after {} ms ({} acknowledged before the kill)",
-        elected.as_millis(),
-        first_write.as_millis(),
-        before
+        "== 3 replicas and {} simulated GPU agents under {}",
+        FLEET.len(),
+        root.display()
     );
-
-    println!("== restart replica {leader} on its data dir: it rejoins by itself");
-    cluster.spawn(leader)?;
-    cluster.wait_answering(leader, long).await?;
-    cluster.wait_caught_up(leader, new_leader, long).await?;
-    print_status(&cluster).await;
-
-    println!("== add replica 4 as a learner, then promote it");
-    cluster.spawn(4)?;
-    cluster.wait_answering(4, long).await?;
-    let admin = cluster.client(long);
-    admin
-        .add_learner(cluster.member(4), false)
-        .await
-        .map_err(|e| LocalError::from(e.to_string()))?;
-    let promoted = admin
-        .promote(vec![4])
-        .await
-        .map_err(|e| LocalError::from(e.to_string()))?;
-    println!(
-        "   voters now {:?}",
-        promoted.voters.iter().map(|m| m.id).collect::<Vec<_>>()
-    );
-    writer.wait_progress(100, long).await?;
-
-    let failed = writer.failed_count();
-    let ids = cluster.ids();
-    let acked = writer.stop().await;
-    let digest = cluster.wait_converged(&ids, long).await?;
-    for &id in &ids {
-        crate::local::verify_writes(&cluster, id, "demo/", &acked).await?;
+    let first_leader = cluster.start(&[1, 2, 3]).await?;
+    for (name, gpus, model, mem, slots, speed) in FLEET {
+        cluster.spawn_agent(&agent(name, *gpus, model, *mem, *slots, *speed))?;
+        println!("   agent {name}: {gpus} x {model}, {slots} slots per GPU, speed {speed}");
     }
-    print_status(&cluster).await;
-    println!("== summary");
-    println!(
-        "   writes acknowledged: {} (all present on replicas {ids:?}); unacknowledged: {failed}",
-        acked.len()
-    );
-    println!(
-        "   leader change: {leader} -> {new_leader} in {} ms",
-        elected.as_millis()
-    );
-    println!("   every replica at the same state digest {digest:016x}");
+    let client = Arc::new(cluster.client(long));
+    let started = Instant::now();
+    while client.list_nodes(true).await.map_err(err)?.nodes.len() < FLEET.len() {
+        if started.elapsed() > long {
+            return Err(err("agents did not register in time"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("   replica {first_leader} leads; every agent registered");
 
+    let (eval, finetune) = workload(args.fan_out);
+    let eval = client.submit(eval).await.map_err(err)?;
+    let finetune = client.submit(finetune).await.map_err(err)?;
+    let total = eval.task_ids.len() + finetune.task_ids.len();
+    println!(
+        "== submitted job {} ({} tasks) and job {} ({} tasks)",
+        eval.job_id,
+        eval.task_ids.len(),
+        finetune.job_id,
+        finetune.task_ids.len()
+    );
+
+    let mut events = client
+        .watch(Watch::Job(eval.job_id), 0)
+        .merge(client.watch(Watch::Job(finetune.job_id), 0));
+    let mut tasks: BTreeMap<u64, Task> = BTreeMap::new();
+    let mut killed: Option<(u64, u64, Duration)> = None;
+    while let Some(event) = events.next().await {
+        let Some(task) = event.map_err(err)?.task else {
+            continue;
+        };
+        let name = task
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let at = if task.node.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", task.node)
+        };
+        let t = started.elapsed().as_secs_f64();
+        println!(
+            "   {t:6.2}s  {:<12} {:<10}{at}",
+            name,
+            state_name(task.state)
+        );
+        tasks.insert(task.id, task);
+        let done = tasks.values().filter(|t| t.finished_ms > 0).count();
+        if killed.is_none() && done >= total / 3 {
+            let old = cluster.wait_leader(&[1, 2, 3], None, long).await?;
+            cluster.kill(old);
+            let at = Instant::now();
+            println!("== SIGKILL the leader, replica {old}, with {done} of {total} tasks done");
+            let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != old).collect();
+            let l = cluster.wait_leader(&survivors, Some(old), long).await?;
+            println!(
+                "== replica {l} took over {} ms after the kill; restarting replica {old}",
+                at.elapsed().as_millis()
+            );
+            killed = Some((old, l, at.elapsed()));
+            cluster.spawn(old)?;
+        }
+    }
+
+    let digest = cluster.wait_converged(&[1, 2, 3], long).await?;
+    println!("== summary");
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    let mut latencies: Vec<u64> = Vec::new();
+    for t in tasks.values() {
+        let node = t
+            .attempts
+            .last()
+            .map(|a| a.node.clone())
+            .unwrap_or_else(|| "-".into());
+        *per_node.entry(node).or_default() += 1;
+        if t.state == TaskState::Succeeded as i32 {
+            latencies.push(t.finished_ms.saturating_sub(t.created_ms));
+        }
+    }
+    latencies.sort_unstable();
+    let succeeded = latencies.len();
+    // An on-failure handler whose upstream succeeded is skipped by design.
+    let skipped = tasks
+        .values()
+        .filter(|t| t.reason == "upstream_succeeded")
+        .count();
+    println!("   {succeeded} of {} tasks succeeded, {skipped} skipped (their on-failure edge never fired)", tasks.len());
+    for (node, n) in &per_node {
+        println!("   {node:<8} ran {n} task(s)");
+    }
+    println!(
+        "   submit -> done latency: p50 {} ms, p99 {} ms, max {} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0)
+    );
+    let retried = tasks.values().filter(|t| t.attempt > 1).count();
+    println!("   tasks that needed more than one attempt: {retried}");
+    if let Some((old, l, after)) = killed {
+        println!(
+            "   leader change: {old} -> {l}, {} ms after the kill",
+            after.as_millis()
+        );
+    }
+    println!("   every replica at the same state digest {digest:016x}");
     if args.keep {
         println!(
-            "== cluster running; try: autoglm --endpoints {} cluster status",
+            "== cluster running; try: autoglm --endpoints {} nodes list",
             cluster.endpoints().join(",")
         );
-        println!("   Ctrl-C stops it");
         let _ = tokio::signal::ctrl_c().await;
+    }
+    if succeeded + skipped != tasks.len() {
+        return Err(err(format!(
+            "{} task(s) failed",
+            tasks.len() - succeeded - skipped
+        )));
     }
     Ok(())
 }

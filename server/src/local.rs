@@ -42,9 +42,19 @@ pub struct LocalReplica {
     starts: u32,
 }
 
+/// A worker agent process of the local cluster.
+struct LocalAgent {
+    config: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
 pub struct LocalCluster {
     root: PathBuf,
     launcher: Launcher,
+    /// How agent processes are started: `program args... --config FILE`.
+    agent_launcher: Option<Launcher>,
+    agents: BTreeMap<String, LocalAgent>,
     /// YAML appended to every replica's config file.
     extra_yaml: String,
     replicas: BTreeMap<u64, LocalReplica>,
@@ -65,9 +75,67 @@ impl LocalCluster {
         Self {
             root: root.to_path_buf(),
             launcher,
+            agent_launcher: None,
+            agents: BTreeMap::new(),
             extra_yaml: extra_yaml.to_string(),
             replicas: BTreeMap::new(),
         }
+    }
+
+    /// Lets the cluster start worker agents with `launcher`.
+    pub fn with_agent_launcher(mut self, launcher: Launcher) -> Self {
+        self.agent_launcher = Some(launcher);
+        self
+    }
+
+    /// Starts (or restarts) an agent process from `config`; its endpoints are
+    /// set to the cluster's replicas.
+    pub fn spawn_agent(&mut self, config: &autoglm_agent::AgentConfig) -> Result<(), LocalError> {
+        let launcher = self
+            .agent_launcher
+            .clone()
+            .ok_or_else(|| err("no agent launcher configured"))?;
+        let mut config = config.clone();
+        config.endpoints = self.endpoints();
+        let name = config.node.clone();
+        let path = self.root.join(format!("agent-{name}.yaml"));
+        // YAML is a superset of JSON.
+        let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| err(format!("write {}: {e}", path.display())))?;
+        let agent = self.agents.entry(name.clone()).or_insert(LocalAgent {
+            config: path,
+            child: None,
+            starts: 0,
+        });
+        if agent.child.is_some() {
+            return Err(err(format!("agent {name} is already running")));
+        }
+        agent.starts += 1;
+        let log_path = self.root.join(format!("agent-{name}.{}.log", agent.starts));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
+        let child = Command::new(&launcher.program)
+            .args(&launcher.args)
+            .arg("--config")
+            .arg(&agent.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| err(format!("start agent {name}: {e}")))?;
+        agent.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL an agent, then reap it.
+    pub fn kill_agent(&mut self, name: &str) {
+        if let Some(mut child) = self.agents.get_mut(name).and_then(|a| a.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn agent_names(&self) -> Vec<String> {
+        self.agents.keys().cloned().collect()
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -337,6 +405,9 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        for name in self.agent_names() {
+            self.kill_agent(&name);
+        }
         for id in self.ids() {
             self.kill(id);
         }

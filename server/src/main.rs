@@ -37,8 +37,24 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Mode {
-    /// Run a three-replica cluster on loopback and walk through a leader failover.
+    /// Run a local cluster with simulated GPU agents and walk through a DAG workload and a failover.
     Local(LocalArgs),
+    /// Internal: run a worker agent from a config file (the local cluster's agents).
+    #[command(hide = true)]
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn exit<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autoglm-server: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -66,14 +82,19 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(Mode::Local(local)) = args.command {
-        return match demo::run(local).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("autoglm-server: {e}");
-                ExitCode::from(1)
-            }
-        };
+    match args.command {
+        Some(Mode::Local(local)) => return exit(demo::run(local).await),
+        Some(Mode::Agent { config }) => {
+            let config = match autoglm_agent::AgentConfig::load(Some(&config), Default::default()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("autoglm-server agent: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            return exit(autoglm_agent::run(config, shutdown_signal()).await);
+        }
+        None => {}
     }
     let flags = FlagOverrides {
         node_id: args.node_id,

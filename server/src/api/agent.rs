@@ -126,7 +126,9 @@ impl AgentService for AgentApi {
             heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
             node_ttl_ms: self.settings.node_ttl_ms,
         };
-        let _ = tx.send(message(LeaderKind::Registered(registered))).await;
+        let _ = tx
+            .send(message(LeaderKind::Registered(registered)))
+            .await;
         tracing::info!(node = %node, "agent session started");
 
         let (replica, hub) = (self.replica.clone(), self.hub.clone());
@@ -139,7 +141,16 @@ impl AgentService for AgentApi {
                 match next {
                     Ok(Some(AgentMessage {
                         kind: Some(AgentKind::Heartbeat(hb)),
-                    })) => hub.heartbeat(&node, &hb),
+                    })) => {
+                        hub.heartbeat(&node, &hb);
+                        // The answer renews the agent's lease, but only while a
+                        // quorum still follows us: a cut-off leader must let
+                        // its agents fence themselves.
+                        if leading_with_quorum(&replica, registered.node_ttl_ms / 2) {
+                            let _ =
+                                tx.try_send(message(LeaderKind::Registered(registered)));
+                        }
+                    }
                     Ok(Some(AgentMessage {
                         kind: Some(AgentKind::Report(report)),
                     })) => {
@@ -154,6 +165,16 @@ impl AgentService for AgentApi {
         });
         Ok(Response::new(stream))
     }
+}
+
+fn leading_with_quorum(replica: &Replica, within_ms: u64) -> bool {
+    let metrics = replica.raft.metrics().borrow().clone();
+    let single_voter = metrics.membership_config.membership().voter_ids().count() == 1;
+    metrics.state == openraft::ServerState::Leader
+        && (single_voter
+            || metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms < within_ms))
 }
 
 async fn handle_report(

@@ -16,6 +16,7 @@ use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
 use crate::replica::Replica;
 use crate::scheduler::model::{Task, TaskId, TaskState};
+use crate::scheduler::validate::{validate_client_key, validate_job};
 use crate::scheduler::{Command, Response as Applied, SchedulerState};
 
 /// Largest page of ListTasks.
@@ -191,6 +192,19 @@ impl SchedulerService for SchedulerApi {
             .enumerate()
             .map(|(i, t)| task_spec(i, t, &self.settings.models))
             .collect::<Result<Vec<_>, _>>()?;
+        // Checked here against this replica's state so a bad job never reaches
+        // the log; `apply` checks again against the state it applies to.
+        {
+            let applied = self.replica.state.read();
+            let s = &applied.state;
+            let key = (req.client_id.clone(), req.idempotency_key.clone());
+            validate_client_key(&req.client_id, &req.idempotency_key)
+                .map_err(Status::invalid_argument)?;
+            if !s.idempotency.contains_key(&key) {
+                validate_job(&tasks, s.nodes.values(), s.payload_bytes_max())
+                    .map_err(Status::invalid_argument)?;
+            }
+        }
         let command = Command::SubmitJob {
             client_id: req.client_id,
             idempotency_key: req.idempotency_key,

@@ -21,7 +21,7 @@ fn satisfies(state: TaskState, condition: EdgeCondition) -> bool {
 }
 
 impl SchedulerState {
-    fn payload_bytes_max(&self) -> u64 {
+    pub fn payload_bytes_max(&self) -> u64 {
         self.config
             .get(PAYLOAD_BYTES_MAX_KEY)
             .and_then(|e| e.value.parse().ok())
@@ -277,10 +277,11 @@ impl SchedulerState {
                     .outcome
                     .as_ref()
                     .is_some_and(|o| o.reason == "upstream_failed");
-                let reason = if state == TaskState::Cancelled && !failed_above {
-                    "upstream_cancelled"
-                } else {
-                    "upstream_failed"
+                let reason = match state {
+                    // An on-failure edge whose upstream succeeded: not needed.
+                    TaskState::Succeeded => "upstream_succeeded",
+                    TaskState::Cancelled if !failed_above => "upstream_cancelled",
+                    _ => "upstream_failed",
                 };
                 return Verdict::Never(reason.into());
             }

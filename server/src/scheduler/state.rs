@@ -23,9 +23,12 @@ pub struct SchedulerState {
     /// Cluster time: the largest leader timestamp applied so far, so it never
     /// goes backwards across leader changes even when clocks differ.
     pub now_ms: u64,
-    /// Seed of the command being applied (leader-supplied randomness).
+    /// Seed of the command being applied (leader-supplied randomness); set
+    /// anew by every apply, so neither snapshotted nor part of the digest.
+    #[serde(skip)]
     pub(super) seed: u64,
-    /// Log index of the command being applied.
+    /// Log index of the command being applied; likewise transient.
+    #[serde(skip)]
     pub(super) index: u64,
     pub config: ConfigStore,
     pub jobs: BTreeMap<JobId, Job>,

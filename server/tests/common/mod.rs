@@ -45,8 +45,12 @@ impl TestCluster {
             args: Vec::new(),
         };
         let yaml = format!("cluster_name: test\n{extra_yaml}");
+        let agents = Launcher {
+            program: SERVER_BIN.into(),
+            args: vec!["agent".into()],
+        };
         Self {
-            cluster: LocalCluster::new(dir.path(), launcher, &yaml),
+            cluster: LocalCluster::new(dir.path(), launcher, &yaml).with_agent_launcher(agents),
             dir,
         }
     }

@@ -79,7 +79,11 @@ impl TaskEntry {
                 t
             }
             (None, None, Some(ms)) => TaskBuilder::sim(&name, Duration::from_millis(ms)),
-            _ => return Err(format!("task '{name}': exactly one of exec, http or sim_ms is required")),
+            _ => {
+                return Err(format!(
+                    "task '{name}': exactly one of exec, http or sim_ms is required"
+                ))
+            }
         };
         for (k, v) in &self.env {
             t = t.env(k, v);
@@ -128,7 +132,8 @@ impl TaskEntry {
 /// Reads a job file into a submission for `client_id`.
 pub fn load(path: &std::path::Path, client_id: &str) -> Result<JobBuilder, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file: JobFile = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: JobFile =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut job = JobBuilder::new(client_id);
     if !file.idempotency_key.is_empty() {
         job = job.idempotency_key(&file.idempotency_key);

@@ -16,10 +16,16 @@ pub enum NodesCommand {
         stale: bool,
     },
     /// Stop placing new work on a node; running attempts finish.
-    Drain { name: String },
-    Undrain { name: String },
+    Drain {
+        name: String,
+    },
+    Undrain {
+        name: String,
+    },
     /// Forget a node; its running attempts are requeued.
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
 }
 
 fn node_json(n: &Node) -> serde_json::Value {
@@ -37,13 +43,26 @@ pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Resul
         NodesCommand::List { stale } => {
             let nodes = client.list_nodes(stale).await?.nodes;
             if as_json {
-                println!("{}", output::json(&json!(nodes.iter().map(node_json).collect::<Vec<_>>())));
+                println!(
+                    "{}",
+                    output::json(&json!(nodes.iter().map(node_json).collect::<Vec<_>>()))
+                );
             } else {
                 let rows = nodes
                     .iter()
                     .map(|n| {
-                        let model = n.gpus.first().map(|g| g.model.clone()).unwrap_or_else(|| "-".into());
-                        let live = n.live.as_ref().map_or("-".into(), |l| format!("{:.0}% / {:.0}%", l.gpu_util * 100.0, l.gpu_mem_used * 100.0));
+                        let model = n
+                            .gpus
+                            .first()
+                            .map(|g| g.model.clone())
+                            .unwrap_or_else(|| "-".into());
+                        let live = n.live.as_ref().map_or("-".into(), |l| {
+                            format!(
+                                "{:.0}% / {:.0}%",
+                                l.gpu_util * 100.0,
+                                l.gpu_mem_used * 100.0
+                            )
+                        });
                         vec![
                             n.name.clone(),
                             n.liveness.clone(),
@@ -55,12 +74,31 @@ pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Resul
                         ]
                     })
                     .collect();
-                println!("{}", output::table(&["NODE", "LIVENESS", "ADMIN", "GPUS", "SLOTS/GPU", "OUTSTANDING", "GPU UTIL / MEM"], rows));
+                println!(
+                    "{}",
+                    output::table(
+                        &[
+                            "NODE",
+                            "LIVENESS",
+                            "ADMIN",
+                            "GPUS",
+                            "SLOTS/GPU",
+                            "OUTSTANDING",
+                            "GPU UTIL / MEM"
+                        ],
+                        rows
+                    )
+                );
             }
             return Ok(());
         }
-        NodesCommand::Drain { name } => (client.node_admin(&name, Some(true)).await?.node, Vec::new()),
-        NodesCommand::Undrain { name } => (client.node_admin(&name, Some(false)).await?.node, Vec::new()),
+        NodesCommand::Drain { name } => {
+            (client.node_admin(&name, Some(true)).await?.node, Vec::new())
+        }
+        NodesCommand::Undrain { name } => (
+            client.node_admin(&name, Some(false)).await?.node,
+            Vec::new(),
+        ),
         NodesCommand::Remove { name } => {
             let r = client.node_admin(&name, None).await?;
             (None, r.requeued_task_ids)
@@ -69,7 +107,10 @@ pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Resul
     match (node, as_json) {
         (Some(n), true) => println!("{}", output::json(&node_json(&n))),
         (Some(n), false) => println!("node {} is {} and {}", n.name, n.admin, n.liveness),
-        (None, true) => println!("{}", output::json(&json!({"removed": true, "requeued_task_ids": requeued}))),
+        (None, true) => println!(
+            "{}",
+            output::json(&json!({"removed": true, "requeued_task_ids": requeued}))
+        ),
         (None, false) => println!("node removed; {} attempt(s) requeued", requeued.len()),
     }
     Ok(())

@@ -57,7 +57,9 @@ pub struct SubmitArgs {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not key=value"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not key=value"))
 }
 
 #[derive(Subcommand)]
@@ -161,36 +163,63 @@ pub fn task_json(t: &Task) -> serde_json::Value {
 
 fn task_row(t: &Task) -> Vec<String> {
     let name = t.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-    let runtime = if t.finished_ms > 0 && t.started_ms > 0 { format!("{} ms", t.finished_ms - t.started_ms) } else { "-".into() };
+    let runtime = if t.finished_ms > 0 && t.started_ms > 0 {
+        format!("{} ms", t.finished_ms - t.started_ms)
+    } else {
+        "-".into()
+    };
     vec![
         t.id.to_string(),
         t.job_id.to_string(),
         name,
         state_name(t.state).into(),
         t.attempt.to_string(),
-        if t.node.is_empty() { "-".into() } else { t.node.clone() },
-        if t.reason.is_empty() { "-".into() } else { t.reason.clone() },
+        if t.node.is_empty() {
+            "-".into()
+        } else {
+            t.node.clone()
+        },
+        if t.reason.is_empty() {
+            "-".into()
+        } else {
+            t.reason.clone()
+        },
         opt(t.exit_code.map(|c| c as u64)),
         runtime,
     ]
 }
 
-const TASK_HEADER: [&str; 9] = ["ID", "JOB", "NAME", "STATE", "ATTEMPT", "NODE", "REASON", "EXIT", "RUN TIME"];
+const TASK_HEADER: [&str; 9] = [
+    "ID", "JOB", "NAME", "STATE", "ATTEMPT", "NODE", "REASON", "EXIT", "RUN TIME",
+];
 
 fn print_tasks(tasks: &[Task], as_json: bool) {
     if as_json {
-        println!("{}", output::json(&json!(tasks.iter().map(task_json).collect::<Vec<_>>())));
+        println!(
+            "{}",
+            output::json(&json!(tasks.iter().map(task_json).collect::<Vec<_>>()))
+        );
     } else {
-        println!("{}", output::table(&TASK_HEADER, tasks.iter().map(task_row).collect()));
+        println!(
+            "{}",
+            output::table(&TASK_HEADER, tasks.iter().map(task_row).collect())
+        );
     }
 }
 
 fn single_task(args: &SubmitArgs) -> Result<JobBuilder, CliError> {
-    let name = args.name.as_deref().ok_or_else(|| CliError::usage("--name: required without -f"))?;
+    let name = args
+        .name
+        .as_deref()
+        .ok_or_else(|| CliError::usage("--name: required without -f"))?;
     let mut t = match (args.sim_ms, args.argv.is_empty()) {
         (Some(ms), true) => TaskBuilder::sim(name, Duration::from_millis(ms)),
         (None, false) => TaskBuilder::exec(name, args.argv.clone()),
-        _ => return Err(CliError::usage("give either --sim-ms or a command after --")),
+        _ => {
+            return Err(CliError::usage(
+                "give either --sim-ms or a command after --",
+            ))
+        }
     };
     if args.gpus > 0 || args.gpu_memory_mb > 0 {
         t = t.gpus(args.gpus, args.gpu_memory_mb);
@@ -223,9 +252,18 @@ pub async fn submit(client: &Arc<Client>, args: SubmitArgs, as_json: bool) -> Re
     }
     let r = client.submit(job).await?;
     if as_json {
-        println!("{}", output::json(&json!({"job_id": r.job_id, "task_ids": r.task_ids, "duplicate": r.duplicate})));
+        println!(
+            "{}",
+            output::json(
+                &json!({"job_id": r.job_id, "task_ids": r.task_ids, "duplicate": r.duplicate})
+            )
+        );
     } else {
-        let note = if r.duplicate { " (already submitted with this key)" } else { "" };
+        let note = if r.duplicate {
+            " (already submitted with this key)"
+        } else {
+            ""
+        };
         println!("job {} with {} task(s){note}", r.job_id, r.task_ids.len());
     }
     if args.wait {
@@ -242,29 +280,63 @@ async fn watch(client: &Arc<Client>, watched: Watch, as_json: bool) -> Result<()
     while let Some(event) = stream.next().await {
         let Some(task) = event?.task else { continue };
         if as_json {
-            println!("{}", serde_json::to_string(&task_json(&task)).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string(&task_json(&task)).unwrap_or_default()
+            );
         } else {
             let name = task.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-            let at = if task.node.is_empty() { String::new() } else { format!(" on {}", task.node) };
-            let why = if task.reason.is_empty() { String::new() } else { format!(" ({})", task.reason) };
-            println!("task {:>6} {:<24} {:<10} attempt {}{at}{why}", task.id, name, state_name(task.state), task.attempt);
+            let at = if task.node.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", task.node)
+            };
+            let why = if task.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", task.reason)
+            };
+            println!(
+                "task {:>6} {:<24} {:<10} attempt {}{at}{why}",
+                task.id,
+                name,
+                state_name(task.state),
+                task.attempt
+            );
         }
         last.insert(task.id, task);
     }
-    let failed = last.values().filter(|t| t.state != TaskState::Succeeded as i32).count();
+    let failed = last
+        .values()
+        .filter(|t| t.state != TaskState::Succeeded as i32)
+        .count();
     if !last.values().all(|t| is_terminal(t.state)) {
-        return Err(CliError { message: "watch ended before every task finished".into(), code: 3 });
+        return Err(CliError {
+            message: "watch ended before every task finished".into(),
+            code: 3,
+        });
     }
     if !as_json {
-        println!("{} task(s) finished: {} succeeded, {failed} did not", last.len(), last.len() - failed);
+        println!(
+            "{} task(s) finished: {} succeeded, {failed} did not",
+            last.len(),
+            last.len() - failed
+        );
     }
     if failed > 0 {
-        return Err(CliError { message: format!("{failed} task(s) did not succeed"), code: EXIT_NOT_ALL_SUCCEEDED });
+        return Err(CliError {
+            message: format!("{failed} task(s) did not succeed"),
+            code: EXIT_NOT_ALL_SUCCEEDED,
+        });
     }
     Ok(())
 }
 
-pub async fn task(client: &Arc<Client>, command: TaskCommand, as_json: bool) -> Result<(), CliError> {
+pub async fn task(
+    client: &Arc<Client>,
+    command: TaskCommand,
+    as_json: bool,
+) -> Result<(), CliError> {
     match command {
         TaskCommand::Get { id, stale } => {
             let t = client.get_task(id, stale).await?;
@@ -280,8 +352,19 @@ pub async fn task(client: &Arc<Client>, command: TaskCommand, as_json: bool) -> 
                 }
             }
         }
-        TaskCommand::List { states, job, node, label, limit, page_token, stale } => {
-            let states = states.iter().map(|s| parse_state(s)).collect::<Result<Vec<_>, _>>()?;
+        TaskCommand::List {
+            states,
+            job,
+            node,
+            label,
+            limit,
+            page_token,
+            stale,
+        } => {
+            let states = states
+                .iter()
+                .map(|s| parse_state(s))
+                .collect::<Result<Vec<_>, _>>()?;
             let req = ListTasksRequest {
                 states,
                 job_id: job.unwrap_or(0),
@@ -294,7 +377,10 @@ pub async fn task(client: &Arc<Client>, command: TaskCommand, as_json: bool) -> 
             let page = client.list_tasks(req).await?;
             if as_json {
                 let tasks: Vec<_> = page.tasks.iter().map(task_json).collect();
-                println!("{}", output::json(&json!({"tasks": tasks, "next_page_token": page.next_page_token})));
+                println!(
+                    "{}",
+                    output::json(&json!({"tasks": tasks, "next_page_token": page.next_page_token}))
+                );
             } else {
                 print_tasks(&page.tasks, false);
                 if !page.next_page_token.is_empty() {
@@ -306,9 +392,16 @@ pub async fn task(client: &Arc<Client>, command: TaskCommand, as_json: bool) -> 
         TaskCommand::Cancel { id } => {
             let r = client.cancel_task(id).await?;
             if as_json {
-                println!("{}", output::json(&json!({"changed_task_ids": r.changed_task_ids})));
+                println!(
+                    "{}",
+                    output::json(&json!({"changed_task_ids": r.changed_task_ids}))
+                );
             } else {
-                println!("{} task(s) changed: {:?}", r.changed_task_ids.len(), r.changed_task_ids);
+                println!(
+                    "{} task(s) changed: {:?}",
+                    r.changed_task_ids.len(),
+                    r.changed_task_ids
+                );
             }
         }
     }
@@ -325,7 +418,11 @@ pub async fn job(client: &Arc<Client>, command: JobCommand, as_json: bool) -> Re
                     "created_ms": j.created_ms, "finished_ms": j.finished_ms, "revision": j.revision, "tasks": tasks});
                 println!("{}", output::json(&v));
             } else {
-                let done = if j.finished_ms > 0 { "finished" } else { "in progress" };
+                let done = if j.finished_ms > 0 {
+                    "finished"
+                } else {
+                    "in progress"
+                };
                 println!("job {} ({done}), client {}", j.id, j.client_id);
                 print_tasks(&j.tasks, false);
             }
@@ -334,7 +431,10 @@ pub async fn job(client: &Arc<Client>, command: JobCommand, as_json: bool) -> Re
         JobCommand::Cancel { id } => {
             let r = client.cancel_job(id).await?;
             if as_json {
-                println!("{}", output::json(&json!({"changed_task_ids": r.changed_task_ids})));
+                println!(
+                    "{}",
+                    output::json(&json!({"changed_task_ids": r.changed_task_ids}))
+                );
             } else {
                 println!("{} task(s) cancelled", r.changed_task_ids.len());
             }
