@@ -21,6 +21,7 @@
 pub mod backoff;
 mod decide;
 mod fence;
+mod finished;
 mod outbox;
 
 use std::future::Future;
@@ -124,6 +125,7 @@ struct Agent {
     executor: Executor,
     reports: mpsc::UnboundedReceiver<AttemptReport>,
     outbox: Outbox,
+    finished: finished::Finished,
     fence: Fence,
     cpu: CpuMeter,
     backoff: Backoff,
@@ -177,6 +179,7 @@ impl Agent {
             executor,
             reports,
             outbox: Outbox::default(),
+            finished: finished::Finished::default(),
             cpu: CpuMeter::default(),
             next_endpoint: 0,
             redirect: None,
@@ -238,7 +241,7 @@ impl Agent {
             tokio::select! {
                 out = &mut fut => return Some(out),
                 _ = shutdown.wait() => return None,
-                Some(report) = self.reports.recv() => self.outbox.push(report),
+                Some(report) = self.reports.recv() => self.on_report(report),
                 _ = sleep_until(fence_at) => {
                     self.self_fence();
                 }
@@ -324,7 +327,7 @@ impl Agent {
                     Ok(None) => return End::Lost("the replica ended the session".into()),
                     Err(status) => return End::Lost(format!("session failed: {status}")),
                 },
-                Some(report) = self.reports.recv() => self.outbox.push(report),
+                Some(report) = self.reports.recv() => self.on_report(report),
                 _ = tick(&mut heartbeat) => {
                     if let Err(why) = self.send_heartbeat(&tx).await {
                         return End::Lost(why);
@@ -393,6 +396,20 @@ impl Agent {
                 self.fence.set_lease(lease);
                 return Next::Registered(heartbeat_interval);
             }
+            Action::Start { assign, .. }
+                if self
+                    .finished
+                    .get(&AttemptKey::new(assign.task_id, assign.attempt))
+                    .is_some() =>
+            {
+                let key = AttemptKey::new(assign.task_id, assign.attempt);
+                tracing::info!(
+                    "{key}: already ran here; sending its report again instead of running it twice"
+                );
+                if let Some(report) = self.finished.get(&key).cloned() {
+                    self.outbox.push(report);
+                }
+            }
             Action::Start { assign, superseded } => {
                 for key in superseded {
                     tracing::info!("{key}: superseded by attempt {}", assign.attempt);
@@ -416,6 +433,12 @@ impl Agent {
             Action::Ignore(why) => tracing::debug!("leader message ignored: {why}"),
         }
         Next::Continue
+    }
+
+    /// Queues an executor report for the leader, remembering final ones.
+    fn on_report(&mut self, report: AttemptReport) {
+        self.finished.record(&report);
+        self.outbox.push(report);
     }
 
     /// Kills the attempt without a report and forgets its pending ones.

@@ -152,7 +152,7 @@ pub fn run(args: PlacementTimeArgs) -> anyhow::Result<()> {
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("nothing queued"))?;
             let started = Instant::now();
-            let mut round = Round::new(&state, &live, &options);
+            let mut round = Round::new(&state, &live, &options, state.now_ms);
             rounds.push(started.elapsed());
             let started = Instant::now();
             let assignment = round.decide(&state.tasks[&id], policy.as_mut(), &mut rng);

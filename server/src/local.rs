@@ -55,14 +55,16 @@ pub struct LocalCluster {
     /// How agent processes are started: `program args... --config FILE`.
     agent_launcher: Option<Launcher>,
     agents: BTreeMap<String, LocalAgent>,
+    /// IP the replicas listen on: loopback, or an address of a test network.
+    host: String,
     /// YAML appended to every replica's config file.
     extra_yaml: String,
     replicas: BTreeMap<u64, LocalReplica>,
 }
 
-fn free_port() -> Result<u16, LocalError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| err(format!("no free port: {e}")))?;
+fn free_port(host: &str) -> Result<u16, LocalError> {
+    let listener =
+        std::net::TcpListener::bind((host, 0)).map_err(|e| err(format!("no free port: {e}")))?;
     Ok(listener
         .local_addr()
         .map_err(|e| err(e.to_string()))?
@@ -77,9 +79,16 @@ impl LocalCluster {
             launcher,
             agent_launcher: None,
             agents: BTreeMap::new(),
+            host: "127.0.0.1".into(),
             extra_yaml: extra_yaml.to_string(),
             replicas: BTreeMap::new(),
         }
+    }
+
+    /// Replicas listen on `ip` instead of loopback (set before spawning any).
+    pub fn with_host(mut self, ip: &str) -> Self {
+        self.host = ip.to_string();
+        self
     }
 
     /// Lets the cluster start worker agents with `launcher`.
@@ -95,6 +104,15 @@ impl LocalCluster {
             .agent_launcher
             .clone()
             .ok_or_else(|| err("no agent launcher configured"))?;
+        self.spawn_agent_with(config, &launcher)
+    }
+
+    /// As [`Self::spawn_agent`], started by `launcher` (e.g. inside a network namespace).
+    pub fn spawn_agent_with(
+        &mut self,
+        config: &autoglm_agent::AgentConfig,
+        launcher: &Launcher,
+    ) -> Result<(), LocalError> {
         let mut config = config.clone();
         config.endpoints = self.endpoints();
         let name = config.node.clone();
@@ -149,8 +167,8 @@ impl LocalCluster {
     /// Starts replica `id`; a replica that ran before keeps its ports and data dir.
     pub fn spawn(&mut self, id: u64) -> Result<(), LocalError> {
         if !self.replicas.contains_key(&id) {
-            let addr = format!("127.0.0.1:{}", free_port()?);
-            let http = format!("127.0.0.1:{}", free_port()?);
+            let addr = format!("{}:{}", self.host, free_port(&self.host)?);
+            let http = format!("{}:{}", self.host, free_port(&self.host)?);
             let data_dir = self.root.join(format!("replica-{id}"));
             let config = self.root.join(format!("replica-{id}.yaml"));
             let yaml = format!(

@@ -126,9 +126,7 @@ impl AgentService for AgentApi {
             heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
             node_ttl_ms: self.settings.node_ttl_ms,
         };
-        let _ = tx
-            .send(message(LeaderKind::Registered(registered)))
-            .await;
+        let _ = tx.send(message(LeaderKind::Registered(registered))).await;
         tracing::info!(node = %node, "agent session started");
 
         let (replica, hub) = (self.replica.clone(), self.hub.clone());
@@ -147,8 +145,7 @@ impl AgentService for AgentApi {
                         // quorum still follows us: a cut-off leader must let
                         // its agents fence themselves.
                         if leading_with_quorum(&replica, registered.node_ttl_ms / 2) {
-                            let _ =
-                                tx.try_send(message(LeaderKind::Registered(registered)));
+                            let _ = tx.try_send(message(LeaderKind::Registered(registered)));
                         }
                     }
                     Ok(Some(AgentMessage {

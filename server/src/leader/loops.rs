@@ -128,11 +128,13 @@ impl Placer {
             let Some(policy) = self.policy.as_mut() else {
                 return;
             };
+            let now = wall_clock_ms();
             let batch = place(
                 state,
                 &live,
                 policy.as_mut(),
                 &runtime.placement,
+                now,
                 &mut self.rng,
             );
             let placed: Vec<TaskId> = batch.iter().map(|a| a.task).collect();
@@ -141,9 +143,9 @@ impl Placer {
             }
             // The highest queued task that fits nowhere may evict much lower priorities.
             let first_unplaced =
-                crate::scheduler::placement::queue_order(state, runtime.placement.aging_ms)
+                crate::scheduler::placement::queue_order(state, runtime.placement.aging_ms, now)
                     .into_iter()
-                    .find(|t| !placed.contains(&t.id) && t.not_before_ms <= state.now_ms);
+                    .find(|t| !placed.contains(&t.id) && t.not_before_ms <= now);
             if let Some(task) = first_unplaced {
                 for (victim, attempt) in preemption_victims(state, task, runtime.preemption_gap) {
                     commands.push(Command::Requeue {

@@ -214,6 +214,7 @@ fn assign_all(h: &mut Harness) -> Vec<super::command::Assignment> {
         &BTreeMap::new(),
         policy.as_mut(),
         &PlacementOptions::default(),
+        h.state.now_ms,
         &mut rng,
     );
     h.apply(Command::Assign {
@@ -403,7 +404,7 @@ fn queue_orders_by_priority_then_age_and_ages_low_priorities() {
     let first_mid = job_tasks(&h.submit("", vec![spec("m1", &[])]))["m1"];
     let high_id = job_tasks(&h.submit("", vec![high]))["high"];
     let second_mid = job_tasks(&h.submit("", vec![spec("m2", &[])]))["m2"];
-    let order: Vec<TaskId> = queue_order(&h.state, 1_000_000)
+    let order: Vec<TaskId> = queue_order(&h.state, 1_000_000, h.state.now_ms)
         .iter()
         .map(|t| t.id)
         .collect();
@@ -411,7 +412,10 @@ fn queue_orders_by_priority_then_age_and_ages_low_priorities() {
     // After long enough, the old low-priority task outranks a fresh mid one.
     h.now += 45_000;
     let fresh_mid = job_tasks(&h.submit("", vec![spec("m3", &[])]))["m3"];
-    let aged: Vec<TaskId> = queue_order(&h.state, 1_000).iter().map(|t| t.id).collect();
+    let aged: Vec<TaskId> = queue_order(&h.state, 1_000, h.state.now_ms)
+        .iter()
+        .map(|t| t.id)
+        .collect();
     let at = |id| aged.iter().position(|x| *x == id).unwrap();
     assert!(at(low_id) < at(fresh_mid), "{aged:?}");
 }
@@ -475,6 +479,7 @@ fn run_dag(seed: u64, size: usize) -> Harness {
             &BTreeMap::new(),
             policy.as_mut(),
             &PlacementOptions::default(),
+            h.state.now_ms,
             &mut rng,
         );
         for a in &batch {
@@ -588,4 +593,66 @@ fn time_never_goes_backwards() {
     s.apply(1, &put(100));
     s.apply(2, &put(50));
     assert_eq!(s.now_ms, 100);
+}
+
+#[test]
+fn backoff_is_judged_by_the_leaders_clock_not_the_last_entry() {
+    let mut h = Harness::new();
+    h.node("n1", 1, 1);
+    let mut s = spec("a", &[]);
+    s.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_base_ms: 5_000,
+        backoff_factor_permille: 1000,
+        backoff_max_ms: 5_000,
+        jitter_permille: 0,
+    };
+    let id = job_tasks(&h.submit("", vec![s]))["a"];
+    assign_all(&mut h);
+    let fail = AttemptUpdate::Failed {
+        exit_code: Some(1),
+        message: "x".into(),
+        output_tail: String::new(),
+    };
+    h.apply(Command::ReportAttempt {
+        task: id,
+        attempt: 1,
+        node: "n1".into(),
+        update: fail,
+    });
+    let not_before = h.state.tasks[&id].not_before_ms;
+    let mut policy = policy_by_name("default").unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let opts = PlacementOptions::default();
+    // No entry is applied while the backoff runs, so the replicated clock stands still.
+    assert!(place(
+        &h.state,
+        &BTreeMap::new(),
+        policy.as_mut(),
+        &opts,
+        h.state.now_ms,
+        &mut rng
+    )
+    .is_empty());
+    let batch = place(
+        &h.state,
+        &BTreeMap::new(),
+        policy.as_mut(),
+        &opts,
+        not_before,
+        &mut rng,
+    );
+    assert_eq!(
+        batch.len(),
+        1,
+        "placed once the leader's clock passed the backoff"
+    );
+    // The Assign entry carries the leader's time, so apply agrees.
+    let p = Proposal {
+        at_ms: not_before,
+        seed: 1,
+        command: Command::Assign { assignments: batch },
+    };
+    h.state.apply(1_000, &p);
+    assert_eq!(h.state_of(id), TaskState::Assigned);
 }

@@ -104,8 +104,8 @@ impl Default for PlacementOptions {
 }
 
 /// Queue order: effective priority (priority plus aging) first, then age, then id.
-pub fn queue_order(state: &SchedulerState, aging_ms: u64) -> Vec<&Task> {
-    let now = state.now_ms;
+pub fn queue_order(state: &SchedulerState, aging_ms: u64, now_ms: u64) -> Vec<&Task> {
+    let now = now_ms;
     let mut tasks: Vec<&Task> = state.queue.iter().map(|id| &state.tasks[id]).collect();
     let effective = |t: &Task| {
         let aged = now.saturating_sub(t.queued_ms) / aging_ms.max(1);
@@ -180,11 +180,12 @@ impl<'a> Round<'a> {
         state: &'a SchedulerState,
         live: &BTreeMap<NodeName, LiveNode>,
         opts: &'a PlacementOptions,
+        now_ms: u64,
     ) -> Self {
         Self {
             views: node_views(state, live, opts),
             opts,
-            now_ms: state.now_ms,
+            now_ms,
         }
     }
 
@@ -223,17 +224,20 @@ impl<'a> Round<'a> {
     }
 }
 
-/// One placement round: assignments for as many queued tasks as fit, in queue order.
+/// One placement round: assignments for as many queued tasks as fit, in
+/// queue order. `now_ms` is the leader's clock: the replicated clock only
+/// moves when an entry is applied, so retry backoffs are judged against this.
 pub fn place(
     state: &SchedulerState,
     live: &BTreeMap<NodeName, LiveNode>,
     policy: &mut dyn Policy,
     opts: &PlacementOptions,
+    now_ms: u64,
     rng: &mut dyn RngCore,
 ) -> Vec<Assignment> {
-    let mut round = Round::new(state, live, opts);
+    let mut round = Round::new(state, live, opts, now_ms);
     let mut out = Vec::new();
-    for task in queue_order(state, opts.aging_ms) {
+    for task in queue_order(state, opts.aging_ms, now_ms) {
         if out.len() >= opts.batch_max {
             break;
         }
