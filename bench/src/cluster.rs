@@ -1,4 +1,5 @@
-//! Replicas as child processes: this binary re-run as `autoglm-bench replica`.
+//! Replicas and agents as child processes: this binary re-run as
+//! `autoglm-bench replica` and `autoglm-bench agent`.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -19,7 +20,12 @@ impl BenchCluster {
             program: std::env::current_exe()?,
             args: vec!["replica".into()],
         };
-        let mut cluster = LocalCluster::new(dir.path(), launcher, extra_yaml);
+        let agents = Launcher {
+            program: std::env::current_exe()?,
+            args: vec!["agent".into()],
+        };
+        let mut cluster =
+            LocalCluster::new(dir.path(), launcher, extra_yaml).with_agent_launcher(agents);
         let ids: Vec<u64> = (1..=n).collect();
         cluster.start(&ids).await?;
         Ok(Self { cluster, _dir: dir })

@@ -9,6 +9,7 @@ mod failover;
 mod footprint;
 mod placement_time;
 mod stats;
+mod submit;
 mod throughput;
 
 use std::path::PathBuf;
@@ -33,9 +34,17 @@ enum BenchCommand {
     Footprint(footprint::FootprintArgs),
     /// Time of one placement decision against N nodes, per policy.
     PlacementTime(placement_time::PlacementTimeArgs),
+    /// Submissions per second and submit -> assigned latency with many clients.
+    Submit(submit::SubmitArgs),
     /// Internal: run one replica from a config file (used by the benchmarks).
     #[command(hide = true)]
     Replica {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Internal: run one simulated agent from a config file.
+    #[command(hide = true)]
+    Agent {
         #[arg(long)]
         config: PathBuf,
     },
@@ -48,6 +57,19 @@ async fn main() -> anyhow::Result<()> {
         BenchCommand::Throughput(a) => throughput::run(a).await,
         BenchCommand::Footprint(a) => footprint::run(a).await,
         BenchCommand::PlacementTime(a) => placement_time::run(a),
+        BenchCommand::Submit(a) => submit::run(a).await,
+        BenchCommand::Agent { config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter("warn")
+                .with_writer(std::io::stderr)
+                .init();
+            let config = autoglm_agent::AgentConfig::load(Some(&config), Default::default())?;
+            autoglm_agent::run(config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            Ok(())
+        }
         BenchCommand::Replica { config } => {
             tracing_subscriber::fmt()
                 .with_env_filter("warn")

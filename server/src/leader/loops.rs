@@ -2,6 +2,7 @@
 //! proposes; none mutates anything but through the log.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ pub fn start(
                 policy: None,
                 rng: rand::rngs::StdRng::from_os_rng(),
                 migrated: BTreeMap::new(),
+                in_flight: Arc::new(AtomicBool::new(false)),
             };
             move || {
                 if since.elapsed() >= Duration::from_millis(settings.election_grace_ms) {
@@ -107,10 +109,16 @@ struct Placer {
     policy: Option<Box<dyn Policy>>,
     rng: rand::rngs::StdRng,
     migrated: BTreeMap<String, Instant>,
+    /// Set while this placer's proposals are uncommitted: a round on a state
+    /// that does not show them yet would propose the same tasks again.
+    in_flight: Arc<AtomicBool>,
 }
 
 impl Placer {
     fn round(&mut self, replica: &Arc<Replica>, hub: &AgentHub) {
+        if self.in_flight.load(Ordering::Acquire) {
+            return;
+        }
         let live = hub.live_view();
         let mut commands = Vec::new();
         {
@@ -182,9 +190,19 @@ impl Placer {
                 }
             }
         }
-        for c in commands {
-            propose(replica, c);
+        if commands.is_empty() {
+            return;
         }
+        self.in_flight.store(true, Ordering::Release);
+        let (replica, in_flight) = (replica.clone(), self.in_flight.clone());
+        tokio::spawn(async move {
+            for c in commands {
+                if let Err(e) = replica.propose_local(c).await {
+                    tracing::debug!("placement proposal not committed: {e}");
+                }
+            }
+            in_flight.store(false, Ordering::Release);
+        });
     }
 }
 

@@ -51,6 +51,9 @@ pub struct NodeView<'a> {
     /// Free memory of each GPU that has a free slot, largest first: lets the
     /// filter answer "do g GPUs with m MB each fit" in O(1) per node.
     free_gpu_mb: Vec<u64>,
+    // Per-round constants, computed once so scoring 1,000 nodes stays cheap.
+    slots: u32,
+    latency_factor: f64,
 }
 
 fn free_gpu_mb(node: &Node, held: &Held) -> Vec<u64> {
@@ -71,12 +74,21 @@ fn free_gpu_mb(node: &Node, held: &Held) -> Vec<u64> {
 impl NodeView<'_> {
     /// Attempts the node can run at once: GPU slots, or 1 per CPU core for CPU-only nodes.
     pub fn slots(&self) -> u32 {
-        let cap = &self.node.capacity;
-        if cap.gpus.is_empty() {
-            (cap.cpu_millis / 1000).max(1) as u32
-        } else {
-            cap.gpus.len() as u32 * cap.slots_per_gpu.max(1)
-        }
+        self.slots
+    }
+
+    /// 1 plus the observed attempt latency in seconds (1 when unknown).
+    pub fn latency_factor(&self) -> f64 {
+        self.latency_factor
+    }
+}
+
+fn slots(node: &Node) -> u32 {
+    let cap = &node.capacity;
+    if cap.gpus.is_empty() {
+        (cap.cpu_millis / 1000).max(1) as u32
+    } else {
+        cap.gpus.len() as u32 * cap.slots_per_gpu.max(1)
     }
 }
 
@@ -126,14 +138,21 @@ pub fn node_views<'a>(
         .values()
         .map(|node| {
             let held = state.held_on(&node.name);
+            let live = live
+                .get(&node.name)
+                .filter(|l| l.age_ms <= opts.metrics_stale_ms)
+                .cloned();
+            let latency_factor = live
+                .as_ref()
+                .and_then(|l| l.latency_ewma_ms)
+                .map_or(1.0, |ms| 1.0 + ms / 1000.0);
             NodeView {
                 node,
                 free_gpu_mb: free_gpu_mb(node, &held),
+                slots: slots(node),
+                latency_factor,
                 held,
-                live: live
-                    .get(&node.name)
-                    .filter(|l| l.age_ms <= opts.metrics_stale_ms)
-                    .cloned(),
+                live,
                 outstanding: state.placed.get(&node.name).map_or(0, |s| s.len() as u32),
             }
         })

@@ -47,14 +47,24 @@ pub fn policy_by_name(name: &str) -> Option<Box<dyn Policy>> {
 /// Lowest score wins; ties are broken at random so equal nodes share work.
 fn argmin(feasible: &[usize], rng: &mut dyn RngCore, score: impl Fn(usize) -> f64) -> usize {
     let scores: Vec<f64> = feasible.iter().map(|&i| score(i)).collect();
+    pick_lowest(feasible, &scores, rng)
+}
+
+/// The lowest of `scores` (aligned with `feasible`), a random one among ties,
+/// without allocating: reservoir sampling over the ties in one pass.
+fn pick_lowest(feasible: &[usize], scores: &[f64], rng: &mut dyn RngCore) -> usize {
     let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let ties: Vec<usize> = feasible
-        .iter()
-        .zip(&scores)
-        .filter(|(_, s)| (**s - best).abs() <= 1e-12)
-        .map(|(i, _)| *i)
-        .collect();
-    ties[rng.random_range(0..ties.len())]
+    let mut chosen = feasible[0];
+    let mut ties = 0u32;
+    for (i, s) in feasible.iter().zip(scores) {
+        if (*s - best).abs() <= 1e-12 {
+            ties += 1;
+            if rng.random_range(0..ties) == 0 {
+                chosen = *i;
+            }
+        }
+    }
+    chosen
 }
 
 fn outstanding_per_slot(v: &NodeView) -> f64 {
@@ -139,12 +149,7 @@ impl Policy for Scored {
 }
 
 fn default_base(v: &NodeView) -> f64 {
-    let latency = v
-        .live
-        .as_ref()
-        .and_then(|l| l.latency_ewma_ms)
-        .map_or(1.0, |ms| 1.0 + ms / 1000.0);
-    outstanding_per_slot(v) * latency
+    outstanding_per_slot(v) * v.latency_factor()
 }
 
 /// Favouring nodes that have the model loaded costs a string lookup per node;
@@ -155,20 +160,16 @@ fn pick_default_with_affinity(
     feasible: &[usize],
     rng: &mut dyn RngCore,
 ) -> usize {
-    let best_base = feasible
-        .iter()
-        .map(|&i| default_base(&nodes[i]))
-        .fold(f64::INFINITY, f64::min);
-    argmin(feasible, rng, |i| {
-        let b = default_base(&nodes[i]);
-        if b * AFFINITY_DISCOUNT <= best_base
+    let mut scores: Vec<f64> = feasible.iter().map(|&i| default_base(&nodes[i])).collect();
+    let best_base = scores.iter().copied().fold(f64::INFINITY, f64::min);
+    for (s, &i) in scores.iter_mut().zip(feasible) {
+        if *s * AFFINITY_DISCOUNT <= best_base
             && nodes[i].node.capacity.models_loaded.contains(model)
         {
-            b * AFFINITY_DISCOUNT
-        } else {
-            b
+            *s *= AFFINITY_DISCOUNT;
         }
-    })
+    }
+    pick_lowest(feasible, &scores, rng)
 }
 
 /// Score factor for a node that already has the task's model loaded.

@@ -1,0 +1,165 @@
+//! Control-plane throughput of the scheduler: 64 clients submit one-task jobs
+//! as fast as they can to three replicas with simulated GPU agents; measured
+//! are the submit latency, the submissions per second and the time from
+//! submission to assignment (the leader's `assigned_ms` minus the client's
+//! clock at submission; one machine, one clock).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
+use autoglm_agent::AgentConfig;
+use autoglm_client::proto::ListTasksRequest;
+use autoglm_client::{Client, ClientOptions, JobBuilder, TaskBuilder};
+use clap::Args;
+
+use crate::cluster::BenchCluster;
+use crate::stats::summarize;
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Simulated agents, each with 8 GPUs of 64 slots.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Total submissions per second to aim for (0: as fast as the clients can).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn agent(i: usize) -> AgentConfig {
+    let mut c = AgentConfig::new(format!("sim-{i}"), Vec::new());
+    c.gpu_source = GpuSourceKind::Simulated;
+    c.simulated_gpus = vec![
+        SimulatedGpu {
+            model: "H100".into(),
+            memory_mb: 81_559
+        };
+        8
+    ];
+    c.slots_per_gpu = 64;
+    c.cpu_millis = Some(1_000_000);
+    c.memory_mb = Some(10_000_000);
+    c
+}
+
+pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
+    let mut cluster = BenchCluster::start(3, "").await?;
+    for i in 0..args.agents {
+        cluster.spawn_agent(&agent(i))?;
+    }
+    let leader = cluster.leader(None).await?;
+    let client = Arc::new(Client::new(cluster.endpoints(), ClientOptions::default())?);
+    let started = Instant::now();
+    while client.list_nodes(true).await?.nodes.len() < args.agents {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "agents did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give the leader's election grace period time to pass.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|c| {
+            let client = client.clone();
+            let per_client = (args.rate > 0)
+                .then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut n = 0u64;
+                let mut next = Instant::now();
+                while Instant::now() < until {
+                    if let Some(gap) = per_client {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += gap;
+                    }
+                    let job = JobBuilder::new(&format!("client-{c}"))
+                        .idempotency_key(&format!("c{c}-{n}"))
+                        .task(TaskBuilder::sim("t", Duration::from_millis(10)).gpus(1, 100));
+                    let (at_ms, t0) = (now_ms(), Instant::now());
+                    if let Ok(r) = client.submit(job).await {
+                        out.push((r.task_ids["t"], at_ms, t0.elapsed()));
+                    }
+                    n += 1;
+                }
+                out
+            })
+        })
+        .collect();
+    let mut submitted = Vec::new();
+    for t in tasks {
+        submitted.extend(t.await?);
+    }
+    let per_second = submitted.len() as f64 / args.seconds as f64;
+    let submit = summarize(&submitted.iter().map(|s| s.2).collect::<Vec<_>>());
+
+    // Wait for the queue to drain, then read every task's assignment time.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut assigned: HashMap<u64, u64> = HashMap::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_tasks(ListTasksRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                stale: true,
+                ..Default::default()
+            })
+            .await?;
+        for t in &page.tasks {
+            let first = t.attempts.first().map_or(t.assigned_ms, |a| a.assigned_ms);
+            if first > 0 {
+                assigned.insert(t.id, first);
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let to_assigned: Vec<Duration> = submitted
+        .iter()
+        .filter_map(|(id, at, _)| {
+            assigned
+                .get(id)
+                .map(|a| Duration::from_millis(a.saturating_sub(*at)))
+        })
+        .collect();
+    let a = summarize(&to_assigned);
+    println!(
+        "{} clients, {} s, leader {leader}, {} agents",
+        args.clients, args.seconds, args.agents
+    );
+    println!(
+        "submissions: {} ({per_second:.0}/s), submit latency {}",
+        submitted.len(),
+        submit.line()
+    );
+    println!(
+        "submit -> assigned ({} of {} assigned): {}",
+        to_assigned.len(),
+        submitted.len(),
+        a.line()
+    );
+    if let Some(path) = args.json {
+        let v = serde_json::json!({"clients": args.clients, "seconds": args.seconds, "submitted": submitted.len(),
+            "per_second": per_second, "submit": submit.json(), "submit_to_assigned": a.json()});
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+    }
+    Ok(())
+}
