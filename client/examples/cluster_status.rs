@@ -6,7 +6,9 @@ use autoglm_client::{role_name, Client, ClientOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let endpoints = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7001".into());
+    let endpoints = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:7001".into());
     let client = Client::new(endpoints.split(','), ClientOptions::default())?;
     let any = client.status().await?;
     for member in any.voters.iter().chain(&any.learners) {

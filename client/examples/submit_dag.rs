@@ -13,15 +13,25 @@ use tokio_stream::StreamExt;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let endpoints = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7001".into());
+    let endpoints = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:7001".into());
     let client = Arc::new(Client::new(endpoints.split(','), ClientOptions::default())?);
     let job = JobBuilder::new("example")
         .idempotency_key("example-dag-1")
         .task(TaskBuilder::sim("prepare", Duration::from_millis(200)))
-        .task(TaskBuilder::sim("infer", Duration::ZERO).tokens(512, 128).gpus(1, 8_000).after("prepare"))
+        .task(
+            TaskBuilder::sim("infer", Duration::ZERO)
+                .tokens(512, 128)
+                .gpus(1, 8_000)
+                .after("prepare"),
+        )
         .task(TaskBuilder::sim("report", Duration::from_millis(50)).after_any("infer"));
     let submitted = client.submit(job).await?;
-    println!("job {} (duplicate: {})", submitted.job_id, submitted.duplicate);
+    println!(
+        "job {} (duplicate: {})",
+        submitted.job_id, submitted.duplicate
+    );
     let mut events = client.watch(Watch::Job(submitted.job_id), 0);
     while let Some(event) = events.next().await {
         let task = event?.task.unwrap_or_default();

@@ -567,6 +567,31 @@ proptest! {
     }
 
     #[test]
+    fn queue_order_is_effective_priority_then_age(
+        jobs in proptest::collection::vec((0u32..=100, 0u64..5_000), 1..40),
+        aging_ms in 1_000u64..100_000,
+    ) {
+        let mut h = Harness::new();
+        for (i, (priority, wait)) in jobs.iter().enumerate() {
+            h.now += wait;
+            let mut s = spec(&format!("t{i}"), &[]);
+            s.priority = *priority;
+            h.submit("", vec![s]);
+        }
+        let now = h.state.now_ms + 10_000;
+        let order = queue_order(&h.state, aging_ms, now);
+        let effective = |t: &Task| (t.spec.priority as u64 + (now - t.queued_ms) / aging_ms).min(100);
+        for pair in order.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            prop_assert!(
+                effective(a) > effective(b) || (effective(a) == effective(b) && (a.queued_ms, a.id) <= (b.queued_ms, b.id)),
+                "{} (p{} q{}) before {} (p{} q{})", a.id, a.spec.priority, a.queued_ms, b.id, b.spec.priority, b.queued_ms
+            );
+        }
+        prop_assert_eq!(order.len(), jobs.len());
+    }
+
+    #[test]
     fn replaying_the_log_gives_the_same_digest(seed in any::<u64>(), size in 1usize..30) {
         let h = run_dag(seed, size);
         let mut replay = SchedulerState::default();
