@@ -40,6 +40,22 @@ pub fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// A task state as a short lowercase word, for tables and JSON.
+pub fn task_state_name(state: i32) -> &'static str {
+    use proto::TaskState;
+    match TaskState::try_from(state).unwrap_or(TaskState::Unspecified) {
+        TaskState::Waiting => "waiting",
+        TaskState::Queued => "queued",
+        TaskState::Assigned => "assigned",
+        TaskState::Running => "running",
+        TaskState::Succeeded => "succeeded",
+        TaskState::Failed => "failed",
+        TaskState::Cancelled => "cancelled",
+        TaskState::TimedOut => "timed_out",
+        TaskState::Unspecified => "unknown",
+    }
+}
+
 /// Response metadata key set on RESOURCE_EXHAUSTED: milliseconds to wait before retrying.
 pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 

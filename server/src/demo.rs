@@ -116,20 +116,6 @@ fn err(e: impl std::fmt::Display) -> LocalError {
     LocalError::from(e.to_string())
 }
 
-fn state_name(s: i32) -> &'static str {
-    match TaskState::try_from(s).unwrap_or(TaskState::Unspecified) {
-        TaskState::Waiting => "waiting",
-        TaskState::Queued => "queued",
-        TaskState::Assigned => "assigned",
-        TaskState::Running => "running",
-        TaskState::Succeeded => "succeeded",
-        TaskState::Failed => "failed",
-        TaskState::Cancelled => "cancelled",
-        TaskState::TimedOut => "timed out",
-        TaskState::Unspecified => "?",
-    }
-}
-
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted
         .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
@@ -214,7 +200,7 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
         println!(
             "   {t:6.2}s  {:<12} {:<10}{at}",
             name,
-            state_name(task.state)
+            autoglm_client::task_state_name(task.state)
         );
         tasks.insert(task.id, task);
         let done = tasks.values().filter(|t| t.finished_ms > 0).count();

@@ -112,19 +112,7 @@ pub enum JobCommand {
     },
 }
 
-pub fn state_name(state: i32) -> &'static str {
-    match TaskState::try_from(state).unwrap_or(TaskState::Unspecified) {
-        TaskState::Waiting => "waiting",
-        TaskState::Queued => "queued",
-        TaskState::Assigned => "assigned",
-        TaskState::Running => "running",
-        TaskState::Succeeded => "succeeded",
-        TaskState::Failed => "failed",
-        TaskState::Cancelled => "cancelled",
-        TaskState::TimedOut => "timed_out",
-        TaskState::Unspecified => "unknown",
-    }
-}
+pub use autoglm_client::task_state_name as state_name;
 
 fn parse_state(s: &str) -> Result<i32, CliError> {
     let all = [
