@@ -4,24 +4,12 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::ops::{Deref, DerefMut};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autoglm_client::Client;
 use autoglm_server::local::{Launcher, LocalCluster};
 
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_autoglm-server");
-
-/// The `autoglm` CLI, built next to the server by `cargo test --workspace`.
-pub fn cli_bin() -> PathBuf {
-    let path = Path::new(SERVER_BIN).with_file_name("autoglm");
-    assert!(
-        path.exists(),
-        "{} missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
