@@ -225,12 +225,9 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     let mut latencies: Vec<u64> = Vec::new();
     for t in tasks.values() {
-        let node = t
-            .attempts
-            .last()
-            .map(|a| a.node.clone())
-            .unwrap_or_else(|| "-".into());
-        *per_node.entry(node).or_default() += 1;
+        if let Some(a) = t.attempts.last() {
+            *per_node.entry(a.node.clone()).or_default() += 1;
+        }
         if t.state == TaskState::Succeeded as i32 {
             latencies.push(t.finished_ms.saturating_sub(t.created_ms));
         }
