@@ -62,21 +62,6 @@ struct ProbeArgs {
     gpu_source: Option<GpuSourceKind>,
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -109,7 +94,7 @@ async fn run_agent(a: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match autoglm_agent::run(config, shutdown_signal()).await {
+    match autoglm_agent::run(config, autoglm_agent::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("autoglm-agent: {e}");

@@ -57,21 +57,6 @@ fn exit<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -92,7 +77,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            return exit(autoglm_agent::run(config, shutdown_signal()).await);
+            return exit(autoglm_agent::run(config, autoglm_agent::shutdown_signal()).await);
         }
         None => {}
     }
@@ -118,7 +103,7 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(node_id = config.node_id, grpc = %config.listen, http = %config.http_listen, "replica started");
-    match running.serve(shutdown_signal()).await {
+    match running.serve(autoglm_agent::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("autoglm-server: {e}");
