@@ -8,6 +8,7 @@ mod cluster;
 mod failover;
 mod footprint;
 mod placement_time;
+mod sim;
 mod stats;
 mod submit;
 mod throughput;
@@ -36,6 +37,10 @@ enum BenchCommand {
     PlacementTime(placement_time::PlacementTimeArgs),
     /// Submissions per second and submit -> assigned latency with many clients.
     Submit(submit::SubmitArgs),
+    /// Placement quality: one simulated GPU-fleet scenario through the real scheduler core.
+    Sim(sim::SimArgs),
+    /// Placement quality: a grid of simulated scenarios; CSV, JSON, SVG and tables.
+    SimSweep(sim::sweep::SweepArgs),
     /// Internal: run one replica from a config file (used by the benchmarks).
     #[command(hide = true)]
     Replica {
@@ -58,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
         BenchCommand::Footprint(a) => footprint::run(a).await,
         BenchCommand::PlacementTime(a) => placement_time::run(a),
         BenchCommand::Submit(a) => submit::run(a).await,
+        BenchCommand::Sim(a) => sim::run_one(a),
+        BenchCommand::SimSweep(a) => sim::sweep::run(a),
         BenchCommand::Agent { config } => {
             tracing_subscriber::fmt()
                 .with_env_filter("warn")
