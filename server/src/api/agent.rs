@@ -121,7 +121,7 @@ impl AgentService for AgentApi {
             .iter()
             .map(|a| (a.task_id, a.attempt))
             .collect();
-        let session = self.hub.attach(&node, tx.clone(), running);
+        let (session, end) = self.hub.attach(&node, tx.clone(), running);
         let registered = pb::Registered {
             heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
             node_ttl_ms: self.settings.node_ttl_ms,
@@ -135,6 +135,7 @@ impl AgentService for AgentApi {
                 let next = tokio::select! {
                     next = inbound.message() => next,
                     _ = tx.closed() => break,
+                    _ = end.cancelled() => break,
                 };
                 match next {
                     Ok(Some(AgentMessage {

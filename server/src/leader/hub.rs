@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use autoglm_client::proto::{self as pb, leader_message::Kind, LeaderMessage};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::convert::spec_to_proto;
 use crate::scheduler::model::{NodeName, TaskId};
@@ -22,6 +23,9 @@ const LATENCY_EWMA_ALPHA: f64 = 0.3;
 struct Session {
     id: u64,
     tx: Outbound,
+    /// Ends the session's stream: the agent then reconnects and registers
+    /// again, with whichever replica leads by then.
+    end: CancellationToken,
     /// Attempts this agent runs or was told to run.
     sent: BTreeSet<(TaskId, u32)>,
 }
@@ -50,22 +54,34 @@ impl AgentHub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Attaches an agent's stream, replacing an older one for the same node.
-    /// `running` is what the agent says it runs; reconciliation starts from it.
-    pub fn attach(&self, node: &str, tx: Outbound, running: BTreeSet<(TaskId, u32)>) -> u64 {
+    /// Attaches an agent's stream, replacing (and ending) an older one for
+    /// the same node. `running` is what the agent says it runs;
+    /// reconciliation starts from it. The session must end its stream when
+    /// the returned token is cancelled.
+    pub fn attach(
+        &self,
+        node: &str,
+        tx: Outbound,
+        running: BTreeSet<(TaskId, u32)>,
+    ) -> (u64, CancellationToken) {
         let mut inner = self.lock();
         inner.next_session += 1;
         let id = inner.next_session;
-        inner.sessions.insert(
+        let end = CancellationToken::new();
+        let old = inner.sessions.insert(
             node.to_string(),
             Session {
                 id,
                 tx,
+                end: end.clone(),
                 sent: running,
             },
         );
+        if let Some(old) = old {
+            old.end.cancel();
+        }
         inner.last_seen.insert(node.to_string(), Instant::now());
-        id
+        (id, end)
     }
 
     pub fn detach(&self, node: &str, session: u64) {
@@ -210,8 +226,52 @@ impl AgentHub {
         }
     }
 
-    /// Forgets everything: called when this replica stops leading.
+    /// Forgets every agent when leadership ends, and ends their streams: an
+    /// agent left attached to a replica that steps down and is elected again
+    /// would never be dispatched to (found by jepsen, see docs/jepsen.md).
     pub fn clear(&self) {
-        *self.lock() = Inner::default();
+        let mut inner = self.lock();
+        // Session ids stay unique across terms: a cancelled session's
+        // `detach` must never remove a newer session.
+        let next_session = inner.next_session;
+        let old = std::mem::take(&mut *inner);
+        inner.next_session = next_session;
+        for session in old.sessions.values() {
+            session.end.cancel();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound() -> Outbound {
+        mpsc::channel(4).0
+    }
+
+    #[test]
+    fn losing_leadership_ends_every_session() {
+        let hub = AgentHub::default();
+        let (_, a) = hub.attach("a", outbound(), BTreeSet::new());
+        let (_, b) = hub.attach("b", outbound(), BTreeSet::new());
+        assert!(!a.is_cancelled() && !b.is_cancelled());
+        hub.clear();
+        assert!(a.is_cancelled() && b.is_cancelled());
+    }
+
+    #[test]
+    fn a_new_session_ends_the_old_one_and_ids_stay_unique() {
+        let hub = AgentHub::default();
+        let (first, _) = hub.attach("a", outbound(), BTreeSet::new());
+        hub.clear();
+        let (second, old) = hub.attach("a", outbound(), BTreeSet::new());
+        assert_ne!(first, second);
+        // The first session's late detach must not remove the second.
+        hub.detach("a", first);
+        assert!(hub.lock().sessions.contains_key("a"));
+        let (_, newer) = hub.attach("a", outbound(), BTreeSet::new());
+        assert!(old.is_cancelled());
+        assert!(!newer.is_cancelled());
     }
 }
