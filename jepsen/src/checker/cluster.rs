@@ -1,0 +1,130 @@
+//! Cluster checks: at most one leader per term; no replica's term,
+//! committed or applied index ever goes backwards (each Raft id on its own:
+//! a wiped replica comes back under a new id); every replica ends with the
+//! same state digest at the same applied index; no process panicked; and
+//! every fault that was asked for really happened.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::{pairs, Op, OpType};
+use crate::monitor::Sample;
+
+/// The replicas' final status, read once they all applied the same index.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FinalStatus {
+    pub node: String,
+    pub id: u64,
+    pub applied: Option<u64>,
+    pub digest: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterReport {
+    pub valid: bool,
+    pub samples: u64,
+    /// Terms in which two different replicas said they led.
+    pub split_brain: Vec<String>,
+    pub went_backwards: Vec<String>,
+    pub digests_differ: Vec<String>,
+    pub panics: Vec<String>,
+    /// Requested faults that never started successfully.
+    pub nemeses_not_run: Vec<String>,
+    /// Successful starts per fault.
+    pub nemesis_runs: BTreeMap<String, u64>,
+    /// Leaders seen, by term.
+    pub terms_with_leader: u64,
+}
+
+pub fn check(
+    samples: &[Sample],
+    finals: &[FinalStatus],
+    history: &[Op],
+    requested: &[String],
+    logs: &[PathBuf],
+) -> ClusterReport {
+    let mut r = ClusterReport {
+        samples: samples.len() as u64,
+        ..Default::default()
+    };
+    let mut leaders: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.role == "leader") {
+        leaders.entry(s.term).or_default().insert(s.id);
+    }
+    r.terms_with_leader = leaders.len() as u64;
+    for (term, ids) in &leaders {
+        if ids.len() > 1 {
+            r.split_brain.push(format!("term {term}: leaders {ids:?}"));
+        }
+    }
+    let mut last: BTreeMap<u64, &Sample> = BTreeMap::new();
+    let mut ordered: Vec<&Sample> = samples.iter().collect();
+    ordered.sort_by_key(|s| s.time_ns);
+    for s in ordered {
+        if let Some(prev) = last.get(&s.id) {
+            let back = |what: &str, a: Option<u64>, b: Option<u64>| {
+                (a.unwrap_or(0) > b.unwrap_or(0)).then(|| {
+                    format!(
+                        "replica {} ({}): {what} {} → {} at {:.3} s",
+                        s.id,
+                        s.node,
+                        a.unwrap_or(0),
+                        b.unwrap_or(0),
+                        s.time_ns as f64 / 1e9
+                    )
+                })
+            };
+            r.went_backwards
+                .extend(back("term", Some(prev.term), Some(s.term)));
+            r.went_backwards
+                .extend(back("committed", prev.committed, s.committed));
+            r.went_backwards
+                .extend(back("applied", prev.applied, s.applied));
+        }
+        last.insert(s.id, s);
+    }
+    if finals.is_empty() {
+        r.digests_differ
+            .push("no final status could be read".into());
+    }
+    if let Some(first) = finals.first() {
+        for f in finals {
+            if f.applied != first.applied || f.digest != first.digest {
+                r.digests_differ.push(format!(
+                    "{} at {:?} has digest {:x}, {} at {:?} has {:x}",
+                    f.node, f.applied, f.digest, first.node, first.applied, first.digest
+                ));
+            }
+        }
+    }
+    for path in logs {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for line in text.lines().filter(|l| l.contains("panicked at")) {
+                r.panics.push(format!("{}: {line}", path.display()));
+            }
+        }
+    }
+    for p in pairs(history)
+        .iter()
+        .filter(|p| p.invoke.process == "nemesis")
+    {
+        let started = p.invoke.value.get("phase").and_then(|v| v.as_str()) == Some("start")
+            && p.completion.is_some_and(|c| c.kind == OpType::Ok);
+        if started {
+            *r.nemesis_runs.entry(p.invoke.f.clone()).or_default() += 1;
+        }
+    }
+    r.nemeses_not_run = requested
+        .iter()
+        .filter(|k| !r.nemesis_runs.contains_key(*k))
+        .cloned()
+        .collect();
+    r.valid = r.split_brain.is_empty()
+        && r.went_backwards.is_empty()
+        && r.digests_differ.is_empty()
+        && r.panics.is_empty()
+        && r.nemeses_not_run.is_empty();
+    r
+}

@@ -1,0 +1,39 @@
+//! Asking the replicas about themselves, with short timeouts so a paused or
+//! partitioned replica only costs its timeout.
+
+use std::time::Duration;
+
+use autoglm_client::proto::admin_service_client::AdminServiceClient;
+use autoglm_client::proto::{StatusRequest, StatusResponse};
+use tonic::transport::Endpoint;
+
+/// Status of one replica, or `None` if it did not answer within `timeout`.
+pub async fn status(addr: &str, timeout: Duration) -> Option<StatusResponse> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let call = async {
+        let channel = endpoint.connect().await.ok()?;
+        AdminServiceClient::new(channel)
+            .status(StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(timeout, call).await.ok().flatten()
+}
+
+/// Status of every replica, in the order given, asked in parallel.
+pub async fn statuses(addrs: &[String], timeout: Duration) -> Vec<Option<StatusResponse>> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let addr = addr.clone();
+        set.spawn(async move { (i, status(&addr, timeout).await) });
+    }
+    let mut out = vec![None; addrs.len()];
+    while let Some(Ok((i, s))) = set.join_next().await {
+        out[i] = s;
+    }
+    out
+}

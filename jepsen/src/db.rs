@@ -1,0 +1,331 @@
+//! The system under test: replica and agent processes, each inside its
+//! host's network namespace, started from the release binaries next to this
+//! one. Kills are real SIGKILLs, pauses real SIGSTOPs; a replica restarts on
+//! the same data dir, or on a fresh one under a new Raft id after a wipe
+//! (ids are never reused for another data dir).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::net::Host;
+
+/// gRPC port of every replica (each host has its own address).
+pub const GRPC_PORT: u16 = 7000;
+const HTTP_PORT: u16 = 7001;
+
+/// Scheduler timings of the test cluster: short, so faults show within seconds.
+const CLUSTER_YAML: &str = "cluster_name: jepsen
+scheduler:
+  heartbeat_interval_ms: 300
+  node_ttl_ms: 2000
+  election_grace_ms: 600
+";
+
+/// One replica host and the process on it, if any.
+pub struct Replica {
+    pub host: Host,
+    /// Raft id of the current data dir.
+    pub id: u64,
+    generation: u32,
+    starts: u32,
+    child: Option<Child>,
+    paused: bool,
+    /// `faketime -f` spec of the running process, if it runs under one.
+    pub faketime: Option<String>,
+}
+
+impl Replica {
+    pub fn addr(&self) -> String {
+        format!("{}:{GRPC_PORT}", self.host.ip)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+struct AgentProc {
+    host: Host,
+    starts: u32,
+    child: Option<Child>,
+}
+
+pub struct Db {
+    root: PathBuf,
+    bin_dir: PathBuf,
+    pub replicas: BTreeMap<String, Replica>,
+    agents: BTreeMap<String, AgentProc>,
+    next_id: u64,
+}
+
+impl Db {
+    /// Processes keep their data and logs under `root`; binaries come from `bin_dir`.
+    pub fn new(root: &Path, bin_dir: &Path) -> Result<Self> {
+        for bin in ["autoglm-server", "autoglm-agent"] {
+            if !bin_dir.join(bin).exists() {
+                bail!(
+                    "{} not found: build it first (cargo build --release -p autoglm-server -p autoglm-agent)",
+                    bin_dir.join(bin).display()
+                );
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            bin_dir: bin_dir.to_path_buf(),
+            replicas: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            next_id: 1,
+        })
+    }
+
+    /// Registers replica hosts with ids 1..=n (no process started yet).
+    pub fn add_replica_host(&mut self, host: Host) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.replicas.insert(
+            host.name.clone(),
+            Replica {
+                host,
+                id,
+                generation: 1,
+                starts: 0,
+                child: None,
+                paused: false,
+                faketime: None,
+            },
+        );
+    }
+
+    pub fn add_agent_host(&mut self, host: Host) {
+        self.agents.insert(
+            host.name.clone(),
+            AgentProc {
+                host,
+                starts: 0,
+                child: None,
+            },
+        );
+    }
+
+    pub fn replica_names(&self) -> Vec<String> {
+        self.replicas.keys().cloned().collect()
+    }
+
+    pub fn agent_hosts(&self) -> Vec<Host> {
+        self.agents.values().map(|a| a.host.clone()).collect()
+    }
+
+    /// Every host, replicas first.
+    pub fn hosts(&self) -> Vec<Host> {
+        let mut hosts: Vec<Host> = self.replicas.values().map(|r| r.host.clone()).collect();
+        hosts.extend(self.agent_hosts());
+        hosts
+    }
+
+    pub fn replica(&self, name: &str) -> Result<&Replica> {
+        self.replicas
+            .get(name)
+            .with_context(|| format!("no replica host {name}"))
+    }
+
+    pub fn name_of_id(&self, id: u64) -> Option<String> {
+        self.replicas
+            .values()
+            .find(|r| r.id == id)
+            .map(|r| r.host.name.clone())
+    }
+
+    /// gRPC addresses of every replica host.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.replicas.values().map(Replica::addr).collect()
+    }
+
+    pub fn data_dir(&self, name: &str) -> Result<PathBuf> {
+        let r = self.replica(name)?;
+        Ok(self.root.join(name).join(format!("data-{}", r.generation)))
+    }
+
+    /// Log files of every process, for the report and the panic check.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|dir| {
+                std::fs::read_dir(dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Starts the replica on `name` (its current data dir), optionally under faketime.
+    pub fn start_replica(&mut self, name: &str, faketime: Option<String>) -> Result<()> {
+        let data_dir = self.data_dir(name)?;
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let bin = self.bin_dir.join("autoglm-server");
+        let r = self
+            .replicas
+            .get_mut(name)
+            .with_context(|| format!("no replica host {name}"))?;
+        if r.child.is_some() {
+            bail!("replica {name} is already running");
+        }
+        let config = dir.join(format!("replica-{}.yaml", r.id));
+        let yaml = format!(
+            "node_id: {}\nlisten: {}\nhttp_listen: {}:{HTTP_PORT}\ndata_dir: {}\n{CLUSTER_YAML}",
+            r.id,
+            r.addr(),
+            r.host.ip,
+            data_dir.display()
+        );
+        std::fs::write(&config, yaml)?;
+        r.starts += 1;
+        let log = File::create(dir.join(format!("replica.{}.log", r.starts)))?;
+        let mut argv = r.host.launcher();
+        if let Some(spec) = &faketime {
+            argv.extend(["faketime".into(), "-f".into(), spec.clone()]);
+        }
+        argv.push(bin.display().to_string());
+        argv.extend(["--config".into(), config.display().to_string()]);
+        let child = spawn(&argv, log)?;
+        r.child = Some(child);
+        r.paused = false;
+        r.faketime = faketime;
+        Ok(())
+    }
+
+    /// SIGKILL (a paused process dies too) and reap.
+    pub fn kill_replica(&mut self, name: &str) -> Result<()> {
+        let r = self
+            .replicas
+            .get_mut(name)
+            .with_context(|| format!("no replica host {name}"))?;
+        if let Some(mut child) = r.child.take() {
+            // `ip netns exec` execs the server, so the child is the server
+            // itself (or faketime, which also execs it).
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        r.paused = false;
+        Ok(())
+    }
+
+    /// SIGSTOP or SIGCONT the replica's process.
+    pub fn pause_replica(&mut self, name: &str, pause: bool) -> Result<()> {
+        let r = self
+            .replicas
+            .get_mut(name)
+            .with_context(|| format!("no replica host {name}"))?;
+        let Some(child) = &r.child else {
+            bail!("replica {name} is not running");
+        };
+        let signal = if pause {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(child.id() as i32), signal)?;
+        r.paused = pause;
+        Ok(())
+    }
+
+    pub fn is_paused(&self, name: &str) -> bool {
+        self.replicas.get(name).is_some_and(|r| r.paused)
+    }
+
+    /// Gives the (stopped) replica an empty data dir and a new Raft id; it
+    /// must then join as a learner.
+    pub fn wipe_replica(&mut self, name: &str) -> Result<u64> {
+        let id = self.next_id;
+        let r = self
+            .replicas
+            .get_mut(name)
+            .with_context(|| format!("no replica host {name}"))?;
+        if r.child.is_some() {
+            bail!("replica {name} must be stopped before it is wiped");
+        }
+        let old = self.root.join(name).join(format!("data-{}", r.generation));
+        r.generation += 1;
+        r.id = id;
+        self.next_id += 1;
+        // Keep the old data dir for the report's logs? It is state, not logs:
+        // remove it so disk use stays bounded over long runs.
+        let _ = std::fs::remove_dir_all(old);
+        Ok(id)
+    }
+
+    /// Starts the agent on `name` with its config written by the caller.
+    pub fn start_agent(&mut self, name: &str, config_yaml: &str) -> Result<()> {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let bin = self.bin_dir.join("autoglm-agent");
+        let a = self
+            .agents
+            .get_mut(name)
+            .with_context(|| format!("no agent host {name}"))?;
+        if a.child.is_some() {
+            bail!("agent {name} is already running");
+        }
+        let config = dir.join("agent.yaml");
+        std::fs::write(&config, config_yaml)?;
+        a.starts += 1;
+        let log = File::create(dir.join(format!("agent.{}.log", a.starts)))?;
+        let mut argv = a.host.launcher();
+        argv.push(bin.display().to_string());
+        argv.extend(["--config".into(), config.display().to_string()]);
+        a.child = Some(spawn(&argv, log)?);
+        Ok(())
+    }
+
+    /// Kills every process; the run is over.
+    pub fn stop_all(&mut self) {
+        let names = self.replica_names();
+        for name in names {
+            if self.is_paused(&name) {
+                let _ = self.pause_replica(&name, false);
+            }
+            let _ = self.kill_replica(&name);
+        }
+        for a in self.agents.values_mut() {
+            if let Some(mut child) = a.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn spawn(argv: &[String], log: File) -> Result<Child> {
+    let err = log.try_clone()?;
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("start {}", argv.join(" ")))
+}

@@ -1,0 +1,184 @@
+//! `autoglm-jepsen`: runs fault-injection tests against a real cluster in
+//! network namespaces (root, iproute2, iptables and faketime required).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use autoglm_jepsen::{nemesis, net, run};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "autoglm-jepsen", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run one test.
+    Test(TestArgs),
+    /// Run the smoke suite on 3 nodes: partition, kill, pause, mixed.
+    Smoke(CommonArgs),
+    /// Remove every namespace, link and rule a crashed run may have left.
+    Teardown,
+}
+
+#[derive(clap::Args, Clone)]
+struct CommonArgs {
+    /// Seed of the schedule and the workloads (random if absent; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where reports go: <store>/<test>/<time>/.
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// Directory of the autoglm-server and autoglm-agent binaries
+    /// (default: this binary's own directory).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Name of the test (its directory in the store).
+    #[arg(long, default_value = "jepsen")]
+    name: String,
+    /// Replicas, 3 to 9.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Worker agents (simulated GPUs).
+    #[arg(long, default_value_t = 3)]
+    agents: u64,
+    /// Zombie workers (queue workload only).
+    #[arg(long, default_value_t = 2)]
+    zombies: usize,
+    /// Seconds of faults and workload.
+    #[arg(long, default_value_t = 60)]
+    time: u64,
+    /// Faults: all, none, partition, kill, pause, or names like kill-leader,
+    /// comma-separated.
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Workloads: queue, register, or both (comma-separated).
+    #[arg(long, default_value = "queue,register")]
+    workload: String,
+}
+
+fn bin_dir(common: &CommonArgs) -> anyhow::Result<PathBuf> {
+    match &common.bin_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default()),
+    }
+}
+
+fn options(
+    common: &CommonArgs,
+    name: &str,
+    nodes: u64,
+    time: u64,
+    nemesis_spec: &str,
+    workload: &str,
+) -> anyhow::Result<run::TestOptions> {
+    if !(3..=9).contains(&nodes) {
+        anyhow::bail!("--nodes must be 3 to 9, got {nodes}");
+    }
+    let mut queue = false;
+    let mut register = false;
+    for w in workload.split(',').map(str::trim) {
+        match w {
+            "queue" => queue = true,
+            "register" => register = true,
+            other => anyhow::bail!("--workload: unknown workload '{other}' (queue, register)"),
+        }
+    }
+    Ok(run::TestOptions {
+        name: name.to_string(),
+        nodes,
+        agents: 3,
+        zombies: 2,
+        time: Duration::from_secs(time),
+        nemesis: nemesis::parse(nemesis_spec, nodes as usize)?,
+        queue,
+        register,
+        seed: common.seed.unwrap_or_else(rand::random),
+        store: common.store.clone(),
+        bin_dir: bin_dir(common)?,
+        linearizable_limit: Duration::from_secs(60),
+        drain: Duration::from_secs(90),
+    })
+}
+
+async fn main_inner(args: Args) -> anyhow::Result<bool> {
+    match args.command {
+        Mode::Teardown => {
+            net::teardown();
+            Ok(true)
+        }
+        Mode::Test(t) => {
+            let mut opts = options(&t.common, &t.name, t.nodes, t.time, &t.nemesis, &t.workload)?;
+            opts.agents = t.agents;
+            opts.zombies = t.zombies;
+            let results = run::run(&opts).await?;
+            print_summary(&results.summary);
+            Ok(results.summary.valid)
+        }
+        Mode::Smoke(common) => {
+            let suite = [
+                ("smoke-partition", "partition", 50),
+                ("smoke-kill", "kill", 50),
+                ("smoke-pause", "pause", 40),
+                ("smoke-mixed", "all", 70),
+            ];
+            let mut all_valid = true;
+            for (i, (name, faults, time)) in suite.iter().enumerate() {
+                let mut c = common.clone();
+                c.seed = common.seed.map(|s| s.wrapping_add(i as u64));
+                let opts = options(&c, name, 3, *time, faults, "queue,register")?;
+                let results = run::run(&opts).await?;
+                print_summary(&results.summary);
+                all_valid &= results.summary.valid;
+            }
+            Ok(all_valid)
+        }
+    }
+}
+
+fn print_summary(s: &autoglm_jepsen::report::Summary) {
+    let verdict = if s.valid { "valid" } else { "INVALID" };
+    let q = s.queue.as_ref().map_or(String::new(), |q| {
+        format!(
+            " queue: acked {} lost {} unexpected {} duplicates {} stale-accepted {};",
+            q.acknowledged,
+            q.lost.len(),
+            q.unexpected.len(),
+            q.duplicates.len(),
+            q.stale_accepted.len()
+        )
+    });
+    let l = s.linearizable.as_ref().map_or(String::new(), |l| {
+        format!(" linearizable: {};", l.is_linearizable())
+    });
+    println!(
+        "{}: {verdict} (seed {});{q}{l} cluster: {}; faults {:?}",
+        s.test, s.seed, s.cluster.valid, s.cluster.nemesis_runs
+    );
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match main_inner(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("autoglm-jepsen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

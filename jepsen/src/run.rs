@@ -1,0 +1,453 @@
+//! One test run, from hosts to verdict: set up the hosts, start and form the
+//! cluster, start the agents, run the workloads under the nemesis schedule,
+//! heal, let the queue drain, read the final state from every replica, check,
+//! and write the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
+use autoglm_agent::AgentConfig;
+use autoglm_client::proto::{Member, Role, TaskState};
+use autoglm_client::{Client, ClientOptions};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::json;
+use tokio::sync::{watch, Mutex};
+
+use crate::checker::cluster::{self, FinalStatus};
+use crate::checker::linearizable;
+use crate::checker::queue::{self, FinalAttempt, FinalState, FinalTask};
+use crate::db::Db;
+use crate::monitor::{self, Samples};
+use crate::nemesis::{self, Kind, ScheduleSettings};
+use crate::net;
+use crate::recorder::Recorder;
+use crate::report::{self, Evidence, Results};
+use crate::workload::{self, Ctx};
+
+/// What one test does.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub name: String,
+    pub nodes: u64,
+    pub agents: u64,
+    pub zombies: usize,
+    pub time: Duration,
+    pub nemesis: Vec<Kind>,
+    pub queue: bool,
+    pub register: bool,
+    pub seed: u64,
+    pub store: PathBuf,
+    pub bin_dir: PathBuf,
+    /// Time the linearizability search may take per history.
+    pub linearizable_limit: Duration,
+    /// How long the queue may take to drain after the faults.
+    pub drain: Duration,
+}
+
+/// Runs one test and returns its results (also written to its directory).
+pub async fn run(opts: &TestOptions) -> Result<Results> {
+    let dir = opts.store.join(&opts.name).join(timestamp());
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    println!("{}: seed {} → {}", opts.name, opts.seed, dir.display());
+    let replica_hosts: Vec<net::Host> = (1..=opts.nodes).map(net::replica_host).collect();
+    let agent_hosts: Vec<net::Host> = (1..=opts.agents).map(net::agent_host).collect();
+    let all_hosts: Vec<net::Host> = replica_hosts.iter().chain(&agent_hosts).cloned().collect();
+    net::setup(&all_hosts)?;
+    let outcome = run_on_hosts(opts, &dir, replica_hosts, agent_hosts).await;
+    net::teardown();
+    let results = outcome?;
+    report::write(&dir, &results)?;
+    Ok(results)
+}
+
+fn timestamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "")
+}
+
+async fn run_on_hosts(
+    opts: &TestOptions,
+    dir: &Path,
+    replica_hosts: Vec<net::Host>,
+    agent_hosts: Vec<net::Host>,
+) -> Result<Results> {
+    let started = Instant::now();
+    let mut db = Db::new(dir, &opts.bin_dir)?;
+    for h in replica_hosts {
+        db.add_replica_host(h);
+    }
+    for h in &agent_hosts {
+        db.add_agent_host(h.clone());
+    }
+    for name in db.replica_names() {
+        db.start_replica(&name, None)?;
+    }
+    let endpoints = db.endpoints();
+    let members: Vec<Member> = db
+        .replicas
+        .values()
+        .map(|r| Member {
+            id: r.id,
+            addr: r.addr(),
+        })
+        .collect();
+    let replicas: Vec<(String, String)> = db
+        .replicas
+        .values()
+        .map(|r| (r.host.name.clone(), r.addr()))
+        .collect();
+    let db = Arc::new(Mutex::new(db));
+    let admin = patient_client(&endpoints)?;
+    form_cluster(&admin, &endpoints[0], members).await?;
+    {
+        let mut db = db.lock().await;
+        for h in &agent_hosts {
+            db.start_agent(&h.name, &agent_yaml(&h.name, &endpoints)?)?;
+        }
+    }
+    wait_for_nodes(&admin, agent_hosts.len()).await?;
+
+    let recorder = Arc::new(Recorder::new());
+    let samples: Samples = Arc::new(StdMutex::new(Vec::new()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (monitor_stop_tx, monitor_stop_rx) = watch::channel(false);
+    let monitor = tokio::spawn(monitor::run(
+        replicas.clone(),
+        recorder.clone(),
+        samples.clone(),
+        Duration::from_millis(250),
+        monitor_stop_rx,
+    ));
+    let ctx = Arc::new(Ctx {
+        recorder: recorder.clone(),
+        replicas: replicas.clone(),
+        stop: stop_rx,
+    });
+    let mut workloads = tokio::task::JoinSet::new();
+    if opts.queue {
+        workloads.spawn(workload::queue::run(
+            ctx.clone(),
+            workload::queue::QueueSettings {
+                processes: 4,
+                think: Duration::from_millis(150),
+            },
+            opts.seed,
+        ));
+        workloads.spawn(workload::zombie::run(ctx.clone(), opts.zombies, opts.seed));
+    }
+    if opts.register {
+        workloads.spawn(workload::register::run(
+            ctx.clone(),
+            workload::register::RegisterSettings {
+                processes: 5,
+                keys: 3,
+                key_lifetime: Duration::from_secs(20),
+                think: Duration::from_millis(100),
+            },
+            opts.seed,
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    nemesis::run_schedule(
+        db.clone(),
+        recorder.clone(),
+        opts.nemesis.clone(),
+        ScheduleSettings {
+            quiet: (Duration::from_secs(3), Duration::from_secs(8)),
+            fault: (Duration::from_secs(4), Duration::from_secs(12)),
+            overlay_chance: 0.3,
+        },
+        opts.time,
+        &mut rng,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let joined = tokio::time::timeout(Duration::from_secs(30), async {
+        while workloads.join_next().await.is_some() {}
+    })
+    .await;
+    if joined.is_err() {
+        workloads.abort_all();
+    }
+    heal_everything(&db).await?;
+
+    let drained = drain(&admin, opts.drain).await;
+    let (finals, statuses) = final_state(&replicas).await;
+    let _ = monitor_stop_tx.send(true);
+    let _ = monitor.await;
+    let logs = {
+        let mut db = db.lock().await;
+        db.stop_all();
+        db.log_files()
+    };
+    remove_data_dirs(dir);
+
+    let history = recorder.snapshot();
+    let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let requested: Vec<String> = opts.nemesis.iter().map(|k| k.name().to_string()).collect();
+    let cluster_report = cluster::check(&samples, &statuses, &history, &requested, &logs);
+    let queue_report = opts.queue.then(|| queue::check(&history, &finals));
+    let lin_report = opts
+        .register
+        .then(|| linearizable::check_config_register(&history, opts.linearizable_limit));
+    Ok(Results::new(
+        opts,
+        Evidence {
+            elapsed: started.elapsed(),
+            drain: drained,
+            history,
+            samples,
+            finals,
+            statuses,
+            logs,
+            cluster: cluster_report,
+            queue: queue_report,
+            linearizable: lin_report,
+        },
+    ))
+}
+
+fn patient_client(endpoints: &[String]) -> Result<Client> {
+    let options = ClientOptions {
+        deadline: Duration::from_secs(10),
+        attempt_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_millis(500),
+    };
+    Ok(Client::new(endpoints.to_vec(), options)?)
+}
+
+/// Waits for every replica to listen, then forms the cluster from the first.
+async fn form_cluster(admin: &Client, first: &str, members: Vec<Member>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for m in &members {
+        while crate::control::status(&m.addr, Duration::from_millis(500))
+            .await
+            .is_none()
+        {
+            if Instant::now() > deadline {
+                bail!("replica {} at {} did not start", m.id, m.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let single = patient_client(&[first.to_string()])?;
+    single.init(members).await.context("init")?;
+    while admin
+        .status()
+        .await
+        .map(|s| s.leader_id.is_none())
+        .unwrap_or(true)
+    {
+        if Instant::now() > deadline {
+            bail!("no leader was elected");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The agent's config: two simulated H100s with four slots each, short
+/// heartbeats and a lease below the cluster's node TTL.
+fn agent_yaml(name: &str, endpoints: &[String]) -> Result<String> {
+    let mut c = AgentConfig::new(name, endpoints.to_vec());
+    c.gpu_source = GpuSourceKind::Simulated;
+    c.simulated_gpus = vec![
+        SimulatedGpu {
+            model: "H100".into(),
+            memory_mb: 81_559,
+        };
+        2
+    ];
+    c.slots_per_gpu = 4;
+    c.cpu_millis = Some(16_000);
+    c.memory_mb = Some(64_000);
+    c.heartbeat_interval_ms = 300;
+    c.lease_ms = 1_200;
+    // YAML is a superset of JSON.
+    Ok(serde_json::to_string_pretty(&c)?)
+}
+
+async fn wait_for_nodes(admin: &Client, agents: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = admin
+            .list_nodes(false)
+            .await
+            .map(|r| r.nodes.iter().filter(|n| n.liveness == "up").count())
+            .unwrap_or(0);
+        if up >= agents {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {up} of {agents} agents registered");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whatever the schedule left (a stop that could not finish): every replica
+/// running without faketime, unpaused, and no packet filter anywhere.
+async fn heal_everything(db: &Arc<Mutex<Db>>) -> Result<()> {
+    let mut db = db.lock().await;
+    for host in db.hosts() {
+        host.exec("iptables", &["-F", "INPUT"])?;
+    }
+    for name in db.replica_names() {
+        if db.is_paused(&name) {
+            db.pause_replica(&name, false)?;
+        }
+        let r = db.replica(&name)?;
+        if r.faketime.is_some() {
+            db.kill_replica(&name)?;
+        }
+        if !db.replica(&name)?.is_running() {
+            db.start_replica(&name, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until no task is left unfinished (zombie-held tasks included), or
+/// the time runs out; says which.
+async fn drain(admin: &Client, limit: Duration) -> serde_json::Value {
+    let started = Instant::now();
+    let open = [
+        TaskState::Waiting,
+        TaskState::Queued,
+        TaskState::Assigned,
+        TaskState::Running,
+    ];
+    let mut remaining = u64::MAX;
+    while started.elapsed() < limit {
+        if let Ok(tasks) = list_all(admin, &open.map(|s| s as i32), false).await {
+            remaining = tasks.len() as u64;
+            if remaining == 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    json!({"drained": remaining == 0, "remaining": remaining, "seconds": started.elapsed().as_secs_f64()})
+}
+
+async fn list_all(
+    client: &Client,
+    states: &[i32],
+    stale: bool,
+) -> Result<Vec<autoglm_client::proto::Task>> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_tasks(autoglm_client::proto::ListTasksRequest {
+                states: states.to_vec(),
+                page_size: 1_000,
+                page_token: token.clone(),
+                stale,
+                ..Default::default()
+            })
+            .await?;
+        out.extend(page.tasks);
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Reads every task from every replica once they all applied the same
+/// index, and their digests at that index; retried while the log moves.
+async fn final_state(replicas: &[(String, String)]) -> (FinalState, Vec<FinalStatus>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut best = (FinalState::new(), Vec::new());
+    while Instant::now() < deadline {
+        let addrs: Vec<String> = replicas.iter().map(|(_, a)| a.clone()).collect();
+        let before = crate::control::statuses(&addrs, Duration::from_secs(2)).await;
+        let members: Vec<Option<&autoglm_client::proto::StatusResponse>> =
+            before.iter().map(|s| s.as_ref()).collect();
+        let applied: Vec<Option<u64>> = members
+            .iter()
+            .map(|s| s.and_then(|s| s.applied_index))
+            .collect();
+        let all_same = applied.iter().all(|a| a.is_some() && *a == applied[0])
+            && members
+                .iter()
+                .all(|s| s.is_some_and(|s| s.role != Role::Candidate as i32));
+        if !all_same {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        let mut finals = FinalState::new();
+        for (name, addr) in replicas {
+            let Ok(client) = patient_client(std::slice::from_ref(addr)) else {
+                continue;
+            };
+            if let Ok(tasks) = list_all(&client, &[], true).await {
+                finals.insert(name.clone(), tasks.into_iter().map(final_task).collect());
+            }
+        }
+        let after = crate::control::statuses(&addrs, Duration::from_secs(2)).await;
+        let statuses: Vec<FinalStatus> = replicas
+            .iter()
+            .zip(&after)
+            .filter_map(|((name, _), s)| {
+                s.as_ref().map(|s| FinalStatus {
+                    node: name.clone(),
+                    id: s.id,
+                    applied: s.applied_index,
+                    digest: s.state_digest,
+                })
+            })
+            .collect();
+        let unchanged = after
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.applied_index))
+            .collect::<Vec<_>>()
+            == applied;
+        best = (finals, statuses);
+        if unchanged && best.0.len() == replicas.len() {
+            break;
+        }
+    }
+    best
+}
+
+fn final_task(t: autoglm_client::proto::Task) -> FinalTask {
+    FinalTask {
+        id: t.id,
+        job_id: t.job_id,
+        name: t.spec.map(|s| s.name).unwrap_or_default(),
+        state: autoglm_client::task_state_name(t.state).to_string(),
+        attempt: t.attempt,
+        attempts: t
+            .attempts
+            .into_iter()
+            .map(|a| FinalAttempt {
+                attempt: a.attempt,
+                node: a.node,
+                result: a.result,
+            })
+            .collect(),
+    }
+}
+
+/// Data dirs are state, not evidence: the logs and the history stay.
+fn remove_data_dirs(dir: &Path) {
+    for host in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(host.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("data-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}

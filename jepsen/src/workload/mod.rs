@@ -1,0 +1,67 @@
+//! Workloads: client processes that drive the cluster and record every
+//! operation. Each process talks to one replica, as a Jepsen client does,
+//! and a follower forwards its writes to the leader.
+
+pub mod queue;
+pub mod register;
+pub mod zombie;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use autoglm_client::{Client, ClientError, ClientOptions};
+use tokio::sync::watch;
+use tonic::Code;
+
+use crate::history::OpType;
+use crate::recorder::Recorder;
+
+/// What every workload process shares.
+pub struct Ctx {
+    pub recorder: Arc<Recorder>,
+    /// (host name, gRPC address) of every replica host.
+    pub replicas: Vec<(String, String)>,
+    /// Turns true when the workload phase ends.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    pub fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps, waking early when the workload phase ends.
+    pub async fn pause(&self, d: Duration) {
+        let mut stop = self.stop.clone();
+        let _ = tokio::time::timeout(d, stop.wait_for(|s| *s)).await;
+    }
+}
+
+/// A client that talks to one replica first: short deadlines, so a process
+/// stuck behind a fault gives up and records `info` instead of blocking.
+pub fn client_for(addr: &str, all: &[String]) -> anyhow::Result<Client> {
+    let mut endpoints = vec![addr.to_string()];
+    endpoints.extend(all.iter().filter(|a| *a != addr).cloned());
+    let options = ClientOptions {
+        deadline: Duration::from_secs(3),
+        attempt_timeout: Duration::from_millis(1_500),
+        connect_timeout: Duration::from_millis(500),
+    };
+    Ok(Client::new(endpoints, options)?)
+}
+
+/// How a failed write ended: `fail` only when the server certainly did not
+/// apply it (it refused the request itself), `info` otherwise.
+pub fn write_outcome(e: &ClientError) -> OpType {
+    match e.code() {
+        Some(
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::NotFound
+            | Code::ResourceExhausted
+            | Code::PermissionDenied,
+        ) => OpType::Fail,
+        _ => OpType::Info,
+    }
+}
