@@ -141,6 +141,9 @@ pub struct SimResult {
     /// Highest (placement share / capacity share) of any node in any window
     /// with at least 100 placements.
     pub herding_max: f64,
+    /// Where and when (start of the window, s) that highest share happened.
+    pub herding_node: String,
+    pub herding_at_s: f64,
     /// Most requests ever running at once on a node, over its cap (must stay <= 1).
     pub max_batch_over_cap: f64,
     /// p99 end-to-end of priority-10 tasks (batch workload), else NaN.
@@ -1065,15 +1068,20 @@ impl Sim {
             share[(t / win) as usize][node] += 1;
         }
         let total_cap: f64 = self.cfg.capacity_rps.iter().sum();
-        let mut herding: f64 = 0.0;
-        for w in &share {
+        let (mut herding, mut herding_node, mut herding_at_s) = (0.0f64, String::new(), 0.0);
+        for (k, w) in share.iter().enumerate() {
             let total: u32 = w.iter().sum();
             if total < 100 {
                 continue;
             }
             for (i, c) in w.iter().enumerate() {
                 let cap_share = self.cfg.capacity_rps[i] / total_cap;
-                herding = herding.max(*c as f64 / total as f64 / cap_share);
+                let ratio = *c as f64 / total as f64 / cap_share;
+                if ratio > herding {
+                    herding = ratio;
+                    herding_node = self.nodes[i].name.clone();
+                    herding_at_s = (k as u64 * self.cfg.share_window_ms) as f64 / 1000.0;
+                }
             }
         }
         let max_batch_over_cap = self
@@ -1113,6 +1121,8 @@ impl Sim {
             gpu_busy_frac: busy.iter().sum::<u64>() as f64 / (n * window_us as f64),
             batch_occupancy: occ.iter().sum::<f64>() / (n * window_us as f64),
             herding_max: herding,
+            herding_node,
+            herding_at_s,
             max_batch_over_cap,
             e2e_p99_high_ms: if multi_task {
                 percentile(&mut e2e_high, 0.99)

@@ -20,6 +20,7 @@ pub trait Policy: Send {
 
 pub const POLICY_NAMES: &[&str] = &[
     "default",
+    "latency-weighted",
     "load",
     "weighted",
     "latency",
@@ -33,6 +34,7 @@ pub const POLICY_NAMES: &[&str] = &[
 pub fn policy_by_name(name: &str) -> Option<Box<dyn Policy>> {
     Some(match name {
         "default" => Box::new(Scored(Score::Default)),
+        "latency-weighted" => Box::new(Scored(Score::LatencyWeighted)),
         "load" => Box::new(Scored(Score::Load)),
         "weighted" => Box::new(Scored(Score::Weighted)),
         "latency" => Box::new(Scored(Score::Latency)),
@@ -73,9 +75,15 @@ fn outstanding_per_slot(v: &NodeView) -> f64 {
 
 #[derive(Clone, Copy)]
 enum Score {
-    /// Outstanding attempts per slot (fresh, counted by the leader), scaled by
-    /// the node's observed latency and favouring nodes with the model loaded.
+    /// Outstanding attempts per slot (fresh, counted by the leader), favouring
+    /// nodes with the model loaded; random ties. Chosen by the placement
+    /// simulator (docs/benchmarks.md, "Placement quality"): it meets the
+    /// latency goals within a few percent of `latency-weighted` and, unlike
+    /// it, does not herd on noisy latency estimates.
     Default,
+    /// `Default` scaled by the node's observed latency (1 + EWMA in seconds):
+    /// the provisional default before the simulator measured it.
+    LatencyWeighted,
     /// The original article: 0.6 * GPU utilization + 0.4 * GPU memory fraction.
     Load,
     /// 0.4 * CPU + 0.4 * memory + 0.2 * network latency (normalized to 100 ms).
@@ -100,12 +108,12 @@ impl Score {
         };
         let live = v.live.as_ref().unwrap_or(&NO_METRICS);
         match self {
-            Score::Default => {
+            Score::Default | Score::LatencyWeighted => {
                 let affinity = match &task.spec.model {
                     Some(m) if v.node.capacity.models_loaded.contains(m) => AFFINITY_DISCOUNT,
                     _ => 1.0,
                 };
-                default_base(v) * affinity
+                self.base(v) * affinity
             }
             Score::Load => 0.6 * live.gpu_util + 0.4 * live.gpu_mem_used,
             Score::Weighted => {
@@ -125,6 +133,7 @@ impl Policy for Scored {
     fn name(&self) -> &'static str {
         match self.0 {
             Score::Default => "default",
+            Score::LatencyWeighted => "latency-weighted",
             Score::Load => "load",
             Score::Weighted => "weighted",
             Score::Latency => "latency",
@@ -140,27 +149,34 @@ impl Policy for Scored {
         rng: &mut dyn RngCore,
     ) -> usize {
         match (self.0, &task.spec.model) {
-            (Score::Default, Some(model)) => {
-                pick_default_with_affinity(model, nodes, feasible, rng)
+            (Score::Default | Score::LatencyWeighted, Some(model)) => {
+                pick_with_affinity(self.0, model, nodes, feasible, rng)
             }
             _ => argmin(feasible, rng, |i| self.0.of(task, &nodes[i])),
         }
     }
 }
 
-fn default_base(v: &NodeView) -> f64 {
-    outstanding_per_slot(v) * v.latency_factor()
+impl Score {
+    /// The score of `Default` and `LatencyWeighted` before model affinity.
+    fn base(self, v: &NodeView) -> f64 {
+        match self {
+            Score::LatencyWeighted => outstanding_per_slot(v) * v.latency_factor(),
+            _ => outstanding_per_slot(v),
+        }
+    }
 }
 
 /// Favouring nodes that have the model loaded costs a string lookup per node;
 /// only nodes that could win with the discount need it.
-fn pick_default_with_affinity(
+fn pick_with_affinity(
+    score: Score,
     model: &str,
     nodes: &[NodeView],
     feasible: &[usize],
     rng: &mut dyn RngCore,
 ) -> usize {
-    let mut scores: Vec<f64> = feasible.iter().map(|&i| default_base(&nodes[i])).collect();
+    let mut scores: Vec<f64> = feasible.iter().map(|&i| score.base(&nodes[i])).collect();
     let best_base = scores.iter().copied().fold(f64::INFINITY, f64::min);
     for (s, &i) in scores.iter_mut().zip(feasible) {
         if *s * AFFINITY_DISCOUNT <= best_base
