@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::net::Host;
@@ -217,11 +218,8 @@ impl Db {
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
-        if let Some(mut child) = r.child.take() {
-            // `ip netns exec` execs the server, so the child is the server
-            // itself (or faketime, which also execs it).
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = r.child.take() {
+            kill_group(child);
         }
         r.paused = false;
         Ok(())
@@ -241,7 +239,7 @@ impl Db {
         } else {
             Signal::SIGCONT
         };
-        kill(Pid::from_raw(child.id() as i32), signal)?;
+        signal_group(child, signal);
         r.paused = pause;
         Ok(())
     }
@@ -304,9 +302,8 @@ impl Db {
             let _ = self.kill_replica(&name);
         }
         for a in self.agents.values_mut() {
-            if let Some(mut child) = a.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(child) = a.child.take() {
+                kill_group(child);
             }
         }
     }
@@ -318,10 +315,31 @@ impl Drop for Db {
     }
 }
 
+/// Signals every process of the child's group (each child leads its own).
+fn signal_group(child: &Child, signal: Signal) {
+    let _ = killpg(Pid::from_raw(child.id() as i32), signal);
+}
+
+/// SIGKILLs the child's whole group and waits until every process in it is
+/// gone: faketime's server is a grandchild, and it must have released its
+/// data dir's lock before anything restarts on that dir.
+fn kill_group(mut child: Child) {
+    signal_group(&child, Signal::SIGKILL);
+    let _ = child.wait();
+    let group = Pid::from_raw(child.id() as i32);
+    for _ in 0..500 {
+        if killpg(group, None).is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn spawn(argv: &[String], log: File) -> Result<Child> {
     let err = log.try_clone()?;
     Command::new(&argv[0])
         .args(&argv[1..])
+        .process_group(0)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log)

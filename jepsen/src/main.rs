@@ -104,6 +104,11 @@ fn options(
         zombies: 2,
         time: Duration::from_secs(time),
         nemesis: nemesis::parse(nemesis_spec, nodes as usize)?,
+        schedule: if time >= 300 {
+            nemesis::ScheduleSettings::long()
+        } else {
+            nemesis::ScheduleSettings::short()
+        },
         queue,
         register,
         seed: common.seed.unwrap_or_else(rand::random),
@@ -129,16 +134,25 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
             Ok(results.summary.valid)
         }
         Mode::Smoke(common) => {
-            let suite = [
-                ("smoke-partition", "partition", 50),
-                ("smoke-kill", "kill", 50),
-                ("smoke-pause", "pause", 40),
-                ("smoke-mixed", "all", 70),
+            // (name, faults, seconds, fixed seed for regression scenarios)
+            let suite: [(&str, &str, u64, Option<u64>); 5] = [
+                ("smoke-partition", "partition", 45, None),
+                ("smoke-kill", "kill", 50, None),
+                ("smoke-pause", "pause", 30, None),
+                (
+                    "smoke-mixed",
+                    "partition-halves,kill-leader,kill-leader-fast,pause-leader,clock,loss,membership",
+                    70,
+                    None,
+                ),
+                // A leader that steps down and is re-elected must get its
+                // agents back (docs/jepsen.md, bugs found).
+                ("regress-rejoin", "kill-leader,partition-one", 20, Some(1)),
             ];
             let mut all_valid = true;
-            for (i, (name, faults, time)) in suite.iter().enumerate() {
+            for (i, (name, faults, time, fixed)) in suite.iter().enumerate() {
                 let mut c = common.clone();
-                c.seed = common.seed.map(|s| s.wrapping_add(i as u64));
+                c.seed = fixed.or(common.seed.map(|s| s.wrapping_add(i as u64)));
                 let opts = options(&c, name, 3, *time, faults, "queue,register")?;
                 let results = run::run(&opts).await?;
                 print_summary(&results.summary);

@@ -37,6 +37,7 @@ pub struct TestOptions {
     pub zombies: usize,
     pub time: Duration,
     pub nemesis: Vec<Kind>,
+    pub schedule: ScheduleSettings,
     pub queue: bool,
     pub register: bool,
     pub seed: u64,
@@ -157,11 +158,7 @@ async fn run_on_hosts(
         db.clone(),
         recorder.clone(),
         opts.nemesis.clone(),
-        ScheduleSettings {
-            quiet: (Duration::from_secs(3), Duration::from_secs(8)),
-            fault: (Duration::from_secs(4), Duration::from_secs(12)),
-            overlay_chance: 0.3,
-        },
+        opts.schedule.clone(),
         opts.time,
         &mut rng,
     )

@@ -140,6 +140,7 @@ pub fn parse(spec: &str, nodes: usize) -> Result<Vec<Kind>> {
 }
 
 /// Timing of the schedule.
+#[derive(Debug, Clone)]
 pub struct ScheduleSettings {
     /// Fault-free stretch between two faults.
     pub quiet: (Duration, Duration),
@@ -147,6 +148,26 @@ pub struct ScheduleSettings {
     pub fault: (Duration, Duration),
     /// Chance that an overlay (clock, loss) joins a fault.
     pub overlay_chance: f64,
+}
+
+impl ScheduleSettings {
+    /// Long runs: faults of 4–12 s between fault-free stretches of 3–8 s.
+    pub fn long() -> Self {
+        Self {
+            quiet: (Duration::from_secs(3), Duration::from_secs(8)),
+            fault: (Duration::from_secs(4), Duration::from_secs(12)),
+            overlay_chance: 0.3,
+        }
+    }
+
+    /// Smoke tests: shorter, so a minute holds every requested fault.
+    pub fn short() -> Self {
+        Self {
+            quiet: (Duration::from_secs(2), Duration::from_secs(4)),
+            fault: (Duration::from_secs(3), Duration::from_secs(7)),
+            overlay_chance: 0.3,
+        }
+    }
 }
 
 /// A fault in effect: what `stop` must undo.
@@ -383,4 +404,38 @@ async fn pick(
 /// Largest minority of `n` voters.
 fn minority(n: usize) -> usize {
     (n - 1) / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_expand_and_skip_faults_the_cluster_is_too_small_for() {
+        let partitions = parse("partition", 3).unwrap();
+        assert!(partitions.contains(&PartitionHalves));
+        assert!(!partitions.contains(&PartitionRing));
+        assert!(parse("partition", 5).unwrap().contains(&PartitionRing));
+        assert_eq!(parse("all", 5).unwrap().len(), ALL.len());
+        assert_eq!(
+            parse("kill-leader,loss", 3).unwrap(),
+            vec![KillLeader, Loss]
+        );
+        assert!(parse("none", 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_or_impossible_faults_are_refused_by_name() {
+        let e = parse("kill-leader,flood", 3).unwrap_err().to_string();
+        assert!(e.contains("'flood'"), "{e}");
+        let e = parse("partition-ring", 3).unwrap_err().to_string();
+        assert!(e.contains("5 nodes"), "{e}");
+    }
+
+    #[test]
+    fn minorities_leave_a_quorum() {
+        assert_eq!(minority(3), 1);
+        assert_eq!(minority(5), 2);
+        assert_eq!(minority(4), 1);
+    }
 }
