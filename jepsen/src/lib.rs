@@ -15,6 +15,7 @@
 pub mod checker;
 pub mod control;
 pub mod db;
+pub mod final_read;
 pub mod history;
 pub mod monitor;
 pub mod nemesis;
