@@ -5,7 +5,7 @@
 
 pub mod engine;
 pub mod model;
-pub mod svg;
+pub mod plots;
 pub mod sweep;
 pub mod workload;
 

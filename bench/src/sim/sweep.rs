@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::engine::{policy_names, SimResult};
-use super::svg::{render, Chart, Series, PALETTE};
+use super::plots::{render, Chart, Series, PALETTE};
 use super::workload::{self, WorkloadKind};
 use super::{run_scenario, Scenario};
 
@@ -337,7 +337,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                                 .map(|x| (*r, x.e2e_p99_ms / 1000.0))
                         })
                         .collect(),
-                    color: PALETTE[k % PALETTE.len()].into(),
+                    color: PALETTE[k % PALETTE.len()],
                     dashed: p == "oracle",
                 })
                 .collect();
@@ -349,7 +349,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                 log_y: true,
                 series,
                 hline: None,
-            });
+            })?;
             std::fs::write(
                 a.out
                     .join(format!("latency_vs_load_{fleet}_{wl}_hb{hb}.svg").to_lowercase()),
@@ -400,7 +400,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                             })
                         })
                         .collect(),
-                    color: color.into(),
+                    color,
                     dashed: false,
                 }
             })
@@ -416,7 +416,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
             log_y: false,
             series,
             hline: Some((2.0, "2x (herding bound)")),
-        });
+        })?;
         std::fs::write(
             a.out.join(
                 format!(
