@@ -86,7 +86,7 @@ pub struct SimArgs {
     /// ...and resume placement this many ms later.
     #[arg(long, default_value_t = 2_600)]
     failover_pause_ms: u64,
-    /// Override `placement/dispatch_threshold` (server default 0.85).
+    /// `placement/dispatch_threshold`; unset, the server's default (1.0: off).
     #[arg(long)]
     dispatch_threshold: Option<f64>,
     #[arg(long)]

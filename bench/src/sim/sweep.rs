@@ -45,6 +45,7 @@ pub struct SweepArgs {
     failover_at_s: Option<u64>,
     #[arg(long, default_value_t = 2_600)]
     failover_pause_ms: u64,
+    /// `placement/dispatch_threshold`; unset, the server's default (1.0: off).
     #[arg(long)]
     dispatch_threshold: Option<f64>,
     /// rho of the per-node placement-share plots.

@@ -97,6 +97,9 @@ pub struct PlacementOptions {
     /// Most assignments in one batch (one Raft entry).
     pub batch_max: usize,
     /// No new work on a node whose GPU or CPU utilization is above this (0..1).
+    /// 1.0 (the default) turns the filter off: NVML reads ~100% on any
+    /// inference node with a request running, so a lower value stalls
+    /// placement there; capacity comes from the reservations instead.
     pub dispatch_threshold: f64,
     /// Metrics older than this are ignored.
     pub metrics_stale_ms: u64,
@@ -108,7 +111,7 @@ impl Default for PlacementOptions {
     fn default() -> Self {
         Self {
             batch_max: 256,
-            dispatch_threshold: 0.85,
+            dispatch_threshold: 1.0,
             metrics_stale_ms: 5_000,
             aging_ms: 30_000,
         }
