@@ -41,6 +41,7 @@ fn apply(state: &mut SchedulerState, index: &mut u64, command: Command) {
             at_ms: 1_000 + *index,
             seed: *index,
             command,
+            request: None,
         },
     );
 }

@@ -20,6 +20,7 @@ use crate::raft::{NodeId, Raft, SharedState};
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::RaftMessage;
 use crate::scheduler::model::TaskState;
+use crate::scheduler::requests::RequestId;
 use crate::scheduler::{Command, Proposal, Response};
 
 /// How long a follower waits to apply up to a leader's read index.
@@ -112,18 +113,28 @@ impl Replica {
     }
 
     /// Commits `command` through the leader, wherever it is, and returns what
-    /// `apply` answered.
-    pub async fn propose(&self, command: Command) -> Result<Response, ReplicaError> {
-        match self.propose_local(command.clone()).await {
+    /// `apply` answered. A `request` id makes the write apply once even when
+    /// it reaches the log twice (a `NotLeader` after the entry was appended
+    /// is then safe to forward).
+    pub async fn propose(
+        &self,
+        command: Command,
+        request: Option<RequestId>,
+    ) -> Result<Response, ReplicaError> {
+        match self.propose_local(command.clone(), request).await {
             Err(ReplicaError::NotLeader { leader_addr, .. }) => {
-                self.forward_propose(&leader_addr, command).await
+                self.forward_propose(&leader_addr, command, request).await
             }
             other => other,
         }
     }
 
     /// Proposes on this replica only; fails with `NotLeader` on a follower.
-    pub async fn propose_local(&self, command: Command) -> Result<Response, ReplicaError> {
+    pub async fn propose_local(
+        &self,
+        command: Command,
+        request: Option<RequestId>,
+    ) -> Result<Response, ReplicaError> {
         if let Command::SubmitJob {
             client_id, tasks, ..
         } = &command
@@ -135,6 +146,7 @@ impl Replica {
             at_ms: wall_clock_ms(),
             seed: rand::random(),
             command,
+            request,
         };
         match self.raft.client_write(proposal).await {
             Ok(written) => Ok(written.data),
@@ -186,9 +198,12 @@ impl Replica {
         &self,
         addr: &str,
         command: Command,
+        request: Option<RequestId>,
     ) -> Result<Response, ReplicaError> {
-        self.forward(addr, &command, |mut c, m| async move { c.propose(m).await })
-            .await
+        self.forward(addr, &(command, request), |mut c, m| async move {
+            c.propose(m).await
+        })
+        .await
     }
 
     /// Sends `request` to the leader at `addr` over the replica protocol and

@@ -110,7 +110,7 @@ impl AgentService for AgentApi {
         };
         let applied = self
             .replica
-            .propose_local(command)
+            .propose_local(command, None)
             .await
             .map_err(replica_status)?;
         if let Applied::Rejected(reason) = applied {
@@ -202,7 +202,7 @@ async fn handle_report(
         node: node.to_string(),
         update,
     };
-    match replica.propose_local(command).await {
+    match replica.propose_local(command, None).await {
         Ok(Applied::Stale { current_attempt }) => {
             let stale = pb::Stale {
                 task_id: r.task_id,

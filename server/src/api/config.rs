@@ -9,9 +9,10 @@ use autoglm_client::proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::replica_status;
+use super::{replica_status, request_id};
 use crate::replica::Replica;
 use crate::scheduler::config_store::{self, ConfigEntry as StoredEntry};
+use crate::scheduler::requests::RequestId;
 use crate::scheduler::{Command, Response as Applied};
 
 pub struct ConfigApi {
@@ -28,6 +29,7 @@ impl ConfigApi {
         key: String,
         value: String,
         expected_version: Option<u64>,
+        request: RequestId,
     ) -> Result<Applied, Status> {
         config_store::validate(&key, Some(&value)).map_err(Status::invalid_argument)?;
         crate::leader::runtime::validate(&key, &value).map_err(Status::invalid_argument)?;
@@ -38,7 +40,7 @@ impl ConfigApi {
         };
         let applied = self
             .replica
-            .propose(command)
+            .propose(command, Some(request))
             .await
             .map_err(replica_status)?;
         match applied {
@@ -84,8 +86,9 @@ impl ConfigService for ConfigApi {
         &self,
         request: Request<ConfigPutRequest>,
     ) -> Result<Response<ConfigPutResponse>, Status> {
+        let id = request_id(&request)?;
         let req = request.into_inner();
-        match self.write(req.key, req.value, None).await? {
+        match self.write(req.key, req.value, None, id).await? {
             Applied::ConfigWritten(e) => Ok(Response::new(ConfigPutResponse {
                 entry: Some(to_proto(e)),
             })),
@@ -97,9 +100,10 @@ impl ConfigService for ConfigApi {
         &self,
         request: Request<ConfigCasRequest>,
     ) -> Result<Response<ConfigCasResponse>, Status> {
+        let id = request_id(&request)?;
         let req = request.into_inner();
         let response = match self
-            .write(req.key, req.value, Some(req.expected_version))
+            .write(req.key, req.value, Some(req.expected_version), id)
             .await?
         {
             Applied::ConfigWritten(e) => ConfigCasResponse {

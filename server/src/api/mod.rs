@@ -11,6 +11,25 @@ use tonic::metadata::MetadataValue;
 use tonic::Status;
 
 use crate::replica::ReplicaError;
+use crate::scheduler::requests::RequestId;
+
+/// The write's request id from its metadata (kept by the client across
+/// retries), or a fresh one: even then the replica's own forwarding of a
+/// proposal its old leader had appended applies once.
+pub fn request_id<T>(request: &tonic::Request<T>) -> Result<RequestId, Status> {
+    let key = autoglm_client::REQUEST_ID_METADATA;
+    match request.metadata().get(key) {
+        None => Ok(rand::random()),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| s.len() == 32)
+            .and_then(|s| RequestId::from_str_radix(s, 16).ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("metadata {key}: expected 32 hex digits"))
+            }),
+    }
+}
 
 /// Request metadata a replica sets when it forwards a call to the leader, so
 /// the leader never forwards it again.
@@ -42,5 +61,40 @@ pub fn replica_status(e: ReplicaError) -> Status {
             status
         }
         ReplicaError::Stopped(_) => Status::internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> tonic::Request<()> {
+        let mut r = tonic::Request::new(());
+        r.metadata_mut().insert(
+            autoglm_client::REQUEST_ID_METADATA,
+            MetadataValue::try_from(value).unwrap(),
+        );
+        r
+    }
+
+    #[test]
+    fn request_ids_come_from_metadata_or_are_drawn() {
+        let id = request_id(&with("000000000000000000000000000000ff")).unwrap();
+        assert_eq!(id, 255);
+        let a = request_id(&tonic::Request::new(())).unwrap();
+        let b = request_id(&tonic::Request::new(())).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_malformed_request_id_is_refused_by_name() {
+        for bad in ["ff", "zz000000000000000000000000000000"] {
+            let e = request_id(&with(bad)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().contains(autoglm_client::REQUEST_ID_METADATA),
+                "{e}"
+            );
+        }
     }
 }

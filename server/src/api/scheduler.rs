@@ -11,11 +11,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{node_to_proto, state_from_proto, task_spec, task_to_proto};
-use super::replica_status;
+use super::{replica_status, request_id};
 use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
 use crate::replica::Replica;
 use crate::scheduler::model::{Task, TaskId, TaskState};
+use crate::scheduler::requests::RequestId;
 use crate::scheduler::validate::{validate_client_key, validate_job};
 use crate::scheduler::{Command, Response as Applied, SchedulerState};
 
@@ -40,10 +41,10 @@ impl SchedulerApi {
         }
     }
 
-    async fn commit(&self, command: Command) -> Result<Applied, Status> {
+    async fn commit(&self, command: Command, request: RequestId) -> Result<Applied, Status> {
         match self
             .replica
-            .propose(command)
+            .propose(command, Some(request))
             .await
             .map_err(replica_status)?
         {
@@ -67,16 +68,22 @@ impl SchedulerApi {
 
     async fn node_command(
         &self,
-        command: Command,
-        name: &str,
+        request: Request<pb::NodeRequest>,
+        command: impl FnOnce(String) -> Command,
     ) -> Result<Response<pb::NodeResponse>, Status> {
-        let requeued = match self.commit(command).await? {
+        let id = request_id(&request)?;
+        let name = request.into_inner().name;
+        let requeued = match self.commit(command(name.clone()), id).await? {
             Applied::Changed(ids) => ids,
             _ => Vec::new(),
         };
         let applied = self.replica.state.read();
-        let node = applied.state.nodes.get(name).map(|n| {
-            let outstanding = applied.state.placed.get(name).map_or(0, |s| s.len() as u32);
+        let node = applied.state.nodes.get(&name).map(|n| {
+            let outstanding = applied
+                .state
+                .placed
+                .get(&name)
+                .map_or(0, |s| s.len() as u32);
             node_to_proto(n, outstanding, None)
         });
         Ok(Response::new(pb::NodeResponse {
@@ -185,6 +192,7 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let id = request_id(&request)?;
         let req = request.into_inner();
         let tasks = req
             .tasks
@@ -210,7 +218,7 @@ impl SchedulerService for SchedulerApi {
             idempotency_key: req.idempotency_key,
             tasks,
         };
-        match self.commit(command).await? {
+        match self.commit(command, id).await? {
             Applied::JobAccepted {
                 job,
                 tasks,
@@ -361,9 +369,11 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
+        let request_id = request_id(&request)?;
         let id = request.into_inner().task_id;
         Ok(Response::new(cancel_response(
-            self.commit(Command::CancelTask { task: id }).await?,
+            self.commit(Command::CancelTask { task: id }, request_id)
+                .await?,
         )))
     }
 
@@ -371,9 +381,11 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
+        let request_id = request_id(&request)?;
         let id = request.into_inner().job_id;
         Ok(Response::new(cancel_response(
-            self.commit(Command::CancelJob { job: id }).await?,
+            self.commit(Command::CancelJob { job: id }, request_id)
+                .await?,
         )))
     }
 
@@ -408,38 +420,23 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::NodeRequest>,
     ) -> Result<Response<pb::NodeResponse>, Status> {
-        let name = request.into_inner().name;
-        self.node_command(
-            Command::DrainNode {
-                name: name.clone(),
-                drain: true,
-            },
-            &name,
-        )
-        .await
+        self.node_command(request, |name| Command::DrainNode { name, drain: true })
+            .await
     }
 
     async fn undrain_node(
         &self,
         request: Request<pb::NodeRequest>,
     ) -> Result<Response<pb::NodeResponse>, Status> {
-        let name = request.into_inner().name;
-        self.node_command(
-            Command::DrainNode {
-                name: name.clone(),
-                drain: false,
-            },
-            &name,
-        )
-        .await
+        self.node_command(request, |name| Command::DrainNode { name, drain: false })
+            .await
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::NodeRequest>,
     ) -> Result<Response<pb::NodeResponse>, Status> {
-        let name = request.into_inner().name;
-        self.node_command(Command::RemoveNode { name: name.clone() }, &name)
+        self.node_command(request, |name| Command::RemoveNode { name })
             .await
     }
 }

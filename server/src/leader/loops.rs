@@ -99,7 +99,7 @@ fn spawn_every(
 fn propose(replica: &Arc<Replica>, command: Command) {
     let replica = replica.clone();
     tokio::spawn(async move {
-        if let Err(e) = replica.propose_local(command).await {
+        if let Err(e) = replica.propose_local(command, None).await {
             tracing::debug!("leader proposal not committed: {e}");
         }
     });
@@ -197,7 +197,7 @@ impl Placer {
         let (replica, in_flight) = (replica.clone(), self.in_flight.clone());
         tokio::spawn(async move {
             for c in commands {
-                if let Err(e) = replica.propose_local(c).await {
+                if let Err(e) = replica.propose_local(c, None).await {
                     tracing::debug!("placement proposal not committed: {e}");
                 }
             }

@@ -11,6 +11,7 @@ use super::PROTOCOL_VERSION;
 use crate::raft_proto::raft_service_server::RaftService;
 use crate::raft_proto::{HelloRequest, HelloResponse, RaftMessage};
 use crate::replica::Replica;
+use crate::scheduler::requests::RequestId;
 use crate::scheduler::Command;
 
 pub struct RaftRpc {
@@ -99,9 +100,9 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let command: Command = self.open(request.get_ref())?;
+        let (command, id): (Command, Option<RequestId>) = self.open(request.get_ref())?;
         // One hop only: a replica that is no longer leader answers NotLeader.
-        self.seal(&self.replica.propose_local(command).await)
+        self.seal(&self.replica.propose_local(command, id).await)
     }
 
     async fn read_index(

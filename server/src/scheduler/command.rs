@@ -12,6 +12,8 @@ pub struct Proposal {
     pub at_ms: u64,
     pub seed: u64,
     pub command: Command,
+    /// Set on client writes: applied once however often it reaches the log.
+    pub request: Option<super::requests::RequestId>,
 }
 
 /// An attempt's report from its agent.

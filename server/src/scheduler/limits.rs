@@ -26,3 +26,6 @@ pub const KEY_LEN_MAX: usize = 128;
 pub const PAYLOAD_BYTES_MAX_DEFAULT: u64 = 64 * 1024;
 /// Default attempt timeout when a task gives none.
 pub const ATTEMPT_TIMEOUT_MS_DEFAULT: u64 = 3_600_000;
+/// Client write requests whose responses are remembered for deduplication:
+/// a retry must arrive within this many later writes (seconds, in practice).
+pub const APPLIED_REQUESTS_MAX: usize = 10_000;

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod model;
 mod nodes;
 pub mod placement;
+pub mod requests;
 pub mod reservations;
 pub mod state;
 pub mod validate;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::command::{Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
 use super::model::{Job, JobId, Node, NodeName, Task, TaskId, TaskState};
+use super::requests::AppliedRequests;
 use super::reservations::Held;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,8 @@ pub struct SchedulerState {
     /// (client id, idempotency key) -> job.
     pub idempotency: BTreeMap<(String, String), JobId>,
     pub next_task_id: TaskId,
+    /// Responses of recent client writes, by request id.
+    pub applied_requests: AppliedRequests,
 }
 
 impl SchedulerState {
@@ -49,7 +52,21 @@ impl SchedulerState {
         self.now_ms = self.now_ms.max(proposal.at_ms);
         self.seed = proposal.seed;
         self.index = index;
-        match &proposal.command {
+        if let Some(done) = proposal
+            .request
+            .and_then(|id| self.applied_requests.get(id))
+        {
+            return done.clone();
+        }
+        let response = self.apply_command(&proposal.command);
+        if let Some(id) = proposal.request {
+            self.applied_requests.record(id, response.clone());
+        }
+        response
+    }
+
+    fn apply_command(&mut self, command: &Command) -> Response {
+        match command {
             Command::ConfigPut {
                 key,
                 value,

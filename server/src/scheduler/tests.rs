@@ -82,6 +82,7 @@ impl Harness {
             at_ms: self.now,
             seed: self.now * 31,
             command,
+            request: None,
         };
         self.log.push(p.clone());
         let r = self.state.apply(self.log.len() as u64, &p);
@@ -614,6 +615,7 @@ fn time_never_goes_backwards() {
             value: "1".into(),
             expected_version: None,
         },
+        request: None,
     };
     s.apply(1, &put(100));
     s.apply(2, &put(50));
@@ -677,7 +679,52 @@ fn backoff_is_judged_by_the_leaders_clock_not_the_last_entry() {
         at_ms: not_before,
         seed: 1,
         command: Command::Assign { assignments: batch },
+        request: None,
     };
     h.state.apply(1_000, &p);
     assert_eq!(h.state_of(id), TaskState::Assigned);
+}
+
+fn config_put(value: &str, request: Option<u128>) -> Proposal {
+    Proposal {
+        at_ms: 1,
+        seed: 0,
+        command: Command::ConfigPut {
+            key: "k".into(),
+            value: value.into(),
+            expected_version: None,
+        },
+        request,
+    }
+}
+
+#[test]
+fn a_write_that_reaches_the_log_twice_is_applied_once() {
+    let mut s = SchedulerState::default();
+    let first = s.apply(1, &config_put("a", Some(7)));
+    let digest = s.digest();
+    // The retry (or a forward of an entry the old leader had appended)
+    // gets the first response and changes nothing.
+    assert_eq!(s.apply(2, &config_put("a", Some(7))), first);
+    assert_eq!(s.digest(), digest);
+    assert_eq!(s.config.get("k").map(|e| e.version), Some(1));
+    // A different request is a different write.
+    s.apply(3, &config_put("a", Some(8)));
+    assert_eq!(s.config.get("k").map(|e| e.version), Some(2));
+    // Writes without an id (leader loops) are never deduplicated.
+    s.apply(4, &config_put("a", None));
+    s.apply(5, &config_put("a", None));
+    assert_eq!(s.config.get("k").map(|e| e.version), Some(4));
+}
+
+#[test]
+fn remembered_requests_are_bounded_oldest_first() {
+    use crate::scheduler::limits::APPLIED_REQUESTS_MAX;
+    let mut s = SchedulerState::default();
+    for id in 0..=APPLIED_REQUESTS_MAX as u128 {
+        s.apply(id as u64 + 1, &config_put("v", Some(id)));
+    }
+    assert_eq!(s.applied_requests.len(), APPLIED_REQUESTS_MAX);
+    assert!(s.applied_requests.get(0).is_none());
+    assert!(s.applied_requests.get(1).is_some());
 }

@@ -32,6 +32,7 @@ impl Sim {
                 at_ms: self.now / 1000,
                 seed,
                 command: command.clone(),
+                request: None,
             },
         )
     }
