@@ -69,6 +69,20 @@ impl Retry {
     }
 }
 
+/// A fresh id for one logical write, sent on every retry of it.
+pub(crate) fn fresh_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// `message` as a request carrying the write's request id.
+pub(crate) fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(id) {
+        request.metadata_mut().insert(crate::REQUEST_ID_METADATA, v);
+    }
+    request
+}
+
 fn leader_hint(status: &Status) -> Option<String> {
     status
         .metadata()
@@ -226,9 +240,10 @@ impl Client {
             key: key.to_string(),
             value: value.to_string(),
         };
+        let id = fresh_request_id();
         let response = self
             .with_retry(|ch| {
-                let req = req.clone();
+                let req = with_request_id(req.clone(), &id);
                 async move { ConfigServiceClient::new(ch).put(req).await }
             })
             .await?;
@@ -248,8 +263,9 @@ impl Client {
             value: value.to_string(),
             expected_version,
         };
+        let id = fresh_request_id();
         self.with_retry(|ch| {
-            let req = req.clone();
+            let req = with_request_id(req.clone(), &id);
             async move { ConfigServiceClient::new(ch).compare_and_set(req).await }
         })
         .await

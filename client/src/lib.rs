@@ -62,3 +62,8 @@ pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 /// Response metadata key a replica sets on UNAVAILABLE when it knows the
 /// leader's address: the client retries there first.
 pub const LEADER_ADDR_METADATA: &str = "x-autoglm-leader-addr";
+
+/// Request metadata on writes: 32 hex digits naming one logical write, the
+/// same on every retry, so the cluster applies it once however many of the
+/// retries reach its log. Optional; a replica picks one when it is absent.
+pub const REQUEST_ID_METADATA: &str = "x-autoglm-request-id";

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::client::Retry;
+use crate::client::{fresh_request_id, with_request_id, Retry};
 use crate::proto::scheduler_service_client::SchedulerServiceClient;
 use crate::proto::*;
 use crate::{Client, ClientError, JobBuilder};
@@ -42,12 +42,13 @@ impl Client {
             request.idempotency_key = fresh_key();
         }
         let started = std::time::Instant::now();
+        let id = fresh_request_id();
         loop {
             let req = request.clone();
             // The idempotency key makes a retry after an unknown outcome safe.
             let result = self
                 .with_retry_on(Retry::Idempotent, |ch| {
-                    let req = req.clone();
+                    let req = with_request_id(req.clone(), &id);
                     async move { SchedulerServiceClient::new(ch).submit_job(req).await }
                 })
                 .await;
@@ -96,17 +97,19 @@ impl Client {
     }
 
     pub async fn cancel_task(&self, task_id: u64) -> Result<CancelResponse, ClientError> {
-        let req = CancelTaskRequest { task_id };
-        self.with_retry_on(Retry::Idempotent, |ch| async move {
-            SchedulerServiceClient::new(ch).cancel_task(req).await
+        let id = fresh_request_id();
+        self.with_retry_on(Retry::Idempotent, |ch| {
+            let req = with_request_id(CancelTaskRequest { task_id }, &id);
+            async move { SchedulerServiceClient::new(ch).cancel_task(req).await }
         })
         .await
     }
 
     pub async fn cancel_job(&self, job_id: u64) -> Result<CancelResponse, ClientError> {
-        let req = CancelJobRequest { job_id };
-        self.with_retry_on(Retry::Idempotent, |ch| async move {
-            SchedulerServiceClient::new(ch).cancel_job(req).await
+        let id = fresh_request_id();
+        self.with_retry_on(Retry::Idempotent, |ch| {
+            let req = with_request_id(CancelJobRequest { job_id }, &id);
+            async move { SchedulerServiceClient::new(ch).cancel_job(req).await }
         })
         .await
     }
@@ -126,8 +129,9 @@ impl Client {
         drain: Option<bool>,
     ) -> Result<NodeResponse, ClientError> {
         let req = NodeRequest { name: name.into() };
+        let id = fresh_request_id();
         self.with_retry(|ch| {
-            let req = req.clone();
+            let req = with_request_id(req.clone(), &id);
             async move {
                 let mut c = SchedulerServiceClient::new(ch);
                 match drain {
