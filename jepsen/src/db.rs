@@ -53,6 +53,12 @@ impl Replica {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
+
+    /// How many times a process was started on this host: a new number is a
+    /// new process, whose volatile Raft state may start behind the last one's.
+    pub fn incarnation(&self) -> u32 {
+        self.starts
+    }
 }
 
 struct AgentProc {

@@ -135,7 +135,7 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
         }
         Mode::Smoke(common) => {
             // (name, faults, seconds, fixed seed for regression scenarios)
-            let suite: [(&str, &str, u64, Option<u64>); 5] = [
+            let suite: [(&str, &str, u64, Option<u64>); 6] = [
                 ("smoke-partition", "partition", 45, None),
                 ("smoke-kill", "kill", 50, None),
                 ("smoke-pause", "pause", 30, None),
@@ -148,6 +148,14 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
                 // A leader that steps down and is re-elected must get its
                 // agents back (docs/jepsen.md, bugs found).
                 ("regress-rejoin", "kill-leader,partition-one", 20, Some(1)),
+                // Writes retried or forwarded after the leader died
+                // mid-commit must apply once (docs/jepsen.md, bugs found).
+                (
+                    "regress-double-write",
+                    "kill-minority,kill-leader,clock",
+                    30,
+                    Some(20261126),
+                ),
             ];
             let mut all_valid = true;
             for (i, (name, faults, time, fixed)) in suite.iter().enumerate() {

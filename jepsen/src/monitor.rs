@@ -1,11 +1,14 @@
 //! Samples every replica's Raft status a few times a second for the cluster
 //! checker (one leader per term, nothing goes backwards) and the report.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
+
+use crate::db::Db;
 
 use crate::recorder::Recorder;
 
@@ -23,12 +26,24 @@ pub struct Sample {
     pub applied: Option<u64>,
     pub last_log: Option<u64>,
     pub digest: u64,
+    /// Which process on the host answered (see [`crate::db::Replica::incarnation`]).
+    #[serde(default)]
+    pub incarnation: u32,
 }
 
-pub type Samples = Arc<Mutex<Vec<Sample>>>;
+pub type Samples = Arc<StdMutex<Vec<Sample>>>;
+
+async fn incarnations(db: &Mutex<Db>) -> BTreeMap<String, u32> {
+    let db = db.lock().await;
+    db.replicas
+        .iter()
+        .map(|(name, r)| (name.clone(), r.incarnation()))
+        .collect()
+}
 
 /// Polls `replicas` (host name, address) every `period` until `stop`.
 pub async fn run(
+    db: Arc<Mutex<Db>>,
     replicas: Vec<(String, String)>,
     recorder: Arc<Recorder>,
     samples: Samples,
@@ -37,13 +52,20 @@ pub async fn run(
 ) {
     let addrs: Vec<String> = replicas.iter().map(|(_, a)| a.clone()).collect();
     while !*stop.borrow() {
+        let before = incarnations(&db).await;
         let statuses =
             crate::control::statuses(&addrs, period.max(Duration::from_millis(200))).await;
+        let after = incarnations(&db).await;
         let now = recorder.now_ns();
         {
             let mut out = samples.lock().unwrap_or_else(|p| p.into_inner());
             for ((node, _), s) in replicas.iter().zip(statuses) {
                 let Some(s) = s else { continue };
+                // Restarted while asked: which process answered is unknown.
+                let Some(incarnation) = after.get(node).filter(|i| before.get(node) == Some(*i))
+                else {
+                    continue;
+                };
                 out.push(Sample {
                     time_ns: now,
                     node: node.clone(),
@@ -55,6 +77,7 @@ pub async fn run(
                     applied: s.applied_index,
                     last_log: s.last_log_index,
                     digest: s.state_digest,
+                    incarnation: *incarnation,
                 });
             }
         }

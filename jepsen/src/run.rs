@@ -118,6 +118,7 @@ async fn run_on_hosts(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (monitor_stop_tx, monitor_stop_rx) = watch::channel(false);
     let monitor = tokio::spawn(monitor::run(
+        db.clone(),
         replicas.clone(),
         recorder.clone(),
         samples.clone(),

@@ -210,6 +210,7 @@ fn sample(t: u64, id: u64, role: &str, term: u64, applied: u64) -> Sample {
         applied: Some(applied),
         last_log: Some(applied),
         digest: 0,
+        incarnation: 1,
     }
 }
 

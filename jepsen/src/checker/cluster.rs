@@ -1,6 +1,7 @@
-//! Cluster checks: at most one leader per term; no replica's term,
-//! committed or applied index ever goes backwards (each Raft id on its own:
-//! a wiped replica comes back under a new id); every replica ends with the
+//! Cluster checks: at most one leader per term; no replica's term ever goes
+//! backwards, nor its committed or applied index within one process, and a
+//! restarted process still holds every entry its predecessor knew committed
+//! (each Raft id on its own: a wiped replica comes back under a new id); every replica ends with the
 //! same state digest at the same applied index; no process panicked; and
 //! every fault that was asked for really happened.
 
@@ -59,29 +60,44 @@ pub fn check(
             r.split_brain.push(format!("term {term}: leaders {ids:?}"));
         }
     }
+    // Per Raft id: the term never goes backwards, even across a crash (it
+    // is flushed before any vote). Committed and applied indexes are
+    // volatile: within one process they never go backwards; a restarted
+    // process may start behind, but its log must still hold every entry the
+    // previous one knew to be committed.
     let mut last: BTreeMap<u64, &Sample> = BTreeMap::new();
     let mut ordered: Vec<&Sample> = samples.iter().collect();
     ordered.sort_by_key(|s| s.time_ns);
     for s in ordered {
         if let Some(prev) = last.get(&s.id) {
-            let back = |what: &str, a: Option<u64>, b: Option<u64>| {
-                (a.unwrap_or(0) > b.unwrap_or(0)).then(|| {
-                    format!(
-                        "replica {} ({}): {what} {} → {} at {:.3} s",
-                        s.id,
-                        s.node,
-                        a.unwrap_or(0),
-                        b.unwrap_or(0),
-                        s.time_ns as f64 / 1e9
-                    )
-                })
+            let at = |what: &str, a: u64, b: u64| {
+                format!(
+                    "replica {} ({}): {what} {a} → {b} at {:.3} s",
+                    s.id,
+                    s.node,
+                    s.time_ns as f64 / 1e9
+                )
             };
-            r.went_backwards
-                .extend(back("term", Some(prev.term), Some(s.term)));
-            r.went_backwards
-                .extend(back("committed", prev.committed, s.committed));
-            r.went_backwards
-                .extend(back("applied", prev.applied, s.applied));
+            let v = |x: Option<u64>| x.unwrap_or(0);
+            if prev.term > s.term {
+                r.went_backwards.push(at("term", prev.term, s.term));
+            }
+            if prev.incarnation == s.incarnation {
+                if v(prev.committed) > v(s.committed) {
+                    r.went_backwards
+                        .push(at("committed", v(prev.committed), v(s.committed)));
+                }
+                if v(prev.applied) > v(s.applied) {
+                    r.went_backwards
+                        .push(at("applied", v(prev.applied), v(s.applied)));
+                }
+            } else if v(prev.committed) > v(s.last_log) {
+                r.went_backwards.push(at(
+                    "log after restart (committed before → last log index)",
+                    v(prev.committed),
+                    v(s.last_log),
+                ));
+            }
         }
         last.insert(s.id, s);
     }
