@@ -29,3 +29,6 @@ pub const ATTEMPT_TIMEOUT_MS_DEFAULT: u64 = 3_600_000;
 /// Client write requests whose responses are remembered for deduplication:
 /// a retry must arrive within this many later writes (seconds, in practice).
 pub const APPLIED_REQUESTS_MAX: usize = 10_000;
+/// Encoded bytes of those remembered responses (a job's response lists its
+/// task ids; a config write's, its value).
+pub const APPLIED_REQUESTS_BYTES_MAX: usize = 8 * 1024 * 1024;

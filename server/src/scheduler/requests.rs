@@ -12,31 +12,42 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::command::Response;
-use super::limits::APPLIED_REQUESTS_MAX;
+use super::limits::{APPLIED_REQUESTS_BYTES_MAX, APPLIED_REQUESTS_MAX};
 
 /// A client-chosen id, the same for every retry of one write.
 pub type RequestId = u128;
 
-/// The responses of the most recent requests, oldest evicted first.
+/// The responses of the most recent requests, oldest evicted first once
+/// either bound (count or encoded bytes) is passed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedRequests {
-    responses: BTreeMap<RequestId, Response>,
+    /// Response and its encoded size.
+    responses: BTreeMap<RequestId, (Response, usize)>,
     order: VecDeque<RequestId>,
+    bytes: usize,
 }
 
 impl AppliedRequests {
     /// The response of `id` if it was applied (and not yet evicted).
     pub fn get(&self, id: RequestId) -> Option<&Response> {
-        self.responses.get(&id)
+        self.responses.get(&id).map(|(r, _)| r)
     }
 
     pub fn record(&mut self, id: RequestId, response: Response) {
-        if self.responses.insert(id, response).is_none() {
+        // Deterministic on every replica: the encoding is.
+        let size = postcard::experimental::serialized_size(&response).unwrap_or(usize::MAX / 2);
+        self.bytes += size;
+        if let Some((_, old)) = self.responses.insert(id, (response, size)) {
+            self.bytes -= old;
+        } else {
             self.order.push_back(id);
         }
-        while self.order.len() > APPLIED_REQUESTS_MAX {
-            if let Some(old) = self.order.pop_front() {
-                self.responses.remove(&old);
+        while self.order.len() > APPLIED_REQUESTS_MAX || self.bytes > APPLIED_REQUESTS_BYTES_MAX {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, size)) = self.responses.remove(&old) {
+                self.bytes -= size;
             }
         }
     }

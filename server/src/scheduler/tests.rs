@@ -728,3 +728,17 @@ fn remembered_requests_are_bounded_oldest_first() {
     assert!(s.applied_requests.get(0).is_none());
     assert!(s.applied_requests.get(1).is_some());
 }
+
+#[test]
+fn remembered_responses_are_bounded_in_bytes_too() {
+    use crate::scheduler::limits::APPLIED_REQUESTS_BYTES_MAX;
+    let mut s = SchedulerState::default();
+    let big = "x".repeat(60 * 1024);
+    let writes = APPLIED_REQUESTS_BYTES_MAX / big.len() + 10;
+    for id in 0..writes as u128 {
+        s.apply(id as u64 + 1, &config_put(&big, Some(id)));
+    }
+    assert!(s.applied_requests.len() < writes);
+    assert!(s.applied_requests.get(0).is_none());
+    assert!(s.applied_requests.get(writes as u128 - 1).is_some());
+}
