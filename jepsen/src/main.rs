@@ -122,6 +122,7 @@ fn options(
 async fn main_inner(args: Args) -> anyhow::Result<bool> {
     match args.command {
         Mode::Teardown => {
+            let _hosts = net::HostsLock::try_acquire()?;
             net::teardown();
             Ok(true)
         }

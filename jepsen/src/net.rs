@@ -7,7 +7,9 @@
 //! links with our prefix, the bridge, our FORWARD rule), so it is idempotent,
 //! and so is teardown.
 
-use anyhow::Result;
+use std::fs::{File, TryLockError};
+
+use anyhow::{bail, Context, Result};
 
 use crate::sh::{run, run_quiet};
 
@@ -16,6 +18,57 @@ pub const BRIDGE: &str = "agjbr0";
 /// Address of the harness on the bridge.
 pub const HARNESS_IP: &str = "10.77.0.1";
 const PREFIX: &str = "agj-";
+
+/// Exclusive use of the test hosts: one run (or the hosts test) at a time,
+/// since setup and teardown remove whatever another run has in place.
+pub struct HostsLock {
+    _file: File,
+}
+
+fn lock_path() -> std::path::PathBuf {
+    std::env::temp_dir().join("autoglm-jepsen.lock")
+}
+
+fn open_lock(path: &std::path::Path) -> Result<File> {
+    File::create(path).with_context(|| format!("open {}", path.display()))
+}
+
+impl HostsLock {
+    /// Waits for any other run to finish, then takes the hosts.
+    pub fn acquire() -> Result<Self> {
+        Self::acquire_at(&lock_path())
+    }
+
+    /// Takes the hosts only if no run holds them (for `teardown`, which must
+    /// never pull the network from under a live run).
+    pub fn try_acquire() -> Result<Self> {
+        Self::try_acquire_at(&lock_path())
+    }
+
+    fn acquire_at(path: &std::path::Path) -> Result<Self> {
+        let file = open_lock(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                eprintln!("autoglm-jepsen: another run holds the test hosts; waiting for it");
+                file.lock().context("lock the test hosts")?;
+            }
+            Err(TryLockError::Error(e)) => return Err(e).context("lock the test hosts"),
+        }
+        Ok(Self { _file: file })
+    }
+
+    fn try_acquire_at(path: &std::path::Path) -> Result<Self> {
+        let file = open_lock(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => {
+                bail!("another autoglm-jepsen run is using the test hosts")
+            }
+            Err(TryLockError::Error(e)) => Err(e).context("lock the test hosts"),
+        }
+    }
+}
 
 /// One test host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,4 +198,24 @@ fn add_host(host: &Host) -> Result<()> {
     host.exec("ip", &["link", "set", "eth0", "up"])?;
     host.exec("ip", &["route", "add", "default", "via", HARNESS_IP])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_of_the_hosts_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("agj-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hosts.lock");
+        let held = HostsLock::acquire_at(&path).unwrap();
+        let refused = HostsLock::try_acquire_at(&path)
+            .err()
+            .expect("a second holder");
+        assert!(refused.to_string().contains("another autoglm-jepsen run"));
+        drop(held);
+        assert!(HostsLock::try_acquire_at(&path).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

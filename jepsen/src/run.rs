@@ -57,6 +57,7 @@ pub async fn run(opts: &TestOptions) -> Result<Results> {
     let replica_hosts: Vec<net::Host> = (1..=opts.nodes).map(net::replica_host).collect();
     let agent_hosts: Vec<net::Host> = (1..=opts.agents).map(net::agent_host).collect();
     let all_hosts: Vec<net::Host> = replica_hosts.iter().chain(&agent_hosts).cloned().collect();
+    let _hosts = net::HostsLock::acquire()?;
     net::setup(&all_hosts)?;
     let outcome = run_on_hosts(opts, &dir, replica_hosts, agent_hosts).await;
     net::teardown();

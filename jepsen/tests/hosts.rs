@@ -1,7 +1,8 @@
 //! Host setup and teardown are idempotent and leave nothing behind, and a
 //! host reaches the harness through the bridge until a rule cuts it off.
 //! Needs root, iproute2, iptables and bash (as `.ci/run` provides); it takes
-//! over the `agj-` namespaces, so it must not run beside a jepsen test.
+//! over the `agj-` namespaces, so it waits for the hosts lock of any jepsen
+//! run on the machine.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -34,6 +35,8 @@ fn reaches_harness(host: &net::Host, port: u16) -> bool {
 #[test]
 fn setup_and_teardown_are_idempotent_and_hosts_reach_the_harness() {
     let hosts = vec![replica_host(1), replica_host(2), agent_host(1)];
+    // Waits for any jepsen run on this machine instead of tearing it down.
+    let _lock = net::HostsLock::acquire().expect("lock the test hosts");
     net::setup(&hosts).expect("first setup");
     // A second setup over the first (a crashed run) must succeed too.
     net::setup(&hosts).expect("setup over a previous run");
