@@ -79,6 +79,7 @@ async fn run_on_hosts(
     agent_hosts: Vec<net::Host>,
 ) -> Result<Results> {
     let started = Instant::now();
+    let git = report::git_rev();
     let mut db = Db::new(dir, &opts.bin_dir)?;
     for h in replica_hosts {
         db.add_replica_host(h);
@@ -197,6 +198,7 @@ async fn run_on_hosts(
     Ok(Results::new(
         opts,
         Evidence {
+            git,
             elapsed: started.elapsed(),
             drain: drained,
             history,

@@ -55,6 +55,8 @@ pub struct Results {
 
 /// Everything a finished run produced, gathered for [`Results::new`].
 pub struct Evidence {
+    /// `git rev-parse --short HEAD` when the run started, if in a checkout.
+    pub git: Option<String>,
     pub elapsed: Duration,
     pub drain: serde_json::Value,
     pub history: Vec<Op>,
@@ -74,14 +76,8 @@ impl Results {
             && e.linearizable.as_ref().is_none_or(|l| l.is_linearizable());
         let mut versions = BTreeMap::new();
         versions.insert("autoglm".into(), env!("CARGO_PKG_VERSION").to_string());
-        if let Ok(out) = std::process::Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .output()
-        {
-            let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if !rev.is_empty() {
-                versions.insert("git".into(), rev);
-            }
+        if let Some(rev) = &e.git {
+            versions.insert("git".into(), rev.clone());
         }
         let summary = Summary {
             test: opts.name.clone(),
@@ -116,6 +112,16 @@ impl Results {
             logs: e.logs,
         }
     }
+}
+
+/// The checkout's commit, read when a run starts (HEAD may move during it).
+pub fn git_rev() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !rev.is_empty()).then_some(rev)
 }
 
 /// Writes the report files into `dir`.
