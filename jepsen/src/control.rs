@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use autoglm_client::proto::admin_service_client::AdminServiceClient;
 use autoglm_client::proto::{StatusRequest, StatusResponse};
+use autoglm_client::{Client, ClientOptions};
 use tonic::transport::Endpoint;
 
 /// Status of one replica, or `None` if it did not answer within `timeout`.
@@ -36,4 +37,19 @@ pub async fn statuses(addrs: &[String], timeout: Duration) -> Vec<Option<StatusR
         out[i] = s;
     }
     out
+}
+
+/// A client library handle on `endpoints` (tried in order), giving up on a
+/// call after `deadline` and on one attempt after `attempt`.
+pub fn client(
+    endpoints: Vec<String>,
+    deadline: Duration,
+    attempt: Duration,
+) -> anyhow::Result<Client> {
+    let options = ClientOptions {
+        deadline,
+        attempt_timeout: attempt,
+        connect_timeout: Duration::from_millis(500),
+    };
+    Ok(Client::new(endpoints, options)?)
 }

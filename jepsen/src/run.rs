@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
 use autoglm_agent::AgentConfig;
 use autoglm_client::proto::Member;
-use autoglm_client::{Client, ClientOptions};
+use autoglm_client::Client;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{watch, Mutex};
@@ -214,12 +214,11 @@ async fn run_on_hosts(
 }
 
 pub(crate) fn patient_client(endpoints: &[String]) -> Result<Client> {
-    let options = ClientOptions {
-        deadline: Duration::from_secs(10),
-        attempt_timeout: Duration::from_secs(3),
-        connect_timeout: Duration::from_millis(500),
-    };
-    Ok(Client::new(endpoints.to_vec(), options)?)
+    crate::control::client(
+        endpoints.to_vec(),
+        Duration::from_secs(10),
+        Duration::from_secs(3),
+    )
 }
 
 /// Waits for every replica to listen, then forms the cluster from the first.

@@ -220,15 +220,15 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                 if i.is_multiple_of(50) {
                     eprintln!("  {}/{}", i, cells.len());
                 }
-                results.lock().expect("no panics")[i] = Some(r);
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
             });
         }
     });
     let results: Vec<SimResult> = results
         .into_inner()
-        .expect("no panics")
+        .unwrap_or_else(|p| p.into_inner())
         .into_iter()
-        .map(|r| r.expect("every cell ran"))
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("a sweep cell did not run"))))
         .collect::<anyhow::Result<_>>()?;
     std::fs::create_dir_all(&a.out)?;
     let mut csv = String::from(CSV_HEADER);
@@ -366,7 +366,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
         .filter(|r| r.seed == 1 && (r.rho - a.share_rho).abs() < 1e-9)
     {
         let fleet = super::model::fleet_by_name(&r.fleet, (a.duration_s * 1000.0) as u64)
-            .expect("fleet ran");
+            .with_context(|| format!("unknown fleet {}", r.fleet))?;
         let caps = super::model::capacities(
             &fleet,
             &super::model::ServiceModel::default(),

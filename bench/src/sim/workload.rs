@@ -73,7 +73,8 @@ pub fn load_trace(path: &Path) -> anyhow::Result<Trace> {
     let n = rows.len() as f64;
     let mean_in = rows.iter().map(|r| r.input_tokens as f64).sum::<f64>() / n;
     let mean_out = rows.iter().map(|r| r.output_tokens as f64).sum::<f64>() / n;
-    let rate = n / rows.last().expect("non-empty").at_s.max(1e-9);
+    // At least 2 rows (checked above), sorted: the last is the latest.
+    let rate = n / rows[rows.len() - 1].at_s.max(1e-9);
     Ok(Trace {
         rows,
         mean_in,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use autoglm_client::proto::{Member, Role};
-use autoglm_client::{Client, ClientOptions};
+use autoglm_client::Client;
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -17,13 +17,9 @@ use tokio::sync::Mutex;
 use super::{pick, Active};
 use crate::db::Db;
 
+/// Membership changes wait for a learner to catch up: a patient client.
 fn admin_client(endpoints: Vec<String>) -> Result<Client> {
-    let options = ClientOptions {
-        deadline: Duration::from_secs(10),
-        attempt_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_millis(500),
-    };
-    Ok(Client::new(endpoints, options)?)
+    crate::control::client(endpoints, Duration::from_secs(10), Duration::from_secs(5))
 }
 
 pub async fn remove(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active, Value)> {

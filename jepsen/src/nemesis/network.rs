@@ -67,9 +67,7 @@ pub async fn partition(
                 sees.insert(r.clone(), replicas.clone());
             }
             for r in &replicas[..2 * m] {
-                sees.get_mut(r)
-                    .expect("grouped above")
-                    .extend(bridge.clone());
+                sees.entry(r.clone()).or_default().extend(bridge.clone());
             }
         }
         Kind::PartitionRing => {
@@ -104,9 +102,7 @@ pub async fn partition(
         // Replicas see the agents that share their side.
         let side = sees[&a.name].clone();
         for r in side.iter().filter(|r| replicas.contains(r)) {
-            sees.get_mut(r)
-                .expect("every replica is grouped")
-                .push(a.name.clone());
+            sees.entry(r.clone()).or_default().push(a.name.clone());
         }
     }
     let mut filtered = Vec::new();

@@ -9,7 +9,7 @@ pub mod zombie;
 use std::sync::Arc;
 use std::time::Duration;
 
-use autoglm_client::{Client, ClientError, ClientOptions};
+use autoglm_client::{Client, ClientError};
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -42,12 +42,11 @@ impl Ctx {
 pub fn client_for(addr: &str, all: &[String]) -> anyhow::Result<Client> {
     let mut endpoints = vec![addr.to_string()];
     endpoints.extend(all.iter().filter(|a| *a != addr).cloned());
-    let options = ClientOptions {
-        deadline: Duration::from_secs(3),
-        attempt_timeout: Duration::from_millis(1_500),
-        connect_timeout: Duration::from_millis(500),
-    };
-    Ok(Client::new(endpoints, options)?)
+    crate::control::client(
+        endpoints,
+        Duration::from_secs(3),
+        Duration::from_millis(1_500),
+    )
 }
 
 /// How a failed write ended: `fail` only when the server certainly did not

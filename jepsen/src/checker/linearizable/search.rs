@@ -1,12 +1,13 @@
 //! The Wing–Gong/Lowe search over one partition, and the per-partition driver.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};
 
 /// A sequential specification: the state machine the history must agree with.
@@ -240,7 +241,10 @@ pub fn check<M: Model>(model: &M, ops: &[OpOf<M>], limit: Duration) -> Report {
             operations: part.len(),
             elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
         };
-        results.lock().unwrap().push((key.to_string(), report));
+        results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key.to_string(), report));
     };
     if threads <= 1 {
         work();
@@ -254,7 +258,11 @@ pub fn check<M: Model>(model: &M, ops: &[OpOf<M>], limit: Duration) -> Report {
 
     let mut report = Report {
         verdict: Verdict::Linearizable,
-        keys: results.into_inner().unwrap().into_iter().collect(),
+        keys: results
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .collect(),
         operations: ops.len(),
         elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
         malformed: Vec::new(),
@@ -382,58 +390,6 @@ impl Entries {
     }
 }
 
-/// FxHash-style hasher for model states (fast in debug builds too).
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().unwrap()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64);
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(i as u64);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Passes an already well-mixed u64 key through.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) ^ b as u64;
-        }
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = i;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -445,7 +401,7 @@ fn splitmix64(mut x: u64) -> u64 {
 /// operations, state). Keyed by a Zobrist hash of the set combined with the
 /// state's hash.
 struct Cache<S> {
-    map: HashMap<u64, Vec<Configuration<S>>, BuildHasherDefault<IdHasher>>,
+    map: FxHashMap<u64, Vec<Configuration<S>>>,
 }
 
 /// Bitset of the linearized operations, and the state they led to.
@@ -478,7 +434,7 @@ fn search<M: Model>(model: &M, ops: &[&OpOf<M>], deadline: Instant) -> Outcome {
     let mut bits = vec![0u64; ops.len().div_ceil(64).max(1)];
     let mut set_hash = 0u64;
     let mut cache: Cache<M::State> = Cache {
-        map: HashMap::default(),
+        map: FxHashMap::default(),
     };
     // Operations that must be linearized: every one with a known output.
     let mut remaining = ops.iter().filter(|op| op.output.is_some()).count();
