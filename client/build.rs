@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/autoglm/v1/config.proto",
         "proto/autoglm/v1/scheduler.proto",
         "proto/autoglm/v1/agent.proto",
+        "proto/autoglm/v1/acl.proto",
     ];
     let descriptor =
         std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("autoglm_v1_descriptor.bin");

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use autoglm_client::security::TlsFiles;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -97,6 +98,11 @@ pub struct AgentConfig {
     pub output_tail_bytes: usize,
     /// Timeout of one `http` attempt's request.
     pub http_timeout_ms: u64,
+    /// The cluster CA and this node's certificate and key (it must name this
+    /// node: `autoglm tls cert create --agent NODE`); reloaded when they change.
+    pub tls: TlsFiles,
+    /// Plaintext and no certificate: only against replicas run with --insecure.
+    pub insecure: bool,
 }
 
 impl Default for AgentConfig {
@@ -119,6 +125,8 @@ impl Default for AgentConfig {
             sim: SimSettings::default(),
             output_tail_bytes: 4_096,
             http_timeout_ms: 30_000,
+            tls: TlsFiles::default(),
+            insecure: false,
         }
     }
 }
@@ -136,6 +144,11 @@ pub struct FlagOverrides {
     pub slots_per_gpu: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_source: Option<GpuSourceKind>,
+    #[serde(skip_serializing_if = "TlsFiles::is_empty")]
+    pub tls: TlsFiles,
+    /// Only `true` overrides.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// Prefix of environment overrides; nested keys use `__`, e.g.
@@ -159,6 +172,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "sim",
     "output_tail_bytes",
     "http_timeout_ms",
+    "tls",
+    "insecure",
 ];
 
 /// Largest `output_tail_bytes`: reports are small gRPC messages and the
@@ -254,6 +269,11 @@ impl AgentConfig {
                 "reconnect_backoff_min_ms ({}) must be positive and at most reconnect_backoff_max_ms ({})",
                 self.reconnect_backoff_min_ms, self.reconnect_backoff_max_ms
             ));
+        }
+        if !self.insecure {
+            if !self.tls.is_complete() {
+                return fail("tls.ca_file, tls.cert_file and tls.key_file: required (flags --ca-file, --cert-file, --key-file), or run with --insecure".into());
+            }
         }
         if self.cpu_millis == Some(0) {
             return fail("cpu_millis: must be positive (or unset to read the machine)".into());

@@ -72,6 +72,8 @@ pub enum AgentError {
     Host(std::io::Error),
     #[error(transparent)]
     Executor(#[from] executor::ExecutorError),
+    #[error("tls: {0}")]
+    Tls(String),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

@@ -34,10 +34,10 @@ use autoglm_client::proto::agent_service_client::AgentServiceClient;
 use autoglm_client::proto::{
     leader_message, AgentMessage, AttemptRef, AttemptReport, Heartbeat, LeaderMessage, Register,
 };
+use autoglm_client::security::Transport;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tracing::Instrument;
 
 pub use backoff::Backoff;
@@ -120,6 +120,8 @@ enum Next {
 
 struct Agent {
     config: AgentConfig,
+    /// TLS with this node's certificate, or plaintext under --insecure.
+    transport: Transport,
     gpus: Arc<GpuSource>,
     capacity: HostCapacity,
     executor: Executor,
@@ -158,6 +160,12 @@ impl Agent {
                 }
             }
         };
+        let transport = if config.insecure {
+            tracing::warn!("--insecure: talking to replicas in plaintext, without a certificate");
+            Transport::Plaintext
+        } else {
+            Transport::tls(&config.tls).map_err(AgentError::Tls)?
+        };
         let (executor, reports) = Executor::new(ExecutorSettings::from_config(&config))?;
         tracing::info!(
             source = gpus.kind_name(),
@@ -168,6 +176,7 @@ impl Agent {
             "agent starting"
         );
         Ok(Self {
+            transport,
             fence: Fence::new(Instant::now(), config.lease()),
             backoff: Backoff::new(
                 Duration::from_millis(config.reconnect_backoff_min_ms),
@@ -250,16 +259,12 @@ impl Agent {
     }
 
     async fn session(&mut self, target: &str, shutdown: &mut Shutdown) -> End {
-        let uri = if target.contains("://") {
-            target.to_string()
-        } else {
-            format!("http://{target}")
+        let endpoint = match Transport::endpoint(target) {
+            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT),
+            Err(e) => return End::Lost(e),
         };
-        let endpoint = match Endpoint::from_shared(uri) {
-            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
-            Err(e) => return End::Lost(format!("invalid address: {e}")),
-        };
-        let channel = match self.idle(endpoint.connect(), shutdown).await {
+        let transport = self.transport.clone();
+        let channel = match self.idle(transport.connect(endpoint), shutdown).await {
             None => {
                 self.stop_attempts(None).await;
                 return End::Shutdown;

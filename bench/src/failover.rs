@@ -32,7 +32,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         let survivors: Vec<u64> = all.iter().copied().filter(|&i| i != leader).collect();
         let options = ClientOptions {
             attempt_timeout: Duration::from_millis(300),
-            ..Default::default()
+            ..ClientOptions::new(cluster.admin_credentials())
         };
         let writer = Client::new(survivors.iter().map(|&id| cluster.addr(id)), options)?;
         writer

@@ -54,7 +54,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
     let leader = cluster.leader(None).await?;
     let client = Arc::new(Client::new(
         [cluster.addr(leader)],
-        ClientOptions::default(),
+        ClientOptions::new(cluster.admin_credentials()),
     )?);
     let started = Instant::now();
     let mut committed = 0u64;

@@ -61,7 +61,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         cluster.spawn_agent(&agent(i))?;
     }
     let leader = cluster.leader(None).await?;
-    let client = Arc::new(Client::new(cluster.endpoints(), ClientOptions::default())?);
+    let client = Arc::new(Client::new(
+        cluster.endpoints(),
+        ClientOptions::new(cluster.admin_credentials()),
+    )?);
     let started = Instant::now();
     while client.list_nodes(true).await?.nodes.len() < args.agents {
         anyhow::ensure!(

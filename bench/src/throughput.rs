@@ -65,7 +65,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<()> {
     let leader = cluster.leader(None).await?;
     let client = Arc::new(Client::new(
         [cluster.addr(leader)],
-        ClientOptions::default(),
+        ClientOptions::new(cluster.admin_credentials()),
     )?);
     let mut results = Vec::new();
     for &w in &args.writers {

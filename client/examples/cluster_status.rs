@@ -9,7 +9,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoints = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7001".into());
-    let client = Client::new(endpoints.split(','), ClientOptions::default())?;
+    // Credentials from AUTOGLM_CA_FILE, AUTOGLM_CERT_FILE/KEY_FILE or AUTOGLM_TOKEN.
+    let credentials = autoglm_client::security::Credentials::from_env()?;
+    let client = Client::new(endpoints.split(','), ClientOptions::new(credentials))?;
     let any = client.status().await?;
     for member in any.voters.iter().chain(&any.learners) {
         match client.status_of(&member.addr).await {

@@ -16,7 +16,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoints = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7001".into());
-    let client = Arc::new(Client::new(endpoints.split(','), ClientOptions::default())?);
+    // Credentials from AUTOGLM_CA_FILE, AUTOGLM_CERT_FILE/KEY_FILE or AUTOGLM_TOKEN.
+    let credentials = autoglm_client::security::Credentials::from_env()?;
+    let client = Arc::new(Client::new(
+        endpoints.split(','),
+        ClientOptions::new(credentials),
+    )?);
     let job = JobBuilder::new("example")
         .idempotency_key("example-dag-1")
         .task(TaskBuilder::sim("prepare", Duration::from_millis(200)))

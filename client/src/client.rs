@@ -4,16 +4,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::proto::admin_service_client::AdminServiceClient;
 use crate::proto::config_service_client::ConfigServiceClient;
 use crate::proto::*;
+use crate::security::{BearerToken, Credentials, Transport};
 use crate::{ClientError, LEADER_ADDR_METADATA};
+
+/// A channel to one replica that adds the client's token to every call.
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// TLS (or, only when asked for, plaintext) and the token to present.
+    pub credentials: Credentials,
     /// How long one call may keep retrying across replicas.
     pub deadline: Duration,
     /// Per-attempt timeout.
@@ -21,9 +28,11 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
 }
 
-impl Default for ClientOptions {
-    fn default() -> Self {
+impl ClientOptions {
+    /// Default timeouts with `credentials`.
+    pub fn new(credentials: Credentials) -> Self {
         Self {
+            credentials,
             deadline: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(500),
@@ -41,6 +50,7 @@ pub struct Client {
     preferred: AtomicUsize,
     /// A leader address learned from a hint, tried before the configured list.
     leader_hint: Mutex<Option<String>>,
+    token: BearerToken,
 }
 
 /// Failures worth another replica: it is down, has no leader, or is not the leader.
@@ -106,7 +116,10 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
+        let token = BearerToken::new(options.credentials.token.as_deref())
+            .map_err(ClientError::InvalidCredentials)?;
         let client = Self {
+            token,
             endpoints,
             options,
             channels: Mutex::new(HashMap::new()),
@@ -127,33 +140,30 @@ impl Client {
         &self.endpoints
     }
 
-    /// The channel to one address, created on first use.
-    pub fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+    /// The channel to one address, created on first use, carrying the token.
+    pub fn channel(&self, addr: &str) -> Result<AuthChannel, ClientError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint =
+                    Transport::endpoint(addr).map_err(|reason| ClientError::InvalidEndpoint {
+                        endpoint: addr.to_string(),
+                        reason,
+                    })?;
+                let endpoint = endpoint
+                    .connect_timeout(self.options.connect_timeout)
+                    .timeout(self.options.attempt_timeout);
+                let channel = self.options.credentials.transport.connect_lazy(endpoint);
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
         };
-        let invalid = |reason: String| ClientError::InvalidEndpoint {
-            endpoint: addr.to_string(),
-            reason,
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| invalid(e.to_string()))?
-            .connect_timeout(self.options.connect_timeout)
-            .timeout(self.options.attempt_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        Ok(InterceptedService::new(channel, self.token.clone()))
     }
 
     /// Admin stub bound to one replica, for calls about that replica itself.
-    pub fn admin_at(&self, addr: &str) -> Result<AdminServiceClient<Channel>, ClientError> {
+    pub fn admin_at(&self, addr: &str) -> Result<AdminServiceClient<AuthChannel>, ClientError> {
         Ok(AdminServiceClient::new(self.channel(addr)?))
     }
 
@@ -162,7 +172,7 @@ impl Client {
     /// [`Self::with_retry_on`] for calls that must not run twice.
     pub(crate) async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(AuthChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.with_retry_on(Retry::Unavailable, call).await
@@ -174,7 +184,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(AuthChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();

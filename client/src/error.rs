@@ -4,6 +4,8 @@ use tonic::Code;
 pub enum ClientError {
     #[error("invalid endpoint '{endpoint}': {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
+    #[error("credentials: {0}")]
+    InvalidCredentials(String),
     #[error("no endpoints given")]
     NoEndpoints,
     #[error("{}", .0.message())]

@@ -4,16 +4,19 @@
 //! - [`proto`]: the generated gRPC contract (`autoglm.v1`), from `client/proto`.
 //! - [`Client`]: finds a replica that answers, follows the leader hint, retries
 //!   calls that failed because a replica was unreachable or had no leader.
+//! - [`security`]: TLS, certificate identities and issuing, tokens.
 //! - [`TaskBuilder`], [`JobBuilder`]: typed construction of submissions.
 //! - `src/bin/autoglm`: the operator and user CLI built on [`Client`].
 
+mod acl;
 mod builders;
 mod client;
 mod error;
 mod scheduler;
+pub mod security;
 
 pub use builders::{JobBuilder, TaskBuilder};
-pub use client::{Client, ClientOptions};
+pub use client::{AuthChannel, Client, ClientOptions};
 pub use error::ClientError;
 pub use scheduler::Watch;
 

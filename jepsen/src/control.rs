@@ -5,17 +5,18 @@ use std::time::Duration;
 
 use autoglm_client::proto::admin_service_client::AdminServiceClient;
 use autoglm_client::proto::{StatusRequest, StatusResponse};
+use autoglm_client::security::Transport;
 use autoglm_client::{Client, ClientOptions};
-use tonic::transport::Endpoint;
 
 /// Status of one replica, or `None` if it did not answer within `timeout`.
 pub async fn status(addr: &str, timeout: Duration) -> Option<StatusResponse> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    let transport = crate::credentials::admin().ok()?.transport;
+    let endpoint = Transport::endpoint(addr)
         .ok()?
         .connect_timeout(timeout)
         .timeout(timeout);
     let call = async {
-        let channel = endpoint.connect().await.ok()?;
+        let channel = transport.connect(endpoint).await.ok()?;
         AdminServiceClient::new(channel)
             .status(StatusRequest {})
             .await
@@ -50,6 +51,7 @@ pub fn client(
         deadline,
         attempt_timeout: attempt,
         connect_timeout: Duration::from_millis(500),
+        credentials: crate::credentials::admin()?,
     };
     Ok(Client::new(endpoints, options)?)
 }

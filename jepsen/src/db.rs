@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::credentials;
 use crate::net::Host;
 
 /// gRPC port of every replica (each host has its own address).
@@ -21,8 +22,7 @@ pub const GRPC_PORT: u16 = 7000;
 const HTTP_PORT: u16 = 7001;
 
 /// Scheduler timings of the test cluster: short, so faults show within seconds.
-const CLUSTER_YAML: &str = "cluster_name: jepsen
-scheduler:
+const CLUSTER_YAML: &str = "scheduler:
   heartbeat_interval_ms: 300
   node_ttl_ms: 2000
   election_grace_ms: 600
@@ -86,6 +86,7 @@ impl Db {
                 );
             }
         }
+        credentials::init(&root.join("tls"))?;
         Ok(Self {
             root: root.to_path_buf(),
             bin_dir: bin_dir.to_path_buf(),
@@ -195,12 +196,15 @@ impl Db {
             bail!("replica {name} is already running");
         }
         let config = dir.join(format!("replica-{}.yaml", r.id));
+        let tls = credentials::replica_files(r.id, &r.host.ip)?;
         let yaml = format!(
-            "node_id: {}\nlisten: {}\nhttp_listen: {}:{HTTP_PORT}\ndata_dir: {}\n{CLUSTER_YAML}",
+            "node_id: {}\ncluster_name: {}\nlisten: {}\nhttp_listen: {}:{HTTP_PORT}\ndata_dir: {}\n{CLUSTER_YAML}{}",
             r.id,
+            credentials::CLUSTER,
             r.addr(),
             r.host.ip,
-            data_dir.display()
+            data_dir.display(),
+            tls.yaml_section()
         );
         std::fs::write(&config, yaml)?;
         r.starts += 1;

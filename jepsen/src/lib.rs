@@ -14,6 +14,7 @@
 
 pub mod checker;
 pub mod control;
+pub mod credentials;
 pub mod db;
 pub mod final_read;
 pub mod history;

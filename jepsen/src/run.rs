@@ -255,6 +255,7 @@ async fn form_cluster(admin: &Client, first: &str, members: Vec<Member>) -> Resu
 /// heartbeats and a lease below the cluster's node TTL.
 fn agent_yaml(name: &str, endpoints: &[String]) -> Result<String> {
     let mut c = AgentConfig::new(name, endpoints.to_vec());
+    c.tls = crate::credentials::agent_files(name)?;
     c.gpu_source = GpuSourceKind::Simulated;
     c.simulated_gpus = vec![
         SimulatedGpu {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use autoglm_client::security::TlsFiles;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,12 @@ pub struct ServerConfig {
     pub storage: StorageSettings,
     pub grpc: GrpcSettings,
     pub scheduler: crate::leader::SchedulerSettings,
+    /// CA, certificate and key for the gRPC port and for calls to other
+    /// replicas; reloaded when the files change.
+    pub tls: TlsFiles,
+    /// Plaintext and no authentication: everyone may do anything. Only for
+    /// experiments on a trusted host (flag --insecure).
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +77,8 @@ impl Default for ServerConfig {
             storage: StorageSettings::default(),
             grpc: GrpcSettings::default(),
             scheduler: Default::default(),
+            tls: TlsFiles::default(),
+            insecure: false,
         }
     }
 }
@@ -118,6 +127,11 @@ pub struct FlagOverrides {
     pub http_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "TlsFiles::is_empty")]
+    pub tls: TlsFiles,
+    /// Only `true` overrides: the flag cannot turn a configured `insecure` off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// Prefix of environment overrides; nested keys use `__`, e.g.
@@ -133,6 +147,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "storage",
     "grpc",
     "scheduler",
+    "tls",
+    "insecure",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +232,11 @@ impl ServerConfig {
                     .into(),
             );
         }
+        if !self.insecure {
+            if !self.tls.is_complete() {
+                return fail("tls.ca_file, tls.cert_file and tls.key_file: required (flags --ca-file, --cert-file, --key-file; `autoglm tls` creates them), or run with --insecure".into());
+            }
+        }
         if self.storage.cache_capacity_mb == 0 {
             return fail("storage.cache_capacity_mb: must be positive".into());
         }
@@ -257,6 +278,7 @@ mod tests {
     fn flags() -> FlagOverrides {
         FlagOverrides {
             data_dir: Some("/tmp/x".into()),
+            insecure: true,
             ..Default::default()
         }
     }
@@ -313,6 +335,32 @@ mod tests {
             assert_eq!((c.node_id, c.raft.heartbeat_interval_ms), (9, 42));
             Ok(())
         });
+    }
+
+    #[test]
+    fn tls_files_are_required_unless_insecure() {
+        let flags = FlagOverrides {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let e = ServerConfig::load(None, flags).unwrap_err().to_string();
+        assert!(e.contains("tls.ca_file") && e.contains("--insecure"), "{e}");
+        let f = write("node_id: 1\ntls:\n  ca_file: /c\n  cert_file: /r.pem\n");
+        let c = ServerConfig::load(
+            Some(f.path()),
+            FlagOverrides {
+                data_dir: Some("/tmp/x".into()),
+                tls: TlsFiles {
+                    key_file: Some("/r-key.pem".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.tls.key_file, Some("/r-key.pem".into()));
+        assert_eq!(c.tls.ca_file, Some("/c".into()));
     }
 
     #[test]

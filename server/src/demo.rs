@@ -31,8 +31,7 @@ pub struct LocalArgs {
 }
 
 /// Fast timers so the walkthrough takes seconds, not minutes.
-const CLUSTER_YAML: &str = "cluster_name: local
-scheduler:
+const CLUSTER_YAML: &str = "scheduler:
   heartbeat_interval_ms: 500
   node_ttl_ms: 3000
   election_grace_ms: 1000
@@ -139,6 +138,7 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
         },
         CLUSTER_YAML,
     )
+    .with_cluster_name("local")
     .with_agent_launcher(Launcher {
         program,
         args: vec!["agent".into()],

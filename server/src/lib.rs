@@ -6,6 +6,7 @@
 //! - [`replica`]: proposing and linearizable reads from any replica.
 //! - [`leader`]: loops that run only on the leader (placement, dispatch, liveness, timers).
 //! - [`api`]: the public `autoglm.v1` gRPC services.
+//! - [`security`]: TLS listener, authorization table and the gate that enforces it.
 //! - [`http`]: health and readiness endpoints.
 //! - [`config`]: file, environment and flag configuration.
 //! - [`demo`]: `autoglm-server local`, the walkthrough on the embedded default.
@@ -20,6 +21,7 @@ pub mod local;
 pub mod raft;
 pub mod replica;
 pub mod scheduler;
+pub mod security;
 
 /// The replica-to-replica protocol (`autoglm.raft.v1`), generated.
 pub mod raft_proto {

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autoglm_client::proto::{Member, Role, StatusResponse};
+use autoglm_client::security::pki::{self, Subject};
+use autoglm_client::security::{self, Credentials, TlsFiles, Transport};
 use autoglm_client::{Client, ClientOptions};
 
 /// How a replica process is started: `program args... --config FILE`.
@@ -60,7 +62,15 @@ pub struct LocalCluster {
     /// YAML appended to every replica's config file.
     extra_yaml: String,
     replicas: BTreeMap<u64, LocalReplica>,
+    cluster_name: String,
+    /// TLS and authorization on (the default), or everything plaintext.
+    secure: bool,
+    /// Whether the CA under `tls_dir()` exists yet.
+    pki_ready: bool,
 }
+
+/// The name of the admin user certificate every local cluster issues.
+pub const ADMIN_USER: &str = "admin";
 
 fn free_port(host: &str) -> Result<u16, LocalError> {
     let listener =
@@ -82,6 +92,114 @@ impl LocalCluster {
             host: "127.0.0.1".into(),
             extra_yaml: extra_yaml.to_string(),
             replicas: BTreeMap::new(),
+            cluster_name: "autoglm".into(),
+            secure: true,
+            pki_ready: false,
+        }
+    }
+
+    /// The cluster's name (set before spawning any replica).
+    pub fn with_cluster_name(mut self, name: &str) -> Self {
+        self.cluster_name = name.to_string();
+        self
+    }
+
+    /// Plaintext and no authorization (`--insecure` on every process): for
+    /// measuring what security costs, never the default.
+    pub fn insecure(mut self) -> Self {
+        self.secure = false;
+        self
+    }
+
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// Where the CA, every certificate and key, and the bootstrap token live.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// Issues (once) a certificate for `subject` named `file`; returns its files.
+    fn certificate(&mut self, subject: Subject, file: &str) -> Result<TlsFiles, LocalError> {
+        let dir = self.tls_dir();
+        if !self.pki_ready {
+            if !dir.join(pki::CA_CERT).exists() {
+                pki::create_ca(&dir, &self.cluster_name, 30, false).map_err(err)?;
+            }
+            self.pki_ready = true;
+        }
+        let files = TlsFiles::in_dir(&dir, file);
+        if !dir.join(format!("{file}.pem")).exists() {
+            pki::issue(&dir, subject, &dir, file, 30, false).map_err(err)?;
+        }
+        Ok(files)
+    }
+
+    /// Credentials of a user certificate `name` with `role`, issued on first use.
+    pub fn user_credentials(
+        &mut self,
+        name: &str,
+        role: security::Role,
+    ) -> Result<Credentials, LocalError> {
+        let subject = Subject::User {
+            name: name.to_string(),
+            role,
+        };
+        self.credentials_for(subject, &format!("user-{name}"))
+    }
+
+    /// Credentials of a certificate for `subject` (kept as `file`), issued on
+    /// first use: a replica's or agent's too, for tests that pose as one.
+    pub fn credentials_for(
+        &mut self,
+        subject: Subject,
+        file: &str,
+    ) -> Result<Credentials, LocalError> {
+        if !self.secure {
+            return Ok(Credentials::plaintext());
+        }
+        let files = self.certificate(subject, file)?;
+        Ok(Credentials {
+            transport: Transport::tls(&files).map_err(err)?,
+            token: None,
+        })
+    }
+
+    /// Credentials with only the CA (no certificate), for token holders.
+    pub fn token_credentials(&mut self, token: &str) -> Result<Credentials, LocalError> {
+        let mut files = self.admin_files()?;
+        files.cert_file = None;
+        files.key_file = None;
+        Ok(Credentials {
+            transport: Transport::tls(&files).map_err(err)?,
+            token: Some(token.to_string()),
+        })
+    }
+
+    fn admin_files(&mut self) -> Result<TlsFiles, LocalError> {
+        self.certificate(
+            Subject::User {
+                name: ADMIN_USER.into(),
+                role: security::Role::Admin,
+            },
+            &format!("user-{ADMIN_USER}"),
+        )
+    }
+
+    /// The admin user's credentials: what [`Self::client`] uses.
+    pub fn admin_credentials(&self) -> Credentials {
+        if !self.secure {
+            return Credentials::plaintext();
+        }
+        // Issued by `spawn`, before any client can be made.
+        let files = TlsFiles::in_dir(&self.tls_dir(), &format!("user-{ADMIN_USER}"));
+        match Transport::tls(&files) {
+            Ok(transport) => Credentials {
+                transport,
+                token: None,
+            },
+            Err(e) => panic!("local cluster: admin credentials: {e}"),
         }
     }
 
@@ -115,6 +233,15 @@ impl LocalCluster {
     ) -> Result<(), LocalError> {
         let mut config = config.clone();
         config.endpoints = self.endpoints();
+        if self.secure {
+            let node = config.node.clone();
+            config.tls = self.certificate(
+                Subject::Agent { node: node.clone() },
+                &format!("agent-{node}"),
+            )?;
+        } else {
+            config.insecure = true;
+        }
         let name = config.node.clone();
         let path = self.root.join(format!("agent-{name}.yaml"));
         // YAML is a superset of JSON.
@@ -171,8 +298,10 @@ impl LocalCluster {
             let http = format!("{}:{}", self.host, free_port(&self.host)?);
             let data_dir = self.root.join(format!("replica-{id}"));
             let config = self.root.join(format!("replica-{id}.yaml"));
+            let security = self.replica_security_yaml(id)?;
             let yaml = format!(
-                "node_id: {id}\nlisten: {addr}\nhttp_listen: {http}\ndata_dir: {}\n{}",
+                "node_id: {id}\ncluster_name: {}\nlisten: {addr}\nhttp_listen: {http}\ndata_dir: {}\n{security}{}",
+                self.cluster_name,
                 data_dir.display(),
                 self.extra_yaml
             );
@@ -211,6 +340,19 @@ impl LocalCluster {
             .map_err(|e| err(format!("start {}: {e}", launcher.program.display())))?;
         replica.child = Some(child);
         Ok(())
+    }
+
+    /// The `tls:` section of replica `id`'s config (or `insecure: true`).
+    fn replica_security_yaml(&mut self, id: u64) -> Result<String, LocalError> {
+        if !self.secure {
+            return Ok("insecure: true\n".into());
+        }
+        self.admin_files()?;
+        let mut hosts = vec![self.host.clone()];
+        hosts.extend(pki::DEFAULT_HOSTS.iter().map(|h| h.to_string()));
+        hosts.dedup();
+        let files = self.certificate(Subject::Replica { id, hosts }, &format!("replica-{id}"))?;
+        Ok(files.yaml_section())
     }
 
     /// SIGKILL, then reap.
@@ -263,21 +405,26 @@ impl LocalCluster {
         self.replicas.values().map(|r| r.addr.clone()).collect()
     }
 
-    /// A client over every replica, retrying for up to `deadline`.
+    /// An admin client over every replica, retrying for up to `deadline`.
     pub fn client(&self, deadline: Duration) -> Client {
+        self.client_with(self.admin_credentials(), deadline)
+    }
+
+    /// A client over every replica presenting `credentials`.
+    pub fn client_with(&self, credentials: Credentials, deadline: Duration) -> Client {
         let options = ClientOptions {
             deadline,
-            ..Default::default()
+            ..ClientOptions::new(credentials)
         };
         Client::new(self.endpoints(), options).expect("loopback endpoints are valid")
     }
 
-    /// A client bound to one replica.
+    /// An admin client bound to one replica.
     pub fn client_of(&self, id: u64) -> Client {
         let options = ClientOptions {
             deadline: Duration::from_secs(2),
             attempt_timeout: Duration::from_millis(500),
-            ..Default::default()
+            ..ClientOptions::new(self.admin_credentials())
         };
         Client::new([self.addr(id)], options).expect("loopback endpoint is valid")
     }
@@ -313,7 +460,27 @@ impl LocalCluster {
             .init(members)
             .await
             .map_err(|e| err(format!("init: {e}")))?;
-        self.wait_leader(ids, None, Duration::from_secs(10)).await
+        let leader = self.wait_leader(ids, None, Duration::from_secs(10)).await?;
+        if self.secure {
+            self.bootstrap_token().await?;
+        }
+        Ok(leader)
+    }
+
+    /// Bootstraps the cluster's first admin token and keeps it in
+    /// `tls_dir()/bootstrap.token` (0600), as an operator would.
+    async fn bootstrap_token(&self) -> Result<(), LocalError> {
+        let created = self
+            .client(Duration::from_secs(10))
+            .acl_bootstrap("root")
+            .await
+            .map_err(|e| err(format!("acl bootstrap: {e}")))?;
+        let path = self.bootstrap_token_path();
+        pki::write_secret(&path, &created.secret).map_err(err)
+    }
+
+    pub fn bootstrap_token_path(&self) -> PathBuf {
+        self.tls_dir().join("bootstrap.token")
     }
 
     /// Waits for a replica of `ids` (other than `not`) that claims leadership

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use autoglm_client::security::TlsFiles;
 use autoglm_server::config::{FlagOverrides, ServerConfig};
 use autoglm_server::demo::{self, LocalArgs};
 use autoglm_server::raft::bootstrap;
@@ -33,6 +34,19 @@ struct Args {
     /// Directory holding everything this replica keeps.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The cluster CA certificate (PEM), config key tls.ca_file.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// This replica's certificate (PEM), config key tls.cert_file.
+    #[arg(long)]
+    cert_file: Option<PathBuf>,
+    /// This replica's private key (PEM), config key tls.key_file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Plaintext gRPC and no authentication: anyone who reaches the port may
+    /// do anything. Only for experiments on a trusted host.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +101,12 @@ async fn main() -> ExitCode {
         listen: args.listen,
         http_listen: args.http_listen,
         data_dir: args.data_dir,
+        tls: TlsFiles {
+            ca_file: args.ca_file,
+            cert_file: args.cert_file,
+            key_file: args.key_file,
+        },
+        insecure: args.insecure,
     };
     let config = match ServerConfig::load(args.config.as_deref(), flags) {
         Ok(c) => c,
@@ -103,6 +123,12 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(node_id = config.node_id, grpc = %config.listen, http = %config.http_listen, "replica started");
+    if config.insecure {
+        tracing::warn!(
+            "--insecure: plaintext gRPC and no authentication; anyone who reaches {} may do anything",
+            config.listen
+        );
+    }
     match running.serve(autoglm_agent::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

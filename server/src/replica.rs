@@ -135,11 +135,14 @@ impl Replica {
         command: Command,
         request: Option<RequestId>,
     ) -> Result<Response, ReplicaError> {
-        if let Command::SubmitJob {
-            client_id, tasks, ..
-        } = &command
-        {
-            self.admit(client_id, tasks.len())?;
+        match &command {
+            Command::SubmitJob {
+                client_id, tasks, ..
+            } => self.admit(client_id, tasks.len())?,
+            // Buckets per authenticated principal: a free-text client id
+            // cannot buy another bucket.
+            Command::SubmitOwnedJob { owner, tasks, .. } => self.admit(owner, tasks.len())?,
+            _ => {}
         }
         // Time and randomness enter the log here, on the leader, and nowhere else.
         let proposal = Proposal {

@@ -239,7 +239,7 @@ impl Drop for Netns {
 async fn cut_off_agent_fences_itself_before_the_ttl_and_its_late_report_is_stale() {
     let netns = Netns::create();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!("cluster_name: test\n{}", cluster_yaml());
+    let yaml = cluster_yaml();
     let mut cluster = LocalCluster::new(
         dir.path(),
         Launcher {
@@ -248,6 +248,7 @@ async fn cut_off_agent_fences_itself_before_the_ttl_and_its_late_report_is_stale
         },
         &yaml,
     )
+    .with_cluster_name("test")
     .with_host(&netns.host_ip)
     .with_agent_launcher(Launcher {
         program: SERVER_BIN.into(),

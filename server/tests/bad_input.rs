@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
+use autoglm_client::security::pki;
 use common::{TestCluster, SERVER_BIN};
 use tonic::Code;
 
@@ -72,6 +73,7 @@ async fn data_dir_of_another_cluster_is_refused() {
         &grpc,
         "--data-dir",
         &data_dir,
+        "--insecure",
     ]);
     assert_eq!(code, 1);
     assert!(
@@ -87,6 +89,7 @@ async fn data_dir_of_another_cluster_is_refused() {
         &grpc,
         "--data-dir",
         &data_dir,
+        "--insecure",
     ]);
     assert_eq!(code, 1);
     assert!(one_line(&err).contains("replica 1"), "{err}");
@@ -126,7 +129,10 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
-    assert!(err.to_string().contains("does not speak"), "{err}");
+    assert!(
+        err.to_string().contains("certificate of this cluster's CA"),
+        "{err}"
+    );
 
     let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let garbage_addr = garbage.local_addr().unwrap().to_string();
@@ -143,8 +149,15 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
     assert!(err.to_string().contains(&garbage_addr), "{err}");
 
-    // A replica of another cluster.
+    // A replica of another cluster, with that cluster's CA.
     let foreign_dir = cluster.dir.path().join("foreign");
+    let foreign_tls = foreign_dir.join("tls");
+    pki::create_ca(&foreign_tls, "elsewhere", 1, false).unwrap();
+    let subject = pki::Subject::Replica {
+        id: 4,
+        hosts: Vec::new(),
+    };
+    pki::issue(&foreign_tls, subject, &foreign_tls, "replica-4", 1, false).unwrap();
     let foreign = format!("127.0.0.1:{}", common::free_port());
     let foreign_http = format!("127.0.0.1:{}", common::free_port());
     let mut other = Command::new(SERVER_BIN)
@@ -159,7 +172,13 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
             &foreign_http,
         ])
         .arg("--data-dir")
-        .arg(&foreign_dir)
+        .arg(foreign_dir.join("data"))
+        .arg("--ca-file")
+        .arg(foreign_tls.join("ca.pem"))
+        .arg("--cert-file")
+        .arg(foreign_tls.join("replica-4.pem"))
+        .arg("--key-file")
+        .arg(foreign_tls.join("replica-4-key.pem"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -183,7 +202,10 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     let _ = other.kill();
     let _ = other.wait();
     let err = result.expect("foreign replica never answered").unwrap_err();
-    assert!(err.to_string().contains("elsewhere"), "{err}");
+    assert!(
+        err.to_string().contains("certificate of this cluster's CA"),
+        "{err}"
+    );
 
     // Init with a bad membership on an initialized cluster.
     let err = client.init(vec![cluster.member(1)]).await.unwrap_err();

@@ -32,6 +32,37 @@ pub trait StateMachine<C: StoredTypeConfig>:
     /// The response recorded for entries that carry no request (blank and
     /// membership entries).
     fn no_request_response() -> C::R;
+
+    /// The state as the previous snapshot format (version 1) encoded it;
+    /// snapshots of that version still restore.
+    type Previous: DeserializeOwned;
+    fn upgrade(previous: Self::Previous) -> Self;
+}
+
+/// [`Applied`] around the previous version of the state.
+#[derive(Deserialize)]
+#[serde(bound = "P: DeserializeOwned")]
+struct AppliedV1<P> {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, openraft::BasicNode>,
+    state: P,
+}
+
+/// Decodes a snapshot of the current or the previous format version.
+pub fn decode_snapshot<C: StoredTypeConfig, S: StateMachine<C>>(
+    bytes: &[u8],
+) -> Result<Applied<S>, codec::DecodeError> {
+    match codec::snapshot_version(bytes)? {
+        (1, body) => {
+            let old: AppliedV1<S::Previous> = codec::decode(body)?;
+            Ok(Applied {
+                last_applied: old.last_applied,
+                membership: old.membership,
+                state: S::upgrade(old.state),
+            })
+        }
+        (_, body) => codec::decode(body),
+    }
 }
 
 /// The state machine plus what Raft needs to know about it.
@@ -89,7 +120,7 @@ where
     pub(crate) fn new(db: &sled::Db) -> Result<Self, RestoreError> {
         let snapshots = db.open_tree(SNAPSHOT_TREE)?;
         let applied = match snapshots.get(SNAPSHOT_DATA_KEY)? {
-            Some(data) => codec::decode::<Applied<S>>(&data).map_err(RestoreError::Decode)?,
+            Some(data) => decode_snapshot::<C, S>(&data).map_err(RestoreError::Decode)?,
             None => Applied::default(),
         };
         Ok(Self {
@@ -157,7 +188,7 @@ where
     S: StateMachine<C>,
 {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
-        let data = codec::encode(&self.copy)
+        let data = codec::encode_snapshot(&self.copy)
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         let snapshot_id = match self.copy.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.seq),
@@ -244,7 +275,7 @@ where
         let data = snapshot.into_inner();
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         let mut incoming: Applied<S> =
-            codec::decode(&data).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
+            decode_snapshot::<C, S>(&data).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
         // The meta is authoritative for what the snapshot covers.
         incoming.last_applied = meta.last_log_id;
         incoming.membership = meta.last_membership.clone();

@@ -15,12 +15,12 @@ use autoglm_client::proto::leader_message::Kind as In;
 use autoglm_client::proto::{
     AgentMessage, AttemptReport, AttemptStatus, Gpu, Heartbeat, LeaderMessage, Register,
 };
+use autoglm_client::security::Transport;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::Streaming;
 
 use super::{client_for, Ctx};
@@ -120,11 +120,12 @@ async fn connect(ctx: &Ctx, name: &str) -> Option<Session> {
         if tried > 8 || ctx.stopped() {
             return None;
         }
-        let endpoint = Endpoint::from_shared(format!("http://{target}"))
+        let endpoint = Transport::endpoint(&target)
             .ok()?
             .connect_timeout(Duration::from_millis(500));
+        let transport = Transport::tls(&crate::credentials::agent_files(name).ok()?).ok()?;
         let Ok(Ok(channel)) =
-            tokio::time::timeout(Duration::from_secs(1), endpoint.connect()).await
+            tokio::time::timeout(Duration::from_secs(1), transport.connect(endpoint)).await
         else {
             continue;
         };

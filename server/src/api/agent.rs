@@ -21,6 +21,7 @@ use crate::replica::Replica;
 use crate::scheduler::command::AttemptUpdate;
 use crate::scheduler::model::{Gpu, NodeCapacity};
 use crate::scheduler::{Command, Response as Applied};
+use crate::security::{Principal, Via};
 
 /// Messages buffered towards one agent.
 const OUTBOUND_BUFFER: usize = 1024;
@@ -76,6 +77,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
+        let principal = Principal::of(&request)?;
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let stream: SessionStream = Box::pin(ReceiverStream::new(rx));
         if !self.replica.is_leader() {
@@ -102,6 +104,16 @@ impl AgentService for AgentApi {
         };
         if register.node.is_empty() {
             return Err(Status::invalid_argument("register.node: required"));
+        }
+        // An agent acts for the node its certificate names, and no other
+        // (under --insecure, for whichever node it registers).
+        if principal.via != Via::Insecure && principal.agent_node() != Some(register.node.as_str())
+        {
+            return Err(Status::permission_denied(format!(
+                "register.node: {} is not the node this agent's certificate names ({})",
+                crate::security::quote(&register.node),
+                principal.agent_node().unwrap_or("none")
+            )));
         }
         let node = register.node.clone();
         let command = Command::RegisterNode {

@@ -1,5 +1,6 @@
 //! Public gRPC services (`autoglm.v1`) and how replica errors become statuses.
 
+pub mod acl;
 pub mod admin;
 pub mod agent;
 pub mod config;

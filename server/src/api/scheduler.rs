@@ -15,10 +15,11 @@ use super::{replica_status, request_id};
 use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
 use crate::replica::Replica;
-use crate::scheduler::model::{Task, TaskId, TaskState};
+use crate::scheduler::model::{JobId, Task, TaskId, TaskState};
 use crate::scheduler::requests::RequestId;
 use crate::scheduler::validate::{validate_client_key, validate_job};
 use crate::scheduler::{Command, Response as Applied, SchedulerState};
+use crate::security::Principal;
 
 /// Largest page of ListTasks.
 const PAGE_SIZE_MAX: u32 = 1_000;
@@ -64,6 +65,49 @@ impl SchedulerApi {
             .await
             .map_err(replica_status)?;
         f(&self.replica.state.read().state)
+    }
+
+    /// Lets `principal` at a job (or a task's job) unless it is a submitter
+    /// reaching for another principal's. Submitters' checks read at the
+    /// read index, so a job they just submitted elsewhere is found.
+    async fn authorize(
+        &self,
+        principal: &Principal,
+        target: Target,
+        cancel: bool,
+    ) -> Result<(), Status> {
+        let any = if cancel {
+            principal.acts_on_any_job()
+        } else {
+            principal.reads_any_job()
+        };
+        if any {
+            return Ok(());
+        }
+        self.read(false, |s| {
+            let job = match target {
+                Target::Job(job) => job,
+                Target::Task(task) => match s.tasks.get(&task) {
+                    Some(t) => t.job_id,
+                    None => {
+                        return Err(Status::not_found(format!("task_id: {task} does not exist")))
+                    }
+                },
+            };
+            if !s.jobs.contains_key(&job) {
+                return Err(Status::not_found(format!("job_id: {job} does not exist")));
+            }
+            if s.acl.owns(&principal.name, job) {
+                Ok(())
+            } else {
+                Err(Status::permission_denied(format!(
+                    "job {job} belongs to another principal; '{}' may {} only its own jobs",
+                    principal.name,
+                    if cancel { "cancel" } else { "read" }
+                )))
+            }
+        })
+        .await
     }
 
     async fn node_command(
@@ -183,6 +227,13 @@ fn watch(replica: Arc<Replica>, watched: Watched, from: u64) -> Result<WatchStre
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
+/// What an ownership check is about.
+#[derive(Clone, Copy)]
+enum Target {
+    Job(JobId),
+    Task(TaskId),
+}
+
 #[tonic::async_trait]
 impl SchedulerService for SchedulerApi {
     type WatchJobStream = WatchStream;
@@ -193,6 +244,7 @@ impl SchedulerService for SchedulerApi {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let id = request_id(&request)?;
+        let owner = Principal::of(&request)?.name;
         let req = request.into_inner();
         let tasks = req
             .tasks
@@ -213,7 +265,8 @@ impl SchedulerService for SchedulerApi {
                     .map_err(Status::invalid_argument)?;
             }
         }
-        let command = Command::SubmitJob {
+        let command = Command::SubmitOwnedJob {
+            owner,
             client_id: req.client_id,
             idempotency_key: req.idempotency_key,
             tasks,
@@ -240,7 +293,10 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let principal = Principal::of(&request)?;
         let req = request.into_inner();
+        self.authorize(&principal, Target::Job(req.job_id), false)
+            .await?;
         self.read(req.stale, |s| {
             let j = s.jobs.get(&req.job_id).ok_or_else(|| {
                 Status::not_found(format!("job_id: {} does not exist", req.job_id))
@@ -266,7 +322,10 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
+        let principal = Principal::of(&request)?;
         let req = request.into_inner();
+        self.authorize(&principal, Target::Task(req.task_id), false)
+            .await?;
         self.read(req.stale, |s| {
             s.tasks
                 .get(&req.task_id)
@@ -282,6 +341,7 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let principal = Principal::of(&request)?;
         let req = request.into_inner();
         let states: Vec<TaskState> = req
             .states
@@ -319,6 +379,8 @@ impl SchedulerService for SchedulerApi {
                     && (req.node.is_empty()
                         || t.placement.as_ref().is_some_and(|p| p.node == req.node))
                     && label.is_none_or(|(k, v)| t.spec.labels.get(k).is_some_and(|x| x == v))
+                    // Submitters list only their own jobs' tasks.
+                    && (principal.reads_any_job() || s.acl.owns(&principal.name, t.job_id))
             };
             let mut page: Vec<&Task> = s
                 .tasks
@@ -345,7 +407,10 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let principal = Principal::of(&request)?;
         let req = request.into_inner();
+        self.authorize(&principal, Target::Job(req.job_id), false)
+            .await?;
         Ok(Response::new(watch(
             self.replica.clone(),
             Watched::Job(req.job_id),
@@ -357,7 +422,10 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let principal = Principal::of(&request)?;
         let req = request.into_inner();
+        self.authorize(&principal, Target::Task(req.task_id), false)
+            .await?;
         Ok(Response::new(watch(
             self.replica.clone(),
             Watched::Task(req.task_id),
@@ -370,7 +438,9 @@ impl SchedulerService for SchedulerApi {
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let request_id = request_id(&request)?;
+        let principal = Principal::of(&request)?;
         let id = request.into_inner().task_id;
+        self.authorize(&principal, Target::Task(id), true).await?;
         Ok(Response::new(cancel_response(
             self.commit(Command::CancelTask { task: id }, request_id)
                 .await?,
@@ -382,7 +452,9 @@ impl SchedulerService for SchedulerApi {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let request_id = request_id(&request)?;
+        let principal = Principal::of(&request)?;
         let id = request.into_inner().job_id;
+        self.authorize(&principal, Target::Job(id), true).await?;
         Ok(Response::new(cancel_response(
             self.commit(Command::CancelJob { job: id }, request_id)
                 .await?,

@@ -7,18 +7,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use autoglm_client::proto::acl_service_server::AclServiceServer;
 use autoglm_client::proto::admin_service_server::AdminServiceServer;
 use autoglm_client::proto::agent_service_server::AgentServiceServer;
 use autoglm_client::proto::config_service_server::ConfigServiceServer;
 use autoglm_client::proto::scheduler_service_server::SchedulerServiceServer;
+use autoglm_client::security::Transport;
 use autoglm_storage::{DataDirIdentity, StoreOptions};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use super::network::NetworkFactory;
 use super::peers::Peers;
 use super::service::RaftRpc;
 use super::Raft;
+use crate::api::acl::AclApi;
 use crate::api::admin::AdminApi;
 use crate::api::agent::AgentApi;
 use crate::api::config::ConfigApi;
@@ -29,6 +31,8 @@ use crate::leader::SchedulerSettings;
 use crate::raft_proto::raft_service_server::RaftServiceServer;
 use crate::replica::Replica;
 use crate::scheduler::SchedulerState;
+use crate::security::tls::{incoming, server_tls, ServerTls};
+use crate::security::{Gate, GateLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -44,6 +48,8 @@ pub enum StartError {
     },
     #[error("raft failed to start: {0}")]
     Raft(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// A started replica; `serve` runs it until shutdown.
@@ -53,6 +59,8 @@ pub struct Running {
     http: TcpListener,
     max_message_bytes: usize,
     scheduler: SchedulerSettings,
+    /// The listener's TLS; `None` only under --insecure.
+    tls: Option<ServerTls>,
 }
 
 async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, StartError> {
@@ -91,6 +99,15 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     .check_or_claim(&db)
     .map_err(|e| dir_err(e.to_string()))?;
 
+    // TLS files are read before anything listens: a bad file fails the start.
+    let (tls, transport) = if config.insecure {
+        (None, Transport::Plaintext)
+    } else {
+        (
+            Some(server_tls(&config.tls).map_err(StartError::Tls)?),
+            Transport::tls(&config.tls).map_err(StartError::Tls)?,
+        )
+    };
     // Bind before starting raft so a busy port fails fast and cleanly.
     let grpc = bind(&config.listen, "grpc").await?;
     let http = bind(&config.http_listen, "http").await?;
@@ -98,6 +115,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     let max_message_bytes = config.grpc.max_message_bytes as usize;
     let peers = Arc::new(Peers::new(
         config.cluster_name.clone(),
+        transport,
         max_message_bytes,
         Duration::from_millis(config.grpc.connect_timeout_ms),
     ));
@@ -126,6 +144,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         http,
         max_message_bytes,
         scheduler: config.scheduler.clone(),
+        tls,
     })
 }
 
@@ -159,8 +178,16 @@ impl Running {
             .build_v1()
             .map_err(|e| format!("grpc reflection: {e}"))?;
         let mut grpc_stop = stop_rx;
+        let gate = Gate::new(replica.clone(), self.tls.is_some());
+        let incoming = incoming(
+            self.grpc,
+            self.tls,
+            replica.peers.cluster_name().to_string(),
+        );
         let grpc = tonic::transport::Server::builder()
+            .layer(GateLayer(gate))
             .add_service(raft_service)
+            .add_service(AclServiceServer::new(AclApi::new(replica.clone())))
             .add_service(AdminServiceServer::new(AdminApi::new(replica.clone())))
             .add_service(ConfigServiceServer::new(ConfigApi::new(replica.clone())))
             .add_service(SchedulerServiceServer::new(SchedulerApi::new(
@@ -174,7 +201,7 @@ impl Running {
                 self.scheduler.clone(),
             )))
             .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             });
         let grpc = tokio::spawn(async move { grpc.await.map_err(|e| format!("grpc server: {e}")) });

@@ -34,6 +34,11 @@ impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
     fn no_request_response() -> Response {
         Response::Empty
     }
+
+    type Previous = crate::scheduler::state::SchedulerStateV1;
+    fn upgrade(previous: Self::Previous) -> Self {
+        previous.into()
+    }
 }
 
 pub type LogStore = autoglm_storage::LogStore<TypeConfig>;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use autoglm_client::security::tls::TLS_HANDSHAKE_FAILED;
+use autoglm_client::security::Transport;
+use tonic::transport::Channel;
 
 use super::PROTOCOL_VERSION;
 use crate::raft_proto::raft_service_client::RaftServiceClient;
@@ -13,6 +15,8 @@ use crate::raft_proto::{HelloRequest, RaftMessage};
 
 pub struct Peers {
     cluster_name: String,
+    /// TLS with this replica's certificate (or plaintext under --insecure).
+    transport: Transport,
     max_message_bytes: usize,
     connect_timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
@@ -38,12 +42,20 @@ pub enum PeerError {
     },
     #[error("{addr} is unreachable: {status}")]
     Unreachable { addr: String, status: String },
+    #[error("{addr} is not a replica with a certificate of this cluster's CA: {status}")]
+    Untrusted { addr: String, status: String },
 }
 
 impl Peers {
-    pub fn new(cluster_name: String, max_message_bytes: usize, connect_timeout: Duration) -> Self {
+    pub fn new(
+        cluster_name: String,
+        transport: Transport,
+        max_message_bytes: usize,
+        connect_timeout: Duration,
+    ) -> Self {
         Self {
             cluster_name,
+            transport,
             max_message_bytes,
             connect_timeout,
             channels: Mutex::new(HashMap::new()),
@@ -59,12 +71,11 @@ impl Peers {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Transport::endpoint(addr)
             .map_err(|_| PeerError::InvalidAddress(addr.to_string()))?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .connect_lazy();
+            .http2_keep_alive_interval(Duration::from_secs(5));
+        let channel = self.transport.connect_lazy(endpoint);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -97,6 +108,15 @@ impl Peers {
                 return Err(PeerError::Unreachable {
                     addr: addr.into(),
                     status: "no answer within 3 s".into(),
+                })
+            }
+            Ok(Err(status))
+                if status.code() == tonic::Code::Unavailable
+                    && status.message().contains(TLS_HANDSHAKE_FAILED) =>
+            {
+                return Err(PeerError::Untrusted {
+                    addr: addr.into(),
+                    status: status.message().to_string(),
                 })
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::acl::TokenRecord;
 use super::config_store::ConfigEntry;
 use super::model::{JobId, NodeCapacity, NodeName, TaskId, TaskSpec};
 
@@ -119,6 +120,24 @@ pub enum Command {
     /// Forget finished jobs and idempotency keys older than the cutoff.
     CollectGarbage {
         finished_before_ms: u64,
+    },
+    /// Store a user token's hash; `bootstrap` only while no token was ever
+    /// bootstrapped (the cluster's first admin token).
+    CreateToken {
+        accessor: String,
+        token: TokenRecord,
+        bootstrap: bool,
+    },
+    RevokeToken {
+        accessor: String,
+    },
+    /// `SubmitJob` with the authenticated principal that owns the job; new
+    /// submissions use this one, `SubmitJob` stays for logs written before.
+    SubmitOwnedJob {
+        owner: String,
+        client_id: String,
+        idempotency_key: String,
+        tasks: Vec<TaskSpec>,
     },
 }
 

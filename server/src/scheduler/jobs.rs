@@ -30,6 +30,7 @@ impl SchedulerState {
 
     pub(super) fn apply_submit_job(
         &mut self,
+        owner: Option<&str>,
         client_id: &str,
         key: &str,
         specs: &[TaskSpec],
@@ -42,6 +43,13 @@ impl SchedulerState {
                 .idempotency
                 .get(&(client_id.to_string(), key.to_string()))
             {
+                // A key never answers with another principal's job.
+                if owner.is_some_and(|o| !self.acl.owns(o, *job)) {
+                    return Response::Rejected(
+                        "idempotency_key: already used by another principal with this client_id"
+                            .into(),
+                    );
+                }
                 if let Some(j) = self.jobs.get(job) {
                     let tasks = j
                         .tasks
@@ -113,6 +121,9 @@ impl SchedulerState {
             self.idempotency
                 .insert((client_id.to_string(), key.to_string()), job_id);
         }
+        if let Some(owner) = owner {
+            self.acl.job_owners.insert(job_id, owner.to_string());
+        }
         for id in ids.values() {
             if self.tasks[id].upstream.is_empty() {
                 self.enqueue(*id, 0);
@@ -176,6 +187,7 @@ impl SchedulerState {
             }
             self.idempotency
                 .remove(&(job.client_id, job.idempotency_key));
+            self.acl.job_owners.remove(id);
         }
         Response::Done
     }

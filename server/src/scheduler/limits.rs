@@ -32,3 +32,7 @@ pub const APPLIED_REQUESTS_MAX: usize = 10_000;
 /// Encoded bytes of those remembered responses (a job's response lists its
 /// task ids; a config write's, its value).
 pub const APPLIED_REQUESTS_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Lifetime of a token (ten years); 0 asks for one that does not expire.
+pub const TOKEN_TTL_SECONDS_MAX: u64 = 10 * 365 * 24 * 3600;
+/// Tokens stored at once; revoke some to create more.
+pub const TOKENS_MAX: usize = 10_000;

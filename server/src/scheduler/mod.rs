@@ -3,6 +3,7 @@
 //! stamped by the leader, so every replica computes the same state from the
 //! same log.
 
+pub mod acl;
 mod attempts;
 pub mod command;
 pub mod config_store;

@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+use super::acl::Acl;
 use super::command::{Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
 use super::model::{Job, JobId, Node, NodeName, Task, TaskId, TaskState};
@@ -44,6 +45,43 @@ pub struct SchedulerState {
     pub next_task_id: TaskId,
     /// Responses of recent client writes, by request id.
     pub applied_requests: AppliedRequests,
+    /// Tokens and job owners (snapshot format 2 and later).
+    pub acl: Acl,
+}
+
+/// The state as snapshot format 1 stored it: everything before `acl`.
+#[derive(Deserialize)]
+pub struct SchedulerStateV1 {
+    now_ms: u64,
+    config: ConfigStore,
+    jobs: BTreeMap<JobId, Job>,
+    tasks: BTreeMap<TaskId, Task>,
+    queue: BTreeSet<TaskId>,
+    nodes: BTreeMap<NodeName, Node>,
+    placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
+    idempotency: BTreeMap<(String, String), JobId>,
+    next_task_id: TaskId,
+    applied_requests: AppliedRequests,
+}
+
+impl From<SchedulerStateV1> for SchedulerState {
+    fn from(v1: SchedulerStateV1) -> Self {
+        Self {
+            now_ms: v1.now_ms,
+            seed: 0,
+            index: 0,
+            config: v1.config,
+            jobs: v1.jobs,
+            tasks: v1.tasks,
+            queue: v1.queue,
+            nodes: v1.nodes,
+            placed: v1.placed,
+            idempotency: v1.idempotency,
+            next_task_id: v1.next_task_id,
+            applied_requests: v1.applied_requests,
+            acl: Acl::default(),
+        }
+    }
 }
 
 impl SchedulerState {
@@ -76,7 +114,13 @@ impl SchedulerState {
                 client_id,
                 idempotency_key,
                 tasks,
-            } => self.apply_submit_job(client_id, idempotency_key, tasks),
+            } => self.apply_submit_job(None, client_id, idempotency_key, tasks),
+            Command::SubmitOwnedJob {
+                owner,
+                client_id,
+                idempotency_key,
+                tasks,
+            } => self.apply_submit_job(Some(owner), client_id, idempotency_key, tasks),
             Command::CancelTask { task } => self.apply_cancel_task(*task),
             Command::CancelJob { job } => self.apply_cancel_job(*job),
             Command::Assign { assignments } => self.apply_assign(assignments),
@@ -101,6 +145,12 @@ impl SchedulerState {
             Command::CollectGarbage { finished_before_ms } => {
                 self.apply_collect_garbage(*finished_before_ms)
             }
+            Command::CreateToken {
+                accessor,
+                token,
+                bootstrap,
+            } => self.apply_create_token(accessor, token, *bootstrap),
+            Command::RevokeToken { accessor } => self.apply_revoke_token(accessor),
         }
     }
 

@@ -32,13 +32,15 @@ impl TestCluster {
             program: SERVER_BIN.into(),
             args: Vec::new(),
         };
-        let yaml = format!("cluster_name: test\n{extra_yaml}");
+        let yaml = extra_yaml.to_string();
         let agents = Launcher {
             program: SERVER_BIN.into(),
             args: vec!["agent".into()],
         };
         Self {
-            cluster: LocalCluster::new(dir.path(), launcher, &yaml).with_agent_launcher(agents),
+            cluster: LocalCluster::new(dir.path(), launcher, &yaml)
+                .with_cluster_name("test")
+                .with_agent_launcher(agents),
             dir,
         }
     }

@@ -31,4 +31,10 @@ impl StateMachine<KvConfig> for Kv {
     fn no_request_response() -> Option<String> {
         None
     }
+
+    /// Version 1 stored the same map.
+    type Previous = BTreeMap<String, String>;
+    fn upgrade(previous: Self::Previous) -> Self {
+        Kv(previous)
+    }
 }

@@ -3,20 +3,26 @@
 //! Exit codes: 0 success; 1 the cluster refused the request (bad argument,
 //! failed precondition, not found); 2 usage error; 3 no replica reachable or
 //! no leader; 4 any other server error; 5 a watched job or task ended with
-//! something other than success; 6 throttled (over the admission limits).
+//! something other than success; 6 throttled (over the admission limits);
+//! 7 not allowed (no valid credentials, or a role that may not do it).
 
+mod acl_cmd;
 mod cluster;
 mod config_cmd;
 mod jobfile;
 mod nodes_cmd;
 mod output;
 mod tasks_cmd;
+mod tls_cmd;
 
 use std::sync::Arc;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use autoglm_client::security::{Credentials, TlsFiles, Transport};
 use autoglm_client::{Client, ClientError, ClientOptions};
 use clap::{Parser, Subcommand};
 use tonic::Code;
@@ -28,6 +34,18 @@ use tonic::Code;
     about = "Open-AutoGLM scheduler command line"
 )]
 struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the cluster is and how to prove who we are.
+#[derive(clap::Args)]
+struct Connection {
     /// Replica gRPC addresses (host:port), comma separated; any replica will do.
     #[arg(
         long,
@@ -38,14 +56,24 @@ struct Cli {
         default_value = "127.0.0.1:7001"
     )]
     endpoints: Vec<String>,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
     /// Give up after this many seconds of retrying across replicas.
     #[arg(long, global = true, default_value_t = 10.0)]
     timeout: f64,
-    #[command(subcommand)]
-    command: Command,
+    /// The cluster CA certificate (PEM).
+    #[arg(long, global = true, env = "AUTOGLM_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) from `autoglm tls cert create --user`.
+    #[arg(long, global = true, env = "AUTOGLM_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, env = "AUTOGLM_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// A bearer token from `autoglm acl token create` (sent over TLS only).
+    #[arg(long, global = true, env = "AUTOGLM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Plaintext, for replicas run with --insecure only.
+    #[arg(long, global = true, env = "AUTOGLM_INSECURE")]
+    insecure: bool,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +95,12 @@ enum Command {
     /// Worker nodes: list, drain, undrain, remove.
     #[command(subcommand)]
     Nodes(nodes_cmd::NodesCommand),
+    /// Tokens and identity.
+    #[command(subcommand)]
+    Acl(acl_cmd::AclCommand),
+    /// The cluster CA and certificates (local files; no replica involved).
+    #[command(subcommand)]
+    Tls(tls_cmd::TlsCommand),
 }
 
 /// An error for the user: one readable line and an exit code.
@@ -86,6 +120,7 @@ impl From<ClientError> for CliError {
             ) => 1,
             Some(Code::Unavailable | Code::DeadlineExceeded) => 3,
             Some(Code::ResourceExhausted) => 6,
+            Some(Code::Unauthenticated | Code::PermissionDenied) => 7,
             None => 2,
             _ => 4,
         };
@@ -103,6 +138,14 @@ impl CliError {
             code: 2,
         }
     }
+
+    /// A request refused for what it asked (exit 1).
+    pub fn refused(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -118,23 +161,45 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
-    if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
+/// A client for the cluster the flags name.
+fn connect(c: &Connection) -> Result<Arc<Client>, CliError> {
+    if !(c.timeout.is_finite() && c.timeout > 0.0) {
         return Err(CliError::usage(
             "--timeout: must be a positive number of seconds",
         ));
     }
-    let options = ClientOptions {
-        deadline: Duration::from_secs_f64(cli.timeout),
-        ..ClientOptions::default()
+    let files = TlsFiles {
+        ca_file: c.ca_file.clone(),
+        cert_file: c.cert_file.clone(),
+        key_file: c.key_file.clone(),
     };
-    let client = Arc::new(Client::new(cli.endpoints, options)?);
+    if !c.insecure && files.ca_file.is_none() {
+        return Err(CliError::usage(
+            "--ca-file (or AUTOGLM_CA_FILE): required to verify the replicas; --insecure only for replicas run with --insecure",
+        ));
+    }
+    let transport = Transport::choose(&files, c.insecure, "autoglm").map_err(CliError::usage)?;
+    let credentials = Credentials {
+        transport,
+        token: c.token.clone(),
+    };
+    let options = ClientOptions {
+        deadline: Duration::from_secs_f64(c.timeout),
+        ..ClientOptions::new(credentials)
+    };
+    Ok(Arc::new(Client::new(c.endpoints.clone(), options)?))
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let (c, json) = (&cli.connection, cli.json);
     match cli.command {
-        Command::Cluster(c) => cluster::run(&client, c, cli.json).await,
-        Command::Config(c) => config_cmd::run(&client, c, cli.json).await,
-        Command::Submit(args) => tasks_cmd::submit(&client, *args, cli.json).await,
-        Command::Task(c) => tasks_cmd::task(&client, c, cli.json).await,
-        Command::Job(c) => tasks_cmd::job(&client, c, cli.json).await,
-        Command::Nodes(c) => nodes_cmd::run(&client, c, cli.json).await,
+        Command::Tls(command) => tls_cmd::run(command, json),
+        Command::Cluster(command) => cluster::run(&*connect(c)?, command, json).await,
+        Command::Config(command) => config_cmd::run(&*connect(c)?, command, json).await,
+        Command::Submit(args) => tasks_cmd::submit(&connect(c)?, *args, json).await,
+        Command::Task(command) => tasks_cmd::task(&connect(c)?, command, json).await,
+        Command::Job(command) => tasks_cmd::job(&connect(c)?, command, json).await,
+        Command::Nodes(command) => nodes_cmd::run(&*connect(c)?, command, json).await,
+        Command::Acl(command) => acl_cmd::run(&*connect(c)?, command, json).await,
     }
 }

@@ -1,0 +1,113 @@
+//! The authorization table: every gRPC method a replica serves, and who may
+//! call it. One table, checked by one layer ([`super::gate`]) before any
+//! request is decoded; a method missing here is refused. A test walks the
+//! proto descriptors and fails if a method has no entry.
+
+use autoglm_client::security::Role;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A principal holding one of these roles.
+    Roles(&'static [Role]),
+    /// A replica certificate naming a current member of this replica's
+    /// membership (any replica of the cluster while this one has none yet,
+    /// which is how a new replica is first contacted).
+    Member,
+}
+
+use Role::*;
+
+const ADMIN: &[Role] = &[Admin];
+const OPERATE: &[Role] = &[Admin, Operator];
+const SUBMIT: &[Role] = &[Admin, Submitter];
+/// Cancelling: submitters only their own jobs, checked by the handler.
+const CANCEL: &[Role] = &[Admin, Operator, Submitter];
+/// Reading: submitters only their own jobs and tasks, checked by the handler.
+const READ: &[Role] = &[Admin, Operator, Submitter, Reader];
+const EVERYONE: &[Role] = &[Admin, Operator, Submitter, Reader, Agent, Replica];
+const AGENTS: &[Role] = &[Agent];
+
+pub const TABLE: &[(&str, Access)] = &[
+    // Status is how anyone, replicas and agents included, finds the leader.
+    ("/autoglm.v1.AdminService/Status", Access::Roles(EVERYONE)),
+    ("/autoglm.v1.AdminService/Init", Access::Roles(ADMIN)),
+    ("/autoglm.v1.AdminService/AddLearner", Access::Roles(ADMIN)),
+    ("/autoglm.v1.AdminService/Promote", Access::Roles(ADMIN)),
+    ("/autoglm.v1.AdminService/Remove", Access::Roles(ADMIN)),
+    (
+        "/autoglm.v1.AdminService/TriggerSnapshot",
+        Access::Roles(ADMIN),
+    ),
+    ("/autoglm.v1.AclService/Bootstrap", Access::Roles(ADMIN)),
+    ("/autoglm.v1.AclService/CreateToken", Access::Roles(ADMIN)),
+    ("/autoglm.v1.AclService/ListTokens", Access::Roles(ADMIN)),
+    ("/autoglm.v1.AclService/RevokeToken", Access::Roles(ADMIN)),
+    ("/autoglm.v1.AclService/WhoAmI", Access::Roles(EVERYONE)),
+    ("/autoglm.v1.ConfigService/Get", Access::Roles(READ)),
+    ("/autoglm.v1.ConfigService/Put", Access::Roles(ADMIN)),
+    (
+        "/autoglm.v1.ConfigService/CompareAndSet",
+        Access::Roles(ADMIN),
+    ),
+    (
+        "/autoglm.v1.SchedulerService/SubmitJob",
+        Access::Roles(SUBMIT),
+    ),
+    ("/autoglm.v1.SchedulerService/GetJob", Access::Roles(READ)),
+    ("/autoglm.v1.SchedulerService/GetTask", Access::Roles(READ)),
+    (
+        "/autoglm.v1.SchedulerService/ListTasks",
+        Access::Roles(READ),
+    ),
+    ("/autoglm.v1.SchedulerService/WatchJob", Access::Roles(READ)),
+    (
+        "/autoglm.v1.SchedulerService/WatchTask",
+        Access::Roles(READ),
+    ),
+    (
+        "/autoglm.v1.SchedulerService/CancelTask",
+        Access::Roles(CANCEL),
+    ),
+    (
+        "/autoglm.v1.SchedulerService/CancelJob",
+        Access::Roles(CANCEL),
+    ),
+    (
+        "/autoglm.v1.SchedulerService/ListNodes",
+        Access::Roles(READ),
+    ),
+    (
+        "/autoglm.v1.SchedulerService/DrainNode",
+        Access::Roles(OPERATE),
+    ),
+    (
+        "/autoglm.v1.SchedulerService/UndrainNode",
+        Access::Roles(OPERATE),
+    ),
+    (
+        "/autoglm.v1.SchedulerService/RemoveNode",
+        Access::Roles(ADMIN),
+    ),
+    // The agent may open a session only for the node its certificate names,
+    // checked by the handler against the register message.
+    ("/autoglm.v1.AgentService/Session", Access::Roles(AGENTS)),
+    ("/autoglm.raft.v1.RaftService/Hello", Access::Member),
+    ("/autoglm.raft.v1.RaftService/AppendEntries", Access::Member),
+    ("/autoglm.raft.v1.RaftService/Vote", Access::Member),
+    (
+        "/autoglm.raft.v1.RaftService/InstallSnapshot",
+        Access::Member,
+    ),
+    ("/autoglm.raft.v1.RaftService/Propose", Access::Member),
+    ("/autoglm.raft.v1.RaftService/ReadIndex", Access::Member),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        Access::Roles(EVERYONE),
+    ),
+];
+
+/// The rule for a request path, if the table has one.
+pub fn access(path: &str) -> Option<Access> {
+    TABLE.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
+}
