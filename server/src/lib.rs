@@ -26,4 +26,9 @@ pub mod security;
 /// The replica-to-replica protocol (`autoglm.raft.v1`), generated.
 pub mod raft_proto {
     tonic::include_proto!("autoglm.raft.v1");
+
+    /// Encoded descriptors of the replica protocol (the authorization
+    /// table's test walks them).
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("autoglm_raft_descriptor");
 }

@@ -111,3 +111,83 @@ pub const TABLE: &[(&str, Access)] = &[
 pub fn access(path: &str) -> Option<Access> {
     TABLE.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// Every method of every service in the proto descriptors.
+    fn methods() -> Vec<String> {
+        let mut out = Vec::new();
+        for bytes in [
+            autoglm_client::proto::FILE_DESCRIPTOR_SET,
+            crate::raft_proto::FILE_DESCRIPTOR_SET,
+        ] {
+            let set = prost_types::FileDescriptorSet::decode(bytes).unwrap();
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        out.push(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_method_of_every_service_has_an_entry() {
+        let methods = methods();
+        assert!(methods.len() > 30, "descriptors look empty: {methods:?}");
+        let missing: Vec<&String> = methods.iter().filter(|m| access(m).is_none()).collect();
+        assert!(missing.is_empty(), "no authorization entry for {missing:?}");
+    }
+
+    #[test]
+    fn every_entry_names_a_served_method() {
+        let methods = methods();
+        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        let stale: Vec<&str> = TABLE
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| *p != reflection && !methods.iter().any(|m| m == p))
+            .collect();
+        assert!(stale.is_empty(), "entries for methods that do not exist: {stale:?}");
+        let mut paths: Vec<&str> = TABLE.iter().map(|(p, _)| *p).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), TABLE.len(), "a method is listed twice");
+    }
+
+    #[test]
+    fn the_roles_of_the_issue_hold() {
+        let roles = |p: &str| match access(p) {
+            Some(Access::Roles(r)) => r.to_vec(),
+            other => panic!("{p}: {other:?}"),
+        };
+        let config_put = roles("/autoglm.v1.ConfigService/Put");
+        assert_eq!(config_put, vec![Role::Admin]);
+        let drain = roles("/autoglm.v1.SchedulerService/DrainNode");
+        assert!(drain.contains(&Role::Operator) && !drain.contains(&Role::Submitter));
+        let remove = roles("/autoglm.v1.SchedulerService/RemoveNode");
+        assert!(!remove.contains(&Role::Operator));
+        let submit = roles("/autoglm.v1.SchedulerService/SubmitJob");
+        assert!(!submit.contains(&Role::Reader) && !submit.contains(&Role::Agent));
+        assert_eq!(
+            roles("/autoglm.v1.AgentService/Session"),
+            vec![Role::Agent]
+        );
+        assert_eq!(
+            access("/autoglm.raft.v1.RaftService/AppendEntries"),
+            Some(Access::Member)
+        );
+        assert_eq!(access("/autoglm.v1.Nope/Nothing"), None);
+    }
+}
