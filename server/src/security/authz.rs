@@ -159,7 +159,10 @@ mod tests {
             .map(|(p, _)| *p)
             .filter(|p| *p != reflection && !methods.iter().any(|m| m == p))
             .collect();
-        assert!(stale.is_empty(), "entries for methods that do not exist: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "entries for methods that do not exist: {stale:?}"
+        );
         let mut paths: Vec<&str> = TABLE.iter().map(|(p, _)| *p).collect();
         paths.sort_unstable();
         paths.dedup();
@@ -180,10 +183,7 @@ mod tests {
         assert!(!remove.contains(&Role::Operator));
         let submit = roles("/autoglm.v1.SchedulerService/SubmitJob");
         assert!(!submit.contains(&Role::Reader) && !submit.contains(&Role::Agent));
-        assert_eq!(
-            roles("/autoglm.v1.AgentService/Session"),
-            vec![Role::Agent]
-        );
+        assert_eq!(roles("/autoglm.v1.AgentService/Session"), vec![Role::Agent]);
         assert_eq!(
             access("/autoglm.raft.v1.RaftService/AppendEntries"),
             Some(Access::Member)
