@@ -270,11 +270,6 @@ impl AgentConfig {
                 self.reconnect_backoff_min_ms, self.reconnect_backoff_max_ms
             ));
         }
-        if !self.insecure {
-            if !self.tls.is_complete() {
-                return fail("tls.ca_file, tls.cert_file and tls.key_file: required (flags --ca-file, --cert-file, --key-file), or run with --insecure".into());
-            }
-        }
         if self.cpu_millis == Some(0) {
             return fail("cpu_millis: must be positive (or unset to read the machine)".into());
         }
@@ -317,6 +312,10 @@ impl AgentConfig {
         }
         if self.http_timeout_ms == 0 {
             return fail("http_timeout_ms: must be positive".into());
+        }
+        // Last, so a bad value is named first.
+        if !self.insecure && !self.tls.is_complete() {
+            return fail("tls.ca_file, tls.cert_file and tls.key_file: required (flags --ca-file, --cert-file, --key-file), or run with --insecure".into());
         }
         Ok(())
     }
@@ -428,6 +427,7 @@ mod tests {
         FlagOverrides {
             node: Some("n1".into()),
             endpoints: Some(vec!["127.0.0.1:7001".into()]),
+            insecure: true,
             ..Default::default()
         }
     }
@@ -451,14 +451,15 @@ mod tests {
 
     #[test]
     fn endpoints_accept_a_comma_separated_string() {
-        let f = write("node: a\nendpoints: 127.0.0.1:7001, 127.0.0.1:7002\n");
+        let f = write("node: a\nendpoints: 127.0.0.1:7001, 127.0.0.1:7002\ninsecure: true\n");
         let c = AgentConfig::load(Some(f.path()), FlagOverrides::default()).expect("valid");
         assert_eq!(c.endpoints, vec!["127.0.0.1:7001", "127.0.0.1:7002"]);
     }
 
     #[test]
     fn numbers_are_accepted_as_names() {
-        let f = write("node: 42\nendpoints: [h:1]\nlabels:\n  rack: 7\n  gpu: true\n");
+        let f =
+            write("node: 42\nendpoints: [h:1]\nlabels:\n  rack: 7\n  gpu: true\ninsecure: true\n");
         let c = AgentConfig::load(Some(f.path()), FlagOverrides::default()).expect("valid");
         assert_eq!(c.node, "42");
         assert_eq!(c.labels.get("rack").map(String::as_str), Some("7"));
@@ -491,6 +492,30 @@ mod tests {
         .expect_err("no endpoints")
         .to_string();
         assert!(e.contains("endpoints"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_required_unless_insecure() {
+        let flags = FlagOverrides {
+            insecure: false,
+            ..required()
+        };
+        let e = AgentConfig::load(None, flags)
+            .expect_err("no TLS")
+            .to_string();
+        assert!(e.contains("tls.ca_file") && e.contains("--insecure"), "{e}");
+        let f = write("tls:\n  ca_file: /ca.pem\n  cert_file: /a.pem\n");
+        let flags = FlagOverrides {
+            insecure: false,
+            tls: TlsFiles {
+                key_file: Some("/a-key.pem".into()),
+                ..Default::default()
+            },
+            ..required()
+        };
+        let c = AgentConfig::load(Some(f.path()), flags).expect("all three files given");
+        assert_eq!(c.tls.ca_file, Some("/ca.pem".into()));
+        assert_eq!(c.tls.key_file, Some("/a-key.pem".into()));
     }
 
     #[test]

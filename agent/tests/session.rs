@@ -85,6 +85,9 @@ fn config(endpoints: Vec<String>) -> AgentConfig {
     c.reconnect_backoff_max_ms = 100;
     c.labels.insert("zone".into(), "a".into());
     c.models_loaded = vec!["glm-4".into()];
+    // The fake replicas speak plaintext: these tests drive the session
+    // protocol. Agents over TLS with certificates run in server/tests and jepsen.
+    c.insecure = true;
     c
 }
 

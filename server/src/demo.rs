@@ -146,7 +146,7 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
     let long = Duration::from_secs(30);
 
     println!(
-        "== 3 replicas and {} simulated GPU agents under {}",
+        "== 3 replicas and {} simulated GPU agents under {}, TLS and tokens on",
         FLEET.len(),
         root.display()
     );
@@ -259,9 +259,13 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
     }
     println!("   every replica at the same state digest {digest:016x}");
     if args.keep {
+        let tls = cluster.tls_dir();
         println!(
-            "== cluster running; try: autoglm --endpoints {} nodes list",
-            cluster.endpoints().join(",")
+            "== cluster running (TLS and tokens on; CA, certificates and the bootstrap admin token in {}); try:\n   AUTOGLM_TOKEN=$(cat {}) autoglm --endpoints {} --ca-file {} nodes list",
+            tls.display(),
+            cluster.bootstrap_token_path().display(),
+            cluster.endpoints().join(","),
+            tls.join("ca.pem").display()
         );
         let _ = tokio::signal::ctrl_c().await;
     }
