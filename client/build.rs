@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor =
         std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("autoglm_v1_descriptor.bin");
     tonic_prost_build::configure()
+        .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(descriptor)
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {

@@ -36,7 +36,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         };
         let writer = Client::new(survivors.iter().map(|&id| cluster.addr(id)), options)?;
         writer
-            .config_put("bench/failover", &format!("before-{kill}"))
+            .config_put("kv/bench/failover", &format!("before-{kill}"))
             .await?;
         for &s in &survivors {
             cluster
@@ -51,7 +51,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         let probe = async {
             loop {
                 if writer
-                    .config_put("bench/failover", &format!("after-{kill}"))
+                    .config_put("kv/bench/failover", &format!("after-{kill}"))
                     .await
                     .is_ok()
                 {

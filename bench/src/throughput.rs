@@ -41,7 +41,7 @@ pub async fn drive(
                 while Instant::now() < until {
                     let started = Instant::now();
                     if client
-                        .config_put(&format!("bench/{w}/{}", i % keys), &i.to_string())
+                        .config_put(&format!("kv/bench/{w}/{}", i % keys), &i.to_string())
                         .await
                         .is_ok()
                     {

@@ -5,12 +5,15 @@
 //! - [`Client`]: finds a replica that answers, follows the leader hint, retries
 //!   calls that failed because a replica was unreachable or had no leader.
 //! - [`security`]: TLS, certificate identities and issuing, tokens.
+//! - [`codec`]: the protobuf codec of every stub (undecodable messages are
+//!   INVALID_ARGUMENT naming the field).
 //! - [`TaskBuilder`], [`JobBuilder`]: typed construction of submissions.
 //! - `src/bin/autoglm`: the operator and user CLI built on [`Client`].
 
 mod acl;
 mod builders;
 mod client;
+pub mod codec;
 mod error;
 mod scheduler;
 pub mod security;

@@ -59,7 +59,7 @@ fn malformed_and_unknown_config_files_are_refused() {
 async fn data_dir_of_another_cluster_is_refused() {
     let mut cluster = TestCluster::new("");
     cluster.start_and_init(&[1]).await;
-    cluster.client().config_put("kept", "yes").await.unwrap();
+    cluster.client().config_put("kv/kept", "yes").await.unwrap();
     cluster.kill(1);
     let node = cluster.get(1);
     let data_dir = node.data_dir.to_str().unwrap().to_string();
@@ -100,7 +100,7 @@ async fn data_dir_of_another_cluster_is_refused() {
         .wait_leader(&[1], None, Duration::from_secs(10))
         .await
         .unwrap();
-    let got = cluster.client().config_get("kept", false).await.unwrap();
+    let got = cluster.client().config_get("kv/kept", false).await.unwrap();
     assert_eq!(got.entry.unwrap().value, "yes");
     cluster.assert_no_panic();
 }
@@ -110,7 +110,7 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     let mut cluster = TestCluster::new("");
     cluster.start_and_init(&[1, 2, 3]).await;
     let client = cluster.client();
-    client.config_put("before", "1").await.unwrap();
+    client.config_put("kv/before", "1").await.unwrap();
 
     // Removing every voter.
     let err = client.remove(vec![1, 2, 3]).await.unwrap_err();
@@ -223,7 +223,7 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     );
     assert_eq!(
         client
-            .config_get("before", false)
+            .config_get("kv/before", false)
             .await
             .unwrap()
             .entry

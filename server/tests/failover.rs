@@ -16,7 +16,7 @@ async fn leader_sigkill_loses_no_acknowledged_write() {
     let ids = [1, 2, 3];
     let mut cluster = TestCluster::new("");
     cluster.start_and_init(&ids).await;
-    let writer = Writer::start(cluster.client(), "w/");
+    let writer = Writer::start(cluster.client(), "kv/w/");
 
     for round in 0..KILLS {
         writer

@@ -24,7 +24,7 @@ async fn grow_shrink_and_rejoin_by_snapshot() {
     let mut cluster = TestCluster::new(SNAPSHOTS);
     cluster.start_and_init(&[1, 2, 3]).await;
     let client = cluster.client();
-    let writer = Writer::start(cluster.client(), "w/");
+    let writer = Writer::start(cluster.client(), "kv/w/");
     writer
         .wait_progress(50, Duration::from_secs(30))
         .await

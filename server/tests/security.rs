@@ -201,12 +201,17 @@ async fn plaintext_and_foreign_certificates_are_refused() {
         token: None,
     };
     let e = client(&cluster, mixed)
-        .config_put("k", "v")
+        .config_put("kv/k", "v")
         .await
         .unwrap_err();
     assert!(!matches!(e.code(), Some(Code::Ok)), "{e}");
     assert_eq!(
-        cluster.client().config_get("k", false).await.unwrap().entry,
+        cluster
+            .client()
+            .config_get("kv/k", false)
+            .await
+            .unwrap()
+            .entry,
         None
     );
 }
@@ -575,4 +580,178 @@ async fn the_probes_of_the_security_issue_are_refused() {
         "{members:?}"
     );
     cluster.assert_no_panic();
+}
+
+/// SubmitJobRequest with `client_id` as raw bytes, to send invalid UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSubmit {
+    #[prost(bytes = "vec", tag = "1")]
+    client_id: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_overflowing_and_undecodable_input_is_invalid_argument_naming_the_field() {
+    let mut cluster = TestCluster::new("");
+    cluster.start_and_init(&[1]).await;
+    let client = cluster.client();
+    let short = |e: &ClientError| {
+        let m = e.to_string();
+        assert!(
+            m.len() < 600,
+            "the error quotes too much ({} bytes)",
+            m.len()
+        );
+        m
+    };
+    let huge = "m".repeat(1_300_000);
+    let job = JobBuilder::new("c").task(TaskBuilder::sim("t", Duration::ZERO).model(&huge));
+    let e = client.submit(job).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(short(&e).contains("(t).model"), "{e}");
+
+    let job = JobBuilder::new("c").task(
+        TaskBuilder::sim("t", Duration::ZERO)
+            .attempt_timeout(Duration::from_millis(u64::MAX - 1000)),
+    );
+    let e = client.submit(job).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(short(&e).contains("attempt_timeout_ms"), "{e}");
+
+    let job = JobBuilder::new("c")
+        .task(TaskBuilder::sim("t", Duration::ZERO).label("k", &"v".repeat(1 << 20)));
+    let e = client.submit(job).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(short(&e).contains("labels"), "{e}");
+
+    let channel = client.channel(&cluster.addr(1)).unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RawSubmit, ()>::default();
+    let raw = RawSubmit {
+        client_id: vec![b'o', 0xff, 0xfe, b'k'],
+    };
+    let e = grpc
+        .unary(
+            tonic::Request::new(raw),
+            PathAndQuery::from_static("/autoglm.v1.SchedulerService/SubmitJob"),
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("client_id"), "{e:?}");
+
+    for (key, value) in [
+        ("limits/payload_bytes_max", "abc"),
+        ("limits/payload_bytes_max", "-1"),
+        ("limits/payload_bytes_max", "0"),
+        ("placement/polcy", "random"),
+    ] {
+        let e = client.config_put(key, value).await.unwrap_err();
+        assert_eq!(e.code(), Some(Code::InvalidArgument), "{key}={value}: {e}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    // Still accepting submissions: nothing above changed the limit.
+    client
+        .submit(JobBuilder::new("c").task(TaskBuilder::sim("ok", Duration::ZERO)))
+        .await
+        .unwrap();
+    cluster.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_heartbeats_is_removed() {
+    let mut cluster = TestCluster::new(
+        "scheduler:\n  heartbeat_interval_ms: 300\n  node_ttl_ms: 1000\n  election_grace_ms: 300\n",
+    );
+    cluster.start_and_init(&[1]).await;
+    let admin = cluster.client();
+    admin
+        .config_put("nodes/remove_down_after_ms", "2000")
+        .await
+        .unwrap();
+    let fake = cluster
+        .credentials_for(
+            Subject::Agent {
+                node: "silent".into(),
+            },
+            "agent-silent",
+        )
+        .unwrap();
+    open_session(&cluster, fake, "silent", vec![])
+        .await
+        .unwrap();
+    let listed =
+        |r: autoglm_client::proto::ListNodesResponse| r.nodes.iter().any(|n| n.name == "silent");
+    assert!(listed(admin.list_nodes(false).await.unwrap()), "registered");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while listed(admin.list_nodes(false).await.unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent node was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_admin_calls_for_their_caller_and_nobody_else_may_claim_to() {
+    let mut cluster = TestCluster::new("");
+    let leader = cluster.start_and_init(&[1, 2, 3]).await;
+    let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    let at_follower = |credentials: Credentials, cluster: &TestCluster| {
+        let options = ClientOptions {
+            deadline: Duration::from_secs(3),
+            ..ClientOptions::new(credentials)
+        };
+        Client::new([cluster.addr(follower)], options).unwrap()
+    };
+    // Forwarded as the admin it came from: the leader judges the request itself.
+    let admin = at_follower(cluster.admin_credentials(), &cluster);
+    let e = admin.promote(vec![42]).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    let reader = cluster.user_credentials("rita", Role::Reader).unwrap();
+    let e = at_follower(reader, &cluster)
+        .promote(vec![42])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
+
+    // Claiming to act for an admin: only member replicas may.
+    for (label, credentials, expected) in [
+        (
+            "user",
+            cluster
+                .user_credentials("mallory", Role::Submitter)
+                .unwrap(),
+            Code::PermissionDenied,
+        ),
+        (
+            "non-member replica",
+            cluster
+                .credentials_for(
+                    Subject::Replica {
+                        id: 77,
+                        hosts: vec![],
+                    },
+                    "replica-77",
+                )
+                .unwrap(),
+            Code::PermissionDenied,
+        ),
+    ] {
+        let c = client(&cluster, credentials);
+        let channel = c.channel(&cluster.addr(leader)).unwrap();
+        let mut admin =
+            autoglm_client::proto::admin_service_client::AdminServiceClient::new(channel);
+        let mut request =
+            tonic::Request::new(autoglm_client::proto::RemoveRequest { ids: vec![3] });
+        request.metadata_mut().insert(
+            autoglm_server::security::gate::ON_BEHALF_OF_METADATA,
+            "admin root".parse().unwrap(),
+        );
+        let e = admin.remove(request).await.unwrap_err();
+        assert_eq!(e.code(), expected, "{label}: {e}");
+    }
+    assert_eq!(cluster.client().status().await.unwrap().voters.len(), 3);
 }

@@ -47,7 +47,7 @@ pub async fn run(ctx: Arc<Ctx>, settings: RegisterSettings, seed: u64) {
 /// Key `k` of the generation current at `elapsed`.
 fn key_name(elapsed_ns: u64, lifetime: Duration, k: usize) -> String {
     let generation = elapsed_ns / lifetime.as_nanos().max(1) as u64;
-    format!("jepsen/r{generation}-{k}")
+    format!("kv/jepsen/r{generation}-{k}")
 }
 
 /// One slot of concurrency: a process that ends in `info` is replaced by a

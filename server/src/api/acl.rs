@@ -165,6 +165,7 @@ impl AclService for AclApi {
             Via::Certificate(_) => "certificate",
             Via::Token(_) => "token",
             Via::Insecure => "insecure",
+            Via::Forwarded { .. } => "forwarded",
         };
         Ok(Response::new(WhoAmIResponse {
             name: p.name,

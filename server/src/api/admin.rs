@@ -16,6 +16,8 @@ use super::status::{status, voters_and_learners};
 use super::{replica_status, FORWARDED_METADATA};
 use crate::raft::NodeId;
 use crate::replica::Replica;
+use crate::scheduler::limits::ADDRESS_LEN_MAX;
+use crate::security::Principal;
 
 /// How long a snapshot request waits for the snapshot to be written.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
@@ -79,13 +81,16 @@ impl AdminApi {
     }
 }
 
-fn forwarded<T>(message: T) -> Request<T> {
+/// `message` as this replica forwards it to the leader: marked, so it is not
+/// forwarded again, and acting for the principal that called here.
+fn forwarded<T>(message: T, principal: &Principal) -> Result<Request<T>, Status> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         FORWARDED_METADATA,
         tonic::metadata::MetadataValue::from_static("1"),
     );
-    request
+    crate::security::gate::act_for(&mut request, principal)?;
+    Ok(request)
 }
 
 fn membership_status(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
@@ -116,10 +121,10 @@ fn check_member(m: &Member, field: &str) -> Result<(), Status> {
             "{field}.id: must be a positive integer"
         )));
     }
-    if m.addr.trim().is_empty() || !m.addr.contains(':') {
+    if m.addr.trim().is_empty() || !m.addr.contains(':') || m.addr.len() > ADDRESS_LEN_MAX {
         return Err(Status::invalid_argument(format!(
-            "{field}.addr: '{}' is not host:port",
-            m.addr
+            "{field}.addr: {} is not host:port (at most {ADDRESS_LEN_MAX} bytes)",
+            crate::security::quote(&m.addr)
         )));
     }
     Ok(())
@@ -192,7 +197,10 @@ impl AdminService for AdminApi {
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_route(&request)? {
-            return leader.add_learner(forwarded(request.into_inner())).await;
+            let principal = Principal::of(&request)?;
+            return leader
+                .add_learner(forwarded(request.into_inner(), &principal)?)
+                .await;
         }
         let req = request.into_inner();
         let member = req
@@ -235,7 +243,10 @@ impl AdminService for AdminApi {
         request: Request<PromoteRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_route(&request)? {
-            return leader.promote(forwarded(request.into_inner())).await;
+            let principal = Principal::of(&request)?;
+            return leader
+                .promote(forwarded(request.into_inner(), &principal)?)
+                .await;
         }
         let ids: BTreeSet<NodeId> = request.into_inner().ids.into_iter().collect();
         if ids.is_empty() {
@@ -263,7 +274,10 @@ impl AdminService for AdminApi {
         request: Request<RemoveRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_route(&request)? {
-            return leader.remove(forwarded(request.into_inner())).await;
+            let principal = Principal::of(&request)?;
+            return leader
+                .remove(forwarded(request.into_inner(), &principal)?)
+                .await;
         }
         let ids: BTreeSet<NodeId> = request.into_inner().ids.into_iter().collect();
         if ids.is_empty() {

@@ -19,7 +19,9 @@ use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
 use crate::replica::Replica;
 use crate::scheduler::command::AttemptUpdate;
+use crate::scheduler::limits::*;
 use crate::scheduler::model::{Gpu, NodeCapacity};
+use crate::scheduler::validate::check_labels;
 use crate::scheduler::{Command, Response as Applied};
 use crate::security::{Principal, Via};
 
@@ -61,6 +63,45 @@ fn capacity(r: &pb::Register) -> NodeCapacity {
         models_loaded: r.models_loaded.iter().cloned().collect(),
         slots_per_gpu: r.slots_per_gpu.max(1),
     }
+}
+
+/// Bounds on every string and list of a registration (the node's name is
+/// bound by its certificate).
+fn check_register(r: &pb::Register) -> Result<(), String> {
+    let at_most = |field: &str, len: usize, max: usize| {
+        if len > max {
+            Err(format!(
+                "register.{field}: {len} is over the limit of {max}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    at_most("node", r.node.len(), NODE_NAME_LEN_MAX)?;
+    at_most("address", r.address.len(), ADDRESS_LEN_MAX)?;
+    at_most("gpus", r.gpus.len(), NODE_GPUS_MAX)?;
+    for g in &r.gpus {
+        at_most("gpus.uuid", g.uuid.len(), NODE_NAME_LEN_MAX)?;
+        at_most("gpus.model", g.model.len(), NODE_NAME_LEN_MAX)?;
+        if g.memory_mb > GPU_MEMORY_MB_MAX {
+            return Err(format!(
+                "register.gpus.memory_mb: {} is over the limit of {GPU_MEMORY_MB_MAX}",
+                g.memory_mb
+            ));
+        }
+    }
+    if r.cpu_millis > CPU_MILLIS_MAX || r.memory_mb > MEMORY_MB_MAX {
+        return Err(format!(
+            "register: cpu_millis at most {CPU_MILLIS_MAX}, memory_mb at most {MEMORY_MB_MAX}"
+        ));
+    }
+    let labels = r.labels.clone().into_iter().collect();
+    check_labels("register.labels", &labels)?;
+    at_most("models_loaded", r.models_loaded.len(), MODELS_LOADED_MAX)?;
+    for m in &r.models_loaded {
+        at_most("models_loaded", m.len(), MODEL_NAME_LEN_MAX)?;
+    }
+    at_most("running", r.running.len(), RUNNING_REPORTED_MAX)
 }
 
 fn message(kind: LeaderKind) -> Result<LeaderMessage, Status> {
@@ -105,6 +146,7 @@ impl AgentService for AgentApi {
         if register.node.is_empty() {
             return Err(Status::invalid_argument("register.node: required"));
         }
+        check_register(&register).map_err(Status::invalid_argument)?;
         // An agent acts for the node its certificate names, and no other
         // (under --insecure, for whichever node it registers).
         if principal.via != Via::Insecure && principal.agent_node() != Some(register.node.as_str())

@@ -13,6 +13,7 @@ use super::{replica_status, request_id};
 use crate::replica::Replica;
 use crate::scheduler::config_store::{self, ConfigEntry as StoredEntry};
 use crate::scheduler::requests::RequestId;
+use crate::scheduler::settings;
 use crate::scheduler::{Command, Response as Applied};
 
 pub struct ConfigApi {
@@ -32,8 +33,8 @@ impl ConfigApi {
         request: RequestId,
     ) -> Result<Applied, Status> {
         config_store::validate(&key, Some(&value)).map_err(Status::invalid_argument)?;
-        crate::leader::runtime::validate(&key, &value).map_err(Status::invalid_argument)?;
-        let command = Command::ConfigPut {
+        settings::check(&key, &value).map_err(Status::invalid_argument)?;
+        let command = Command::SetConfig {
             key,
             value,
             expected_version,

@@ -15,9 +15,10 @@ use super::{replica_status, request_id};
 use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
 use crate::replica::Replica;
+use crate::scheduler::limits::{LABEL_KEY_LEN_MAX, LABEL_VALUE_LEN_MAX, NODE_NAME_LEN_MAX};
 use crate::scheduler::model::{JobId, Task, TaskId, TaskState};
 use crate::scheduler::requests::RequestId;
-use crate::scheduler::validate::{validate_client_key, validate_job};
+use crate::scheduler::validate::{check_bounds, validate_client_key, validate_job};
 use crate::scheduler::{Command, Response as Applied, SchedulerState};
 use crate::security::Principal;
 
@@ -117,6 +118,11 @@ impl SchedulerApi {
     ) -> Result<Response<pb::NodeResponse>, Status> {
         let id = request_id(&request)?;
         let name = request.into_inner().name;
+        if name.is_empty() || name.len() > NODE_NAME_LEN_MAX {
+            return Err(Status::invalid_argument(format!(
+                "name: must be 1 to {NODE_NAME_LEN_MAX} bytes"
+            )));
+        }
         let requeued = match self.commit(command(name.clone()), id).await? {
             Applied::Changed(ids) => ids,
             _ => Vec::new(),
@@ -260,6 +266,7 @@ impl SchedulerService for SchedulerApi {
             let key = (req.client_id.clone(), req.idempotency_key.clone());
             validate_client_key(&req.client_id, &req.idempotency_key)
                 .map_err(Status::invalid_argument)?;
+            check_bounds(&tasks).map_err(Status::invalid_argument)?;
             if !s.idempotency.contains_key(&key) {
                 validate_job(&tasks, s.nodes.values(), s.payload_bytes_max())
                     .map_err(Status::invalid_argument)?;
@@ -365,6 +372,13 @@ impl SchedulerService for SchedulerApi {
                 })? + 1
             }
         };
+        if req.node.len() > NODE_NAME_LEN_MAX
+            || req.label.len() > LABEL_KEY_LEN_MAX + LABEL_VALUE_LEN_MAX + 1
+        {
+            return Err(Status::invalid_argument(
+                "node, label: longer than any node name or label",
+            ));
+        }
         let label = match req.label.as_str() {
             "" => None,
             l => Some(

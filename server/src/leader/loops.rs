@@ -131,7 +131,7 @@ impl Placer {
                 .is_none_or(|p| p.name() != runtime.policy)
             {
                 self.policy = policy_by_name(&runtime.policy)
-                    .or_else(|| policy_by_name(super::runtime::DEFAULT_POLICY));
+                    .or_else(|| policy_by_name(crate::scheduler::settings::DEFAULT_POLICY));
             }
             let Some(policy) = self.policy.as_mut() else {
                 return;
@@ -211,10 +211,20 @@ fn liveness(replica: &Arc<Replica>, hub: &AgentHub, settings: &SchedulerSettings
     let mut commands = Vec::new();
     {
         let applied = replica.state.read();
+        let remove_after =
+            Duration::from_millis(Runtime::read(&applied.state).node_remove_after_ms);
         for node in applied.state.nodes.values() {
             // Never judge a node before a full TTL under this leadership.
             let seen = hub.last_seen(&node.name).map_or(since, |s| s.max(since));
             let silent = seen.elapsed() > ttl;
+            // Registered and then silent for long (never heartbeating, or
+            // gone for good): forgotten, so fake or dead nodes do not pile up.
+            if seen.elapsed() > remove_after && !hub.is_connected(&node.name) {
+                commands.push(Command::RemoveNode {
+                    name: node.name.clone(),
+                });
+                continue;
+            }
             match node.liveness {
                 Liveness::Up if silent => commands.push(Command::SetNodeLiveness {
                     name: node.name.clone(),
@@ -249,7 +259,7 @@ fn timeouts(replica: &Arc<Replica>) {
             .filter(|t| {
                 t.placement
                     .as_ref()
-                    .is_some_and(|p| p.assigned_ms + t.spec.attempt_timeout_ms < now)
+                    .is_some_and(|p| p.assigned_ms.saturating_add(t.spec.attempt_timeout_ms) < now)
             })
             .map(|t| Command::AttemptTimedOut {
                 task: t.id,

@@ -228,7 +228,7 @@ impl SchedulerState {
             };
             let reason = outcome.reason.clone();
             self.release(task, &reason);
-            let not_before = self.now_ms + wait;
+            let not_before = self.now_ms.saturating_add(wait);
             self.enqueue(task, not_before);
             self.tasks.get_mut(&task).expect("known").outcome = Some(outcome);
             changed.push(task);

@@ -131,13 +131,22 @@ pub enum Command {
     RevokeToken {
         accessor: String,
     },
-    /// `SubmitJob` with the authenticated principal that owns the job; new
+    /// `SubmitJob` with the authenticated principal that owns the job, and
+    /// checked against every bound of `validate::check_bounds`; new
     /// submissions use this one, `SubmitJob` stays for logs written before.
     SubmitOwnedJob {
         owner: String,
         client_id: String,
         idempotency_key: String,
         tasks: Vec<TaskSpec>,
+    },
+    /// `ConfigPut` checked against the settings registry: unknown keys and
+    /// values out of kind or range are refused. New writes use this one,
+    /// `ConfigPut` stays for logs written before.
+    SetConfig {
+        key: String,
+        value: String,
+        expected_version: Option<u64>,
     },
 }
 

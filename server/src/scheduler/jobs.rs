@@ -3,13 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::command::Response;
-use super::limits::PAYLOAD_BYTES_MAX_DEFAULT;
 use super::model::{EdgeCondition, Job, JobId, Outcome, Task, TaskId, TaskSpec, TaskState};
 use super::state::SchedulerState;
 use super::validate::validate_job;
-
-/// Configuration key holding the payload size limit in bytes.
-pub const PAYLOAD_BYTES_MAX_KEY: &str = "limits/payload_bytes_max";
 
 /// Whether a finished upstream task satisfies an edge.
 fn satisfies(state: TaskState, condition: EdgeCondition) -> bool {
@@ -22,10 +18,7 @@ fn satisfies(state: TaskState, condition: EdgeCondition) -> bool {
 
 impl SchedulerState {
     pub fn payload_bytes_max(&self) -> u64 {
-        self.config
-            .get(PAYLOAD_BYTES_MAX_KEY)
-            .and_then(|e| e.value.parse().ok())
-            .unwrap_or(PAYLOAD_BYTES_MAX_DEFAULT)
+        super::settings::count_value(self, &super::settings::PAYLOAD_BYTES_MAX)
     }
 
     pub(super) fn apply_submit_job(
@@ -37,6 +30,13 @@ impl SchedulerState {
     ) -> Response {
         if let Err(reason) = super::validate::validate_client_key(client_id, key) {
             return Response::Rejected(reason);
+        }
+        // Submissions made with an owner (`SubmitOwnedJob`) are held to every
+        // bound; older `SubmitJob` entries replay as they were applied.
+        if owner.is_some() {
+            if let Err(reason) = super::validate::check_bounds(specs) {
+                return Response::Rejected(reason);
+            }
         }
         if !key.is_empty() {
             if let Some(job) = self

@@ -14,6 +14,7 @@ mod nodes;
 pub mod placement;
 pub mod requests;
 pub mod reservations;
+pub mod settings;
 pub mod state;
 pub mod validate;
 

@@ -151,6 +151,14 @@ impl SchedulerState {
                 bootstrap,
             } => self.apply_create_token(accessor, token, *bootstrap),
             Command::RevokeToken { accessor } => self.apply_revoke_token(accessor),
+            Command::SetConfig {
+                key,
+                value,
+                expected_version,
+            } => match super::settings::check(key, value) {
+                Ok(()) => self.apply_config_put(key, value, *expected_version),
+                Err(reason) => Response::Rejected(reason),
+            },
         }
     }
 

@@ -7,6 +7,129 @@ use super::limits::*;
 use super::model::{Node, Payload, TaskSpec};
 use super::reservations::could_ever_fit;
 
+/// At most ~100 bytes of a caller-supplied value, for error messages.
+pub fn quote(value: &str) -> String {
+    const MAX: usize = 100;
+    if value.len() <= MAX {
+        return format!("'{value}'");
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("'{}…' ({} bytes)", &value[..end], value.len())
+}
+
+/// `len` is within `max` bytes or entries, or an error naming `field`.
+fn at_most(field: &str, len: usize, max: usize) -> Result<(), String> {
+    if len > max {
+        return Err(format!("{field}: {len} is over the limit of {max}"));
+    }
+    Ok(())
+}
+
+/// Labels: how many, and how long each key and value is.
+pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), String> {
+    at_most(field, labels.len(), LABELS_MAX)?;
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > LABEL_KEY_LEN_MAX {
+            return Err(format!(
+                "{field}: key {} must be 1 to {LABEL_KEY_LEN_MAX} bytes",
+                quote(k)
+            ));
+        }
+        at_most(
+            &format!("{field}[{}]", quote(k)),
+            v.len(),
+            LABEL_VALUE_LEN_MAX,
+        )?;
+    }
+    Ok(())
+}
+
+/// Every bound on a task's strings, lists and numbers that
+/// [`validate_job`] leaves to it: checked by the API and, for
+/// `SubmitOwnedJob`, by `apply`.
+pub fn check_bounds(tasks: &[TaskSpec]) -> Result<(), String> {
+    at_most("tasks", tasks.len(), JOB_TASKS_MAX)?;
+    for (i, t) in tasks.iter().enumerate() {
+        at_most(&format!("tasks[{i}].name"), t.name.len(), TASK_NAME_LEN_MAX)?;
+        let at = |field: &str| format!("tasks[{i}] ({}).{field}", t.name);
+        if let Some(model) = &t.model {
+            at_most(&at("model"), model.len(), MODEL_NAME_LEN_MAX)?;
+        }
+        at_most(
+            &at("input_tokens"),
+            t.input_tokens as usize,
+            TASK_TOKENS_MAX as usize,
+        )?;
+        at_most(
+            &at("max_output_tokens"),
+            t.max_output_tokens as usize,
+            TASK_TOKENS_MAX as usize,
+        )?;
+        let r = &t.resources;
+        at_most(&at("resources.gpus"), r.gpus as usize, NODE_GPUS_MAX)?;
+        for (field, value, max) in [
+            (
+                "resources.gpu_memory_mb",
+                r.gpu_memory_mb,
+                GPU_MEMORY_MB_MAX,
+            ),
+            ("resources.cpu_millis", r.cpu_millis, CPU_MILLIS_MAX),
+            ("resources.memory_mb", r.memory_mb, MEMORY_MB_MAX),
+            ("attempt_timeout_ms", t.attempt_timeout_ms, DURATION_MS_MAX),
+            (
+                "retry.backoff_base_ms",
+                t.retry.backoff_base_ms,
+                DURATION_MS_MAX,
+            ),
+            (
+                "retry.backoff_max_ms",
+                t.retry.backoff_max_ms,
+                DURATION_MS_MAX,
+            ),
+        ] {
+            if value > max {
+                return Err(format!("{}: {value} is over the limit of {max}", at(field)));
+            }
+        }
+        check_labels(&at("labels"), &t.labels)?;
+        at_most(&at("depends_on"), t.depends_on.len(), TASK_DEPENDENCIES_MAX)?;
+        for d in &t.depends_on {
+            at_most(&at("depends_on.task"), d.task.len(), TASK_NAME_LEN_MAX)?;
+        }
+        match &t.payload {
+            Payload::Exec { argv, env, .. } => {
+                at_most(&at("payload.exec.argv"), argv.len(), ARGV_MAX)?;
+                at_most(&at("payload.exec.env"), env.len(), ENV_MAX)?;
+                if let Some(bad) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
+                    return Err(format!(
+                        "{}: name {} must be non-empty, without '=' or NUL",
+                        at("payload.exec.env"),
+                        quote(bad)
+                    ));
+                }
+                if argv.iter().any(|a| a.contains('\0')) {
+                    return Err(format!("{}: NUL in an argument", at("payload.exec.argv")));
+                }
+            }
+            Payload::Http { headers, .. } => {
+                at_most(&at("payload.http.headers"), headers.len(), HEADERS_MAX)?;
+            }
+            Payload::Sim { service_ms } => {
+                if *service_ms > DURATION_MS_MAX {
+                    return Err(format!(
+                        "{}: {service_ms} is over the limit of {DURATION_MS_MAX}",
+                        at("payload.sim.service_ms")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks a job against the limits, its own graph and the registered nodes.
 /// `payload_bytes_max` comes from the runtime configuration.
 pub fn validate_job<'a>(
@@ -90,13 +213,13 @@ pub fn validate_job<'a>(
         }
         if nodes.clone().next().is_some() && !nodes.clone().any(|n| could_ever_fit(t, n)) {
             return Err(format!(
-                "{}: no registered node could ever satisfy {} GPU(s) x {} MB, {} CPU millis, {} MB memory with labels {:?}",
+                "{}: no registered node could ever satisfy {} GPU(s) x {} MB, {} CPU millis, {} MB memory with labels {}",
                 at("resources"),
                 t.resources.gpus,
                 t.resources.gpu_memory_mb,
                 t.resources.cpu_millis,
                 t.resources.memory_mb,
-                t.labels
+                quote(&format!("{:?}", t.labels))
             ));
         }
     }
@@ -104,8 +227,9 @@ pub fn validate_job<'a>(
         for d in &t.depends_on {
             if !names.contains(d.task.as_str()) {
                 return Err(format!(
-                    "tasks[{i}] ({}).depends_on: unknown task '{}'",
-                    t.name, d.task
+                    "tasks[{i}] ({}).depends_on: unknown task {}",
+                    t.name,
+                    quote(&d.task)
                 ));
             }
             if d.task == t.name {

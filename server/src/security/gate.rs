@@ -32,6 +32,24 @@ pub enum Via {
     Token(String),
     /// `--insecure`: nobody is authenticated and everyone acts as admin.
     Insecure,
+    /// Forwarded by member replica `by`, which authenticated the caller.
+    Forwarded {
+        by: u64,
+    },
+}
+
+/// Request metadata with which a replica forwarding a call names the
+/// principal it acts for (`<role> <name>`). Accepted only from a replica of
+/// the current membership.
+pub const ON_BEHALF_OF_METADATA: &str = "x-autoglm-on-behalf-of";
+
+/// Marks `request` as made for `principal`.
+pub fn act_for<T>(request: &mut tonic::Request<T>, principal: &Principal) -> Result<(), Status> {
+    let value =
+        tonic::metadata::MetadataValue::try_from(format!("{} {}", principal.role, principal.name))
+            .map_err(|_| Status::internal("principal name is not valid metadata"))?;
+    request.metadata_mut().insert(ON_BEHALF_OF_METADATA, value);
+    Ok(())
 }
 
 impl Principal {
@@ -80,6 +98,7 @@ impl Gate {
         path: &str,
         peer: Option<&PeerInfo>,
         authorization: Option<&http::HeaderValue>,
+        on_behalf_of: Option<&http::HeaderValue>,
     ) -> Result<Principal, Status> {
         if !self.enforce {
             return Ok(Principal {
@@ -94,7 +113,10 @@ impl Gate {
                 super::quote(path)
             ))
         })?;
-        let principal = self.authenticate(peer, authorization)?;
+        let mut principal = self.authenticate(peer, authorization)?;
+        if let Some(value) = on_behalf_of {
+            principal = self.forwarded(principal, value)?;
+        }
         match rule {
             Access::Roles(roles) if roles.contains(&principal.role) => Ok(principal),
             Access::Roles(_) => Err(Status::permission_denied(format!(
@@ -146,6 +168,39 @@ impl Gate {
                 "no credentials: present a client certificate of this cluster's CA or a bearer token",
             )),
         }
+    }
+
+    /// The principal a member replica forwards a call for.
+    fn forwarded(
+        &self,
+        replica: Principal,
+        value: &http::HeaderValue,
+    ) -> Result<Principal, Status> {
+        let by = match &replica.via {
+            Via::Certificate(CertIdentity::Replica { id, .. }) => *id,
+            _ => {
+                return Err(Status::permission_denied(format!(
+                    "metadata {ON_BEHALF_OF_METADATA}: only replicas of this cluster act for others"
+                )))
+            }
+        };
+        self.member(replica, ON_BEHALF_OF_METADATA)?;
+        let malformed = || {
+            Status::invalid_argument(format!(
+                "metadata {ON_BEHALF_OF_METADATA}: expected '<role> <name>'"
+            ))
+        };
+        let (role, name) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .ok_or_else(malformed)?;
+        let role = Role::parse_user(role).map_err(|_| malformed())?;
+        Ok(Principal {
+            name: name.to_string(),
+            role,
+            via: Via::Forwarded { by },
+        })
     }
 
     /// Replica protocol: only replicas of the current membership.
@@ -213,6 +268,7 @@ where
             request.uri().path(),
             request.extensions().get::<PeerInfo>(),
             request.headers().get(AUTHORIZATION_METADATA),
+            request.headers().get(ON_BEHALF_OF_METADATA),
         );
         match checked {
             Ok(principal) => {

@@ -8,15 +8,5 @@ pub mod tls;
 
 pub use gate::{Gate, GateLayer, Principal, Via};
 
-/// At most ~100 bytes of a caller-supplied value, for error messages.
-pub fn quote(value: &str) -> String {
-    const MAX: usize = 100;
-    if value.len() <= MAX {
-        return format!("'{value}'");
-    }
-    let mut end = MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("'{}…' ({} bytes)", &value[..end], value.len())
-}
+/// Quotes caller-supplied values in errors; one definition, in the core.
+pub use crate::scheduler::validate::quote;

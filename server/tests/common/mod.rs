@@ -87,7 +87,7 @@ impl Drop for TestCluster {
 
 /// Every acknowledged write of a `Writer` started with prefix `w/`, present on replica `id`.
 pub async fn assert_all_present(cluster: &LocalCluster, id: u64, acked: &[u64]) {
-    autoglm_server::local::verify_writes(cluster, id, "w/", acked)
+    autoglm_server::local::verify_writes(cluster, id, "kv/w/", acked)
         .await
         .unwrap();
 }

@@ -107,14 +107,19 @@ pub struct PlacementOptions {
     pub aging_ms: u64,
 }
 
+impl PlacementOptions {
+    /// The defaults; the runtime settings registry reads its defaults here.
+    pub const DEFAULT: Self = Self {
+        batch_max: 256,
+        dispatch_threshold: 1.0,
+        metrics_stale_ms: 5_000,
+        aging_ms: 30_000,
+    };
+}
+
 impl Default for PlacementOptions {
     fn default() -> Self {
-        Self {
-            batch_max: 256,
-            dispatch_threshold: 1.0,
-            metrics_stale_ms: 5_000,
-            aging_ms: 30_000,
-        }
+        Self::DEFAULT
     }
 }
 
