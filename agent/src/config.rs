@@ -103,6 +103,24 @@ pub struct AgentConfig {
     pub tls: TlsFiles,
     /// Plaintext and no certificate: only against replicas run with --insecure.
     pub insecure: bool,
+    /// Which `exec` tasks run here, and as whom; off by default.
+    pub exec: ExecConfig,
+}
+
+/// `exec:` in the agent's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    /// exec tasks run only when true.
+    pub enabled: bool,
+    /// Programs an exec task may start: argv[0] exactly as given (a name
+    /// looked up on PATH, or an absolute path), or "*" for any. In the
+    /// environment: comma-separated (`AUTOGLM_EXEC__ALLOW=python3,nvidia-smi`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allow: Vec<String>,
+    /// User the attempts run as. Required when the agent runs as root;
+    /// "root" runs them as root, explicitly.
+    pub run_as: String,
 }
 
 impl Default for AgentConfig {
@@ -127,6 +145,7 @@ impl Default for AgentConfig {
             http_timeout_ms: 30_000,
             tls: TlsFiles::default(),
             insecure: false,
+            exec: ExecConfig::default(),
         }
     }
 }
@@ -174,6 +193,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "http_timeout_ms",
     "tls",
     "insecure",
+    "exec",
 ];
 
 /// Largest `output_tail_bytes`: reports are small gRPC messages and the
@@ -312,6 +332,12 @@ impl AgentConfig {
         }
         if self.http_timeout_ms == 0 {
             return fail("http_timeout_ms: must be positive".into());
+        }
+        if self.exec.enabled && self.exec.allow.is_empty() {
+            return fail("exec.allow: required when exec.enabled: the programs an exec task may start (names or absolute paths), or \"*\" for any".into());
+        }
+        if self.exec.enabled && self.exec.run_as.is_empty() && nix::unistd::geteuid().is_root() {
+            return fail("exec.run_as: required when the agent runs as root: an unprivileged user, or \"root\" to run attempts as root explicitly".into());
         }
         // Last, so a bad value is named first.
         if !self.insecure && !self.tls.is_complete() {
@@ -519,6 +545,20 @@ mod tests {
     }
 
     #[test]
+    fn a_root_agent_runs_exec_only_as_a_named_user() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let f = write("exec:\n  enabled: true\n  allow: [sh]\n");
+        let e = AgentConfig::load(Some(f.path()), required())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exec.run_as"), "{e}");
+        let f = write("exec:\n  enabled: true\n  allow: [sh]\n  run_as: root\n");
+        AgentConfig::load(Some(f.path()), required()).expect("root, explicitly");
+    }
+
+    #[test]
     fn bad_values_are_named() {
         for (yaml, key) in [
             ("endpoints: [nohost]\n", "endpoints"),
@@ -531,6 +571,8 @@ mod tests {
                 "simulated_gpus[0].memory_mb",
             ),
             ("output_tail_bytes: 0\n", "output_tail_bytes"),
+            ("exec:\n  enabled: true\n", "exec.allow"),
+            ("exec:\n  run_as: x\n  bogus: 1\n", "bogus"),
             (
                 "reconnect_backoff_min_ms: 9000\n",
                 "reconnect_backoff_min_ms",

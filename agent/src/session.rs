@@ -166,7 +166,7 @@ impl Agent {
         } else {
             Transport::tls(&config.tls).map_err(AgentError::Tls)?
         };
-        let (executor, reports) = Executor::new(ExecutorSettings::from_config(&config))?;
+        let (executor, reports) = Executor::new(ExecutorSettings::from_config(&config)?)?;
         tracing::info!(
             source = gpus.kind_name(),
             gpus = gpus.inventory().len(),

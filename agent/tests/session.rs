@@ -184,6 +184,7 @@ fn sim(task_id: u64, attempt: u32, gpus: &[u32], service_ms: u64) -> Out {
             ..Default::default()
         }),
         gpus: gpus.to_vec(),
+        secret_env: Vec::new(),
     })
 }
 

@@ -64,6 +64,14 @@ impl TaskBuilder {
         self
     }
 
+    /// An env value only the assigned agent, the job's owner and admins see.
+    pub fn secret_env(mut self, key: &str, value: &str) -> Self {
+        if let Some(Payload::Exec(e)) = self.spec.payload.as_mut() {
+            e.secret_env.insert(key.into(), value.into());
+        }
+        self
+    }
+
     pub fn cwd(mut self, dir: &str) -> Self {
         if let Some(Payload::Exec(e)) = self.spec.payload.as_mut() {
             e.cwd = dir.into();

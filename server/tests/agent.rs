@@ -38,6 +38,13 @@ fn agent(name: &str) -> AgentConfig {
     c.memory_mb = Some(64_000);
     c.heartbeat_interval_ms = 300;
     c.lease_ms = 1_200;
+    // Root, explicitly: the tasks write into the test's private temp dir.
+    // Running as another user is tested in agent/tests/executor/exec.rs.
+    c.exec = autoglm_agent::config::ExecConfig {
+        enabled: true,
+        allow: vec!["sh".into()],
+        run_as: "root".into(),
+    };
     c
 }
 

@@ -755,3 +755,69 @@ async fn followers_forward_admin_calls_for_their_caller_and_nobody_else_may_clai
     }
     assert_eq!(cluster.client().status().await.unwrap().voters.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_refuse_exec_by_default_and_secret_env_is_redacted_on_read() {
+    let mut cluster = TestCluster::new(
+        "scheduler:\n  heartbeat_interval_ms: 300\n  node_ttl_ms: 3000\n  election_grace_ms: 600\n",
+    );
+    cluster.start_and_init(&[1]).await;
+    let mut agent = autoglm_agent::AgentConfig::new("gpu-x", Vec::new());
+    agent.gpu_source = autoglm_agent::config::GpuSourceKind::Simulated;
+    agent.cpu_millis = Some(8_000);
+    agent.memory_mb = Some(8_000);
+    cluster.spawn_agent(&agent).unwrap();
+    let admin = cluster.client();
+    let marker = cluster.dir.path().join("ran");
+    let probe = format!("id > {}", marker.display());
+    let job = JobBuilder::new("c").task(
+        TaskBuilder::exec("id", ["sh", "-c", probe.as_str()])
+            .env("HF_TOKEN", "hf_pattern_secret")
+            .env("PLAIN", "plain")
+            .secret_env("DB_PASS", "marked_secret"),
+    );
+    let submitted = admin.submit(job).await.unwrap();
+    let task = submitted.task_ids["id"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let t = admin.get_task(task, false).await.unwrap();
+        if t.state == autoglm_client::proto::TaskState::Failed as i32 {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "never failed: {t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(done.message.contains("exec.enabled"), "{done:?}");
+    assert!(!marker.exists(), "the command ran");
+
+    let env =
+        |t: &autoglm_client::proto::Task| match t.spec.as_ref().and_then(|s| s.payload.clone()) {
+            Some(autoglm_client::proto::task_spec::Payload::Exec(e)) => e.env,
+            other => panic!("{other:?}"),
+        };
+    // The owner (here the admin certificate's user) and admins see values.
+    let owner_view = env(&admin.get_task(task, false).await.unwrap());
+    assert_eq!(owner_view["HF_TOKEN"], "hf_pattern_secret");
+    assert_eq!(owner_view["DB_PASS"], "marked_secret");
+    let rita = cluster.user_credentials("rita", Role::Reader).unwrap();
+    let reader = client(&cluster, rita);
+    for t in [
+        reader.get_task(task, false).await.unwrap(),
+        reader
+            .get_job(submitted.job_id, false)
+            .await
+            .unwrap()
+            .tasks
+            .remove(0),
+    ] {
+        let seen = env(&t);
+        assert_eq!(seen["HF_TOKEN"], "<redacted>", "a configured pattern");
+        assert_eq!(seen["DB_PASS"], "<redacted>", "marked at submission");
+        assert_eq!(seen["PLAIN"], "plain");
+    }
+    cluster.assert_no_panic();
+    assert!(
+        !cluster.logs().contains("marked_secret") && !cluster.logs().contains("hf_pattern_secret"),
+        "a secret reached a log"
+    );
+}

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
-use super::{Ended, StopCause, Tail};
+use super::{Ended, RunAs, StopCause, Tail};
 
 /// How long output still in the pipes is read after the group is killed. A
 /// process that left the group (setsid) may hold a pipe open for ever.
@@ -69,6 +69,7 @@ pub(super) async fn run(
     p: &ExecPayload,
     gpus: &[u32],
     tail_bytes: usize,
+    run_as: Option<&RunAs>,
     stop: impl Future<Output = StopCause>,
 ) -> Ended {
     let Some(program) = p.argv.first().filter(|a| !a.is_empty()) else {
@@ -87,6 +88,10 @@ pub(super) async fn run(
         .process_group(0);
     if !p.cwd.is_empty() {
         cmd.current_dir(&p.cwd);
+    }
+    // std drops the supplementary groups too when a root agent switches user.
+    if let Some(user) = run_as {
+        cmd.uid(user.uid).gid(user.gid);
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,

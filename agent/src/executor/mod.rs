@@ -9,6 +9,7 @@
 
 mod exec;
 mod http;
+mod rights;
 pub mod sim;
 mod tail;
 
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::AgentConfig;
 use crate::gpu::{GpuLoad, SlotUse};
+pub use rights::{ExecRights, RunAs};
 pub use sim::SimModel;
 pub use tail::Tail;
 
@@ -118,6 +120,41 @@ pub(crate) enum Ended {
 }
 
 impl Ended {
+    /// The same, with every occurrence of a secret value in the output and
+    /// the message replaced.
+    fn without(self, secrets: &[String]) -> Self {
+        let scrub = |mut text: String| {
+            for s in secrets {
+                if text.contains(s.as_str()) {
+                    text = text.replace(s.as_str(), "<redacted>");
+                }
+            }
+            text
+        };
+        match self {
+            Ended::Finished {
+                success,
+                exit_code,
+                message,
+                output_tail,
+            } => Ended::Finished {
+                success,
+                exit_code,
+                message: scrub(message),
+                output_tail: scrub(output_tail),
+            },
+            Ended::Interrupted {
+                cause,
+                exit_code,
+                output_tail,
+            } => Ended::Interrupted {
+                cause,
+                exit_code,
+                output_tail: scrub(output_tail),
+            },
+        }
+    }
+
     pub(crate) fn failed(message: impl Into<String>) -> Self {
         Ended::Finished {
             success: false,
@@ -137,17 +174,20 @@ pub struct ExecutorSettings {
     pub output_tail_bytes: usize,
     pub http_timeout: Duration,
     pub sim: SimModel,
+    /// Which exec attempts run, and as whom.
+    pub exec: ExecRights,
 }
 
 impl ExecutorSettings {
-    pub fn from_config(c: &AgentConfig) -> Self {
-        Self {
+    pub fn from_config(c: &AgentConfig) -> Result<Self, ExecutorError> {
+        Ok(Self {
             address: c.address.clone(),
             slots_per_gpu: c.slots_per_gpu.max(1),
             output_tail_bytes: c.output_tail_bytes,
             http_timeout: Duration::from_millis(c.http_timeout_ms),
             sim: SimModel::from_config(c),
-        }
+            exec: ExecRights::from_config(&c.exec).map_err(ExecutorError::Exec)?,
+        })
     }
 }
 
@@ -155,6 +195,8 @@ impl ExecutorSettings {
 pub enum ExecutorError {
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Exec(String),
 }
 
 /// Runs attempts; cheap to clone, every clone drives the same attempts.
@@ -247,8 +289,21 @@ impl Executor {
             key,
             run_id,
         };
+        // Values the attempt must not report back: the secret env.
+        let secrets: Vec<String> = match &spec.payload {
+            Some(Payload::Exec(e)) => assign
+                .secret_env
+                .iter()
+                .filter_map(|name| e.env.get(name))
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
         tokio::spawn(async move {
-            inner.run_attempt(key, spec, assign.gpus, stop_rx).await;
+            inner
+                .run_attempt(key, spec, assign.gpus, &secrets, stop_rx)
+                .await;
             drop(live);
         });
         true
@@ -384,6 +439,7 @@ impl Inner {
         key: AttemptKey,
         spec: autoglm_client::proto::TaskSpec,
         gpus: Vec<u32>,
+        secrets: &[String],
         mut stop_rx: oneshot::Receiver<StopReason>,
     ) {
         let report = |status: AttemptStatus| AttemptReport {
@@ -429,7 +485,13 @@ impl Inner {
         };
         let s = &self.settings;
         let ended = match &spec.payload {
-            Some(Payload::Exec(p)) => exec::run(p, &gpus, s.output_tail_bytes, stop).await,
+            Some(Payload::Exec(p)) => {
+                let program = p.argv.first().map(String::as_str).unwrap_or_default();
+                match s.exec.admit(program) {
+                    Ok(run_as) => exec::run(p, &gpus, s.output_tail_bytes, run_as, stop).await,
+                    Err(refused) => Ended::failed(refused),
+                }
+            }
             Some(Payload::Http(p)) => {
                 let target = http::Target {
                     client: &self.http,
@@ -442,6 +504,7 @@ impl Inner {
             Some(Payload::Sim(p)) => sim::run(&s.sim, &spec, p, batch, stop).await,
             None => Ended::failed("task spec has no payload (exec, http or sim)"),
         };
+        let ended = ended.without(secrets);
         let duration_ms = started.elapsed().as_millis() as u64;
         // Out of the map before the final report, so a Register sent after
         // the report never lists the attempt as running.

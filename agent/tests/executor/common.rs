@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use autoglm_agent::executor::{Executor, ExecutorSettings, SimModel};
+use autoglm_agent::executor::{ExecRights, Executor, ExecutorSettings, SimModel};
 use autoglm_client::proto::{
     task_spec::Payload, Assign, AttemptReport, AttemptStatus, ExecPayload, HttpPayload, SimPayload,
     TaskSpec,
@@ -22,6 +22,12 @@ pub fn settings() -> ExecutorSettings {
             decode_ms_per_token: 20.0,
             concurrency_cap: 2,
         },
+        // Any program, as the test's own user: these tests are about running
+        // processes; the rights themselves are tested in exec.rs.
+        exec: ExecRights::Enabled {
+            allow: None,
+            run_as: None,
+        },
     }
 }
 
@@ -35,6 +41,7 @@ pub fn assign(task_id: u64, attempt: u32, gpus: &[u32], spec: TaskSpec) -> Assig
         attempt,
         spec: Some(spec),
         gpus: gpus.to_vec(),
+        secret_env: Vec::new(),
     }
 }
 
@@ -45,6 +52,7 @@ pub fn exec_spec(argv: &[&str]) -> TaskSpec {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: HashMap::new(),
             cwd: String::new(),
+            secret_env: HashMap::new(),
         })),
         ..Default::default()
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use autoglm_agent::executor::{AttemptKey, StopReason};
+use autoglm_agent::executor::{AttemptKey, ExecRights, ExecutorSettings, RunAs, StopReason};
 use autoglm_client::proto::{task_spec::Payload, AttemptStatus};
 
 use crate::common::*;
@@ -200,4 +200,79 @@ async fn an_attempt_runs_once_and_stale_ones_report_nothing() {
     assert!(ex.stop(AttemptKey::new(1, 1), StopReason::Stale));
     ex.wait_idle().await;
     assert!(rx.try_recv().is_err(), "a stale attempt reports nothing");
+}
+
+#[tokio::test]
+async fn exec_runs_only_when_enabled_allowed_and_as_the_configured_user() {
+    let disabled = ExecutorSettings {
+        exec: ExecRights::Disabled,
+        ..settings()
+    };
+    let (ex, mut rx) = executor(disabled);
+    ex.start(assign(1, 1, &[], sh("id > /tmp/autoglm-must-not-exist")));
+    let done = run_to_end(&mut rx, WITHIN).await;
+    assert_eq!(status(&done), AttemptStatus::Failed);
+    assert!(done.message.contains("exec.enabled"), "{}", done.message);
+    assert!(!std::path::Path::new("/tmp/autoglm-must-not-exist").exists());
+
+    let listed = ExecutorSettings {
+        exec: ExecRights::Enabled {
+            allow: Some(vec!["echo".into()]),
+            run_as: None,
+        },
+        ..settings()
+    };
+    let (ex, mut rx) = executor(listed);
+    ex.start(assign(2, 1, &[], sh("true")));
+    let done = run_to_end(&mut rx, WITHIN).await;
+    assert!(done.message.contains("exec.allow"), "{}", done.message);
+    ex.start(assign(3, 1, &[], exec_spec(&["echo", "allowed"])));
+    let done = run_to_end(&mut rx, WITHIN).await;
+    assert_eq!(done.output_tail, "allowed\n");
+
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: running as another user cannot be tested here");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let as_nobody = ExecutorSettings {
+        exec: ExecRights::Enabled {
+            allow: None,
+            run_as: Some(RunAs {
+                user: "nobody".into(),
+                uid: nobody.uid.as_raw(),
+                gid: nobody.gid.as_raw(),
+            }),
+        },
+        ..settings()
+    };
+    let (ex, mut rx) = executor(as_nobody);
+    ex.start(assign(4, 1, &[], sh("id -u; id -G")));
+    let done = run_to_end(&mut rx, WITHIN).await;
+    assert_eq!(status(&done), AttemptStatus::Succeeded, "{done:?}");
+    let lines: Vec<&str> = done.output_tail.lines().collect();
+    assert_eq!(lines[0], nobody.uid.to_string(), "{done:?}");
+    assert!(
+        !lines[1].split_whitespace().any(|g| g == "0"),
+        "root's groups must be dropped: {done:?}"
+    );
+}
+
+#[tokio::test]
+async fn secret_env_values_never_leave_the_agent_in_reports() {
+    let (ex, mut rx) = executor(settings());
+    let mut spec = sh("echo token=$HF_TOKEN; echo visible=$PLAIN; echo $HF_TOKEN >&2; exit 1");
+    if let Some(Payload::Exec(e)) = spec.payload.as_mut() {
+        e.env.insert("HF_TOKEN".into(), "hf_s3cr3t_value".into());
+        e.env.insert("PLAIN".into(), "shown".into());
+    }
+    let mut a = assign(1, 1, &[], spec);
+    a.secret_env = vec!["HF_TOKEN".into()];
+    ex.start(a);
+    let done = run_to_end(&mut rx, WITHIN).await;
+    assert!(!done.output_tail.contains("hf_s3cr3t_value"), "{done:?}");
+    assert!(done.output_tail.contains("token=<redacted>"), "{done:?}");
+    assert!(done.output_tail.contains("visible=shown"), "{done:?}");
 }

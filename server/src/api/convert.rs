@@ -2,11 +2,12 @@
 //! sense on the wire (enum values, float ranges, oneofs). Everything else is
 //! validated by the core, whole, in `apply`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use autoglm_client::proto as pb;
 use tonic::Status;
 
+use crate::scheduler::acl::REDACTED;
 use crate::scheduler::limits::{ATTEMPT_TIMEOUT_MS_DEFAULT, PRIORITY_DEFAULT};
 use crate::scheduler::model::{
     Dependency, EdgeCondition, Liveness, Node, NodeAdmin, Payload, Resources, RetryPolicy, Task,
@@ -26,12 +27,13 @@ fn invalid(i: usize, name: &str, field: &str, why: impl std::fmt::Display) -> St
 }
 
 /// Converts one submitted task, filling defaults and, for a task that names a
-/// catalogue model and leaves resources out, estimating them.
+/// catalogue model and leaves resources out, estimating them. Returns the
+/// env names its `secret_env` marked secret (merged into the env).
 pub fn task_spec(
     i: usize,
     t: pb::TaskSpec,
     models: &BTreeMap<String, ModelEntry>,
-) -> Result<TaskSpec, Status> {
+) -> Result<(TaskSpec, BTreeSet<String>), Status> {
     let name = t.name.clone();
     let r = t.resources.unwrap_or_default();
     let mut resources = Resources {
@@ -64,12 +66,27 @@ pub fn task_spec(
         };
     }
     let retry = retry_policy(i, &name, t.retry.unwrap_or_default())?;
+    let mut secret_names = BTreeSet::new();
     let payload = match t.payload {
-        Some(pb::task_spec::Payload::Exec(e)) => Payload::Exec {
-            argv: e.argv,
-            env: e.env.into_iter().collect(),
-            cwd: (!e.cwd.is_empty()).then_some(e.cwd),
-        },
+        Some(pb::task_spec::Payload::Exec(e)) => {
+            let mut env: BTreeMap<String, String> = e.env.into_iter().collect();
+            for (k, v) in e.secret_env {
+                if env.insert(k.clone(), v).is_some() {
+                    return Err(invalid(
+                        i,
+                        &name,
+                        "payload.exec.secret_env",
+                        format!("{} is in env too", crate::security::quote(&k)),
+                    ));
+                }
+                secret_names.insert(k);
+            }
+            Payload::Exec {
+                argv: e.argv,
+                env,
+                cwd: (!e.cwd.is_empty()).then_some(e.cwd),
+            }
+        }
         Some(pb::task_spec::Payload::Http(h)) => Payload::Http {
             method: h.method,
             path: h.path,
@@ -113,7 +130,7 @@ pub fn task_spec(
             })
         })
         .collect::<Result<_, Status>>()?;
-    Ok(TaskSpec {
+    let spec = TaskSpec {
         name: t.name,
         model,
         input_tokens: t.input_tokens,
@@ -125,7 +142,8 @@ pub fn task_spec(
         retry,
         payload,
         depends_on,
-    })
+    };
+    Ok((spec, secret_names))
 }
 
 fn retry_policy(i: usize, name: &str, r: pb::RetryPolicy) -> Result<RetryPolicy, Status> {
@@ -166,12 +184,22 @@ fn retry_policy(i: usize, name: &str, r: pb::RetryPolicy) -> Result<RetryPolicy,
     })
 }
 
-pub fn spec_to_proto(s: &TaskSpec) -> pb::TaskSpec {
+/// A spec as the API shows it: env values named in `hidden` read as
+/// [`REDACTED`]. Secrets travel in `env`, never in `secret_env`, so that a
+/// reader cannot tell a redacted value from a configured pattern's.
+pub fn spec_to_proto(s: &TaskSpec, hidden: &BTreeSet<String>) -> pb::TaskSpec {
     let payload = match &s.payload {
         Payload::Exec { argv, env, cwd } => pb::task_spec::Payload::Exec(pb::ExecPayload {
             argv: argv.clone(),
-            env: env.clone().into_iter().collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| {
+                    let v = if hidden.contains(k) { REDACTED } else { v };
+                    (k.clone(), v.to_string())
+                })
+                .collect(),
             cwd: cwd.clone().unwrap_or_default(),
+            secret_env: Default::default(),
         }),
         Payload::Http {
             method,
@@ -256,13 +284,14 @@ pub fn state_from_proto(v: i32) -> Result<TaskState, Status> {
     })
 }
 
-pub fn task_to_proto(t: &Task) -> pb::Task {
+/// A task as the API shows it, with the env values named in `hidden` redacted.
+pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>) -> pb::Task {
     let outcome = t.outcome.clone().unwrap_or_default();
     let p = t.placement.as_ref();
     pb::Task {
         id: t.id,
         job_id: t.job_id,
-        spec: Some(spec_to_proto(&t.spec)),
+        spec: Some(spec_to_proto(&t.spec, hidden)),
         state: state_to_proto(t.state) as i32,
         attempt: t.attempt,
         node: p.map(|p| p.node.clone()).unwrap_or_default(),

@@ -1,5 +1,6 @@
 //! `autoglm.v1.SchedulerService`: jobs, tasks and nodes for users.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -194,7 +195,38 @@ fn changes(
     Ok((changed, done))
 }
 
-fn watch(replica: Arc<Replica>, watched: Watched, from: u64) -> Result<WatchStream, Status> {
+/// Who reads tasks: secret env values read as redacted for anyone but the
+/// job's owner and admins.
+#[derive(Clone)]
+struct Viewer {
+    name: String,
+    admin: bool,
+}
+
+impl Viewer {
+    fn of(p: &Principal) -> Self {
+        Self {
+            name: p.name.clone(),
+            admin: p.role == autoglm_client::security::Role::Admin,
+        }
+    }
+
+    fn task(&self, s: &SchedulerState, t: &Task) -> pb::Task {
+        let hidden = if s.sees_secrets(&self.name, self.admin, t.job_id) {
+            BTreeSet::new()
+        } else {
+            s.secret_env_names(t)
+        };
+        task_to_proto(t, &hidden)
+    }
+}
+
+fn watch(
+    replica: Arc<Replica>,
+    watched: Watched,
+    from: u64,
+    viewer: Viewer,
+) -> Result<WatchStream, Status> {
     // Fail fast on an unknown id, before the stream opens.
     changes(&replica.state.read().state, watched, from)?;
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
@@ -202,7 +234,16 @@ fn watch(replica: Arc<Replica>, watched: Watched, from: u64) -> Result<WatchStre
         let mut metrics = replica.raft.metrics();
         let mut last = from;
         loop {
-            let result = changes(&replica.state.read().state, watched, last);
+            let result = {
+                let applied = replica.state.read();
+                changes(&applied.state, watched, last).map(|(events, done)| {
+                    let tasks: Vec<pb::Task> = events
+                        .iter()
+                        .map(|t| viewer.task(&applied.state, t))
+                        .collect();
+                    (tasks, done)
+                })
+            };
             match result {
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
@@ -213,7 +254,7 @@ fn watch(replica: Arc<Replica>, watched: Watched, from: u64) -> Result<WatchStre
                         last = last.max(task.revision);
                         let event = pb::TaskEvent {
                             revision: task.revision,
-                            task: Some(task_to_proto(&task)),
+                            task: Some(task),
                         };
                         if tx.send(Ok(event)).await.is_err() {
                             return;
@@ -258,6 +299,12 @@ impl SchedulerService for SchedulerApi {
             .enumerate()
             .map(|(i, t)| task_spec(i, t, &self.settings.models))
             .collect::<Result<Vec<_>, _>>()?;
+        let secret_env: BTreeMap<String, BTreeSet<String>> = tasks
+            .iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(spec, names)| (spec.name.clone(), names.clone()))
+            .collect();
+        let tasks: Vec<_> = tasks.into_iter().map(|(spec, _)| spec).collect();
         // Checked here against this replica's state so a bad job never reaches
         // the log; `apply` checks again against the state it applies to.
         {
@@ -277,6 +324,7 @@ impl SchedulerService for SchedulerApi {
             client_id: req.client_id,
             idempotency_key: req.idempotency_key,
             tasks,
+            secret_env,
         };
         match self.commit(command, id).await? {
             Applied::JobAccepted {
@@ -304,6 +352,7 @@ impl SchedulerService for SchedulerApi {
         let req = request.into_inner();
         self.authorize(&principal, Target::Job(req.job_id), false)
             .await?;
+        let viewer = Viewer::of(&principal);
         self.read(req.stale, |s| {
             let j = s.jobs.get(&req.job_id).ok_or_else(|| {
                 Status::not_found(format!("job_id: {} does not exist", req.job_id))
@@ -315,7 +364,7 @@ impl SchedulerService for SchedulerApi {
                 tasks: j
                     .tasks
                     .iter()
-                    .map(|id| task_to_proto(&s.tasks[id]))
+                    .map(|id| viewer.task(s, &s.tasks[id]))
                     .collect(),
                 created_ms: j.created_ms,
                 finished_ms: j.finished_ms.unwrap_or(0),
@@ -333,10 +382,11 @@ impl SchedulerService for SchedulerApi {
         let req = request.into_inner();
         self.authorize(&principal, Target::Task(req.task_id), false)
             .await?;
+        let viewer = Viewer::of(&principal);
         self.read(req.stale, |s| {
             s.tasks
                 .get(&req.task_id)
-                .map(|t| Response::new(task_to_proto(t)))
+                .map(|t| Response::new(viewer.task(s, t)))
                 .ok_or_else(|| {
                     Status::not_found(format!("task_id: {} does not exist", req.task_id))
                 })
@@ -349,6 +399,7 @@ impl SchedulerService for SchedulerApi {
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let principal = Principal::of(&request)?;
+        let viewer = Viewer::of(&principal);
         let req = request.into_inner();
         let states: Vec<TaskState> = req
             .states
@@ -410,7 +461,7 @@ impl SchedulerService for SchedulerApi {
                 String::new()
             };
             Ok(Response::new(pb::ListTasksResponse {
-                tasks: page.into_iter().map(task_to_proto).collect(),
+                tasks: page.into_iter().map(|t| viewer.task(s, t)).collect(),
                 next_page_token,
             }))
         })
@@ -429,6 +480,7 @@ impl SchedulerService for SchedulerApi {
             self.replica.clone(),
             Watched::Job(req.job_id),
             req.from_revision,
+            Viewer::of(&principal),
         )?))
     }
 
@@ -444,6 +496,7 @@ impl SchedulerService for SchedulerApi {
             self.replica.clone(),
             Watched::Task(req.task_id),
             req.from_revision,
+            Viewer::of(&principal),
         )?))
     }
 

@@ -184,11 +184,14 @@ impl AgentHub {
                     .as_ref()
                     .map(|p| p.gpus.clone())
                     .unwrap_or_default();
+                // The assigned agent gets every value; it is told which are
+                // secret so that it keeps them out of what it reports.
                 let msg = Kind::Assign(pb::Assign {
                     task_id: *task,
                     attempt: *attempt,
-                    spec: Some(spec_to_proto(&t.spec)),
+                    spec: Some(spec_to_proto(&t.spec, &Default::default())),
                     gpus,
+                    secret_env: state.secret_env_names(t).into_iter().collect(),
                 });
                 if session
                     .tx

@@ -6,14 +6,14 @@
 //! A token reads `agl.<accessor>.<secret>`: the accessor (16 hex digits)
 //! names the token in listings and revocations; the whole string is hashed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use autoglm_client::security::Role;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::command::Response;
-use super::model::JobId;
+use super::model::{JobId, Payload, Task, TaskId};
 use super::state::SchedulerState;
 
 pub const TOKEN_PREFIX: &str = "agl";
@@ -26,6 +26,30 @@ pub struct Acl {
     pub bootstrapped: bool,
     /// The principal that submitted each job, for jobs submitted with one.
     pub job_owners: BTreeMap<JobId, String>,
+    /// Env names each task's submission marked secret (`secret_env`).
+    pub secret_env: BTreeMap<TaskId, BTreeSet<String>>,
+}
+
+/// What a secret env value reads as for anyone but its owner and admins.
+pub const REDACTED: &str = "<redacted>";
+
+/// `name` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else {
+        return pattern == name;
+    };
+    let Some(mut tail) = name.strip_prefix(first) else {
+        return false;
+    };
+    let mut pieces: Vec<&str> = rest.split('*').collect();
+    let last = pieces.pop().unwrap_or_default();
+    for piece in pieces {
+        match tail.find(piece) {
+            Some(at) => tail = &tail[at + piece.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +127,29 @@ impl Acl {
 }
 
 impl SchedulerState {
+    /// Env names of `task` whose values are secret: marked at submission, or
+    /// matching the configured patterns.
+    pub fn secret_env_names(&self, task: &Task) -> BTreeSet<String> {
+        let Payload::Exec { env, .. } = &task.spec.payload else {
+            return BTreeSet::new();
+        };
+        let patterns = super::settings::text(self, &super::settings::SECRET_ENV_PATTERNS);
+        let marked = self.acl.secret_env.get(&task.id);
+        env.keys()
+            .filter(|k| {
+                marked.is_some_and(|m| m.contains(*k))
+                    || patterns.split(',').any(|p| glob(p.trim(), k))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `principal` reads the secret env values of `job`: its owner
+    /// and admins do.
+    pub fn sees_secrets(&self, principal: &str, admin: bool, job: JobId) -> bool {
+        admin || self.acl.owns(principal, job)
+    }
+
     pub(super) fn apply_create_token(
         &mut self,
         accessor: &str,
@@ -156,6 +203,28 @@ mod tests {
             secret_sha256: token_hash(token),
             created_ms: 0,
             expires_ms,
+        }
+    }
+
+    #[test]
+    fn globs_match_with_stars_anywhere() {
+        for (p, n) in [
+            ("*_TOKEN", "HF_TOKEN"),
+            ("HF_*", "HF_TOKEN"),
+            ("*", ""),
+            ("A*B*C", "AxxBxxC"),
+            ("X", "X"),
+        ] {
+            assert!(glob(p, n), "{p} {n}");
+        }
+        for (p, n) in [
+            ("*_TOKEN", "TOKEN"),
+            ("HF_*", "XHF_"),
+            ("A*B*C", "ACB"),
+            ("*AB*BA", "ABA"),
+            ("X", "XX"),
+        ] {
+            assert!(!glob(p, n), "{p} {n}");
         }
     }
 

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +139,8 @@ pub enum Command {
         client_id: String,
         idempotency_key: String,
         tasks: Vec<TaskSpec>,
+        /// Env names marked secret, by task name.
+        secret_env: BTreeMap<String, BTreeSet<String>>,
     },
     /// `ConfigPut` checked against the settings registry: unknown keys and
     /// values out of kind or range are refused. New writes use this one,

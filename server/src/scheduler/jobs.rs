@@ -1,6 +1,6 @@
 //! Submitting, cancelling and forgetting jobs, and the dependency graph.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::Response;
 use super::model::{EdgeCondition, Job, JobId, Outcome, Task, TaskId, TaskSpec, TaskState};
@@ -21,9 +21,10 @@ impl SchedulerState {
         super::settings::count_value(self, &super::settings::PAYLOAD_BYTES_MAX)
     }
 
+    /// `owned`: the principal and the secret env names of a `SubmitOwnedJob`.
     pub(super) fn apply_submit_job(
         &mut self,
-        owner: Option<&str>,
+        owned: Option<(&String, &BTreeMap<String, BTreeSet<String>>)>,
         client_id: &str,
         key: &str,
         specs: &[TaskSpec],
@@ -31,10 +32,13 @@ impl SchedulerState {
         if let Err(reason) = super::validate::validate_client_key(client_id, key) {
             return Response::Rejected(reason);
         }
+        let owner = owned.map(|(o, _)| o.as_str());
         // Submissions made with an owner (`SubmitOwnedJob`) are held to every
         // bound; older `SubmitJob` entries replay as they were applied.
-        if owner.is_some() {
-            if let Err(reason) = super::validate::check_bounds(specs) {
+        if let Some((_, secret_env)) = owned {
+            if let Err(reason) = super::validate::check_bounds(specs)
+                .and_then(|()| super::validate::check_secret_names(specs, secret_env))
+            {
                 return Response::Rejected(reason);
             }
         }
@@ -121,8 +125,11 @@ impl SchedulerState {
             self.idempotency
                 .insert((client_id.to_string(), key.to_string()), job_id);
         }
-        if let Some(owner) = owner {
+        if let Some((owner, secret_env)) = owned {
             self.acl.job_owners.insert(job_id, owner.to_string());
+            for (name, names) in secret_env {
+                self.acl.secret_env.insert(ids[name], names.clone());
+            }
         }
         for id in ids.values() {
             if self.tasks[id].upstream.is_empty() {
@@ -184,6 +191,7 @@ impl SchedulerState {
             let job = self.jobs.remove(id).expect("listed above");
             for t in &job.tasks {
                 self.tasks.remove(t);
+                self.acl.secret_env.remove(t);
             }
             self.idempotency
                 .remove(&(job.client_id, job.idempotency_key));

@@ -22,6 +22,8 @@ pub enum Kind {
     Fraction { min: f64, max: f64 },
     /// A whole number in `[min, max]`.
     Count { min: u64, max: u64 },
+    /// Comma-separated name patterns of `[A-Za-z0-9_*]`, `*` for any run.
+    Patterns,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,6 +122,14 @@ pub const NODE_REMOVE_AFTER_MS: Setting = Setting {
     default: Default::Number(86_400_000.0),
 };
 
+/// Env names whose values are secret in every task (besides the names a
+/// submission marks): redacted for everyone but the owner and admins.
+pub const SECRET_ENV_PATTERNS: Setting = Setting {
+    key: "security/secret_env_patterns",
+    kind: Kind::Patterns,
+    default: Default::Text("*_TOKEN,*_KEY,*_SECRET,*_PASSWORD,*_CREDENTIALS"),
+};
+
 /// Every setting, for the API, the docs and the tests.
 pub const SETTINGS: &[Setting] = &[
     POLICY,
@@ -133,6 +143,7 @@ pub const SETTINGS: &[Setting] = &[
     QUEUE_DEPTH_MAX,
     PAYLOAD_BYTES_MAX,
     NODE_REMOVE_AFTER_MS,
+    SECRET_ENV_PATTERNS,
 ];
 
 pub fn setting(key: &str) -> Option<&'static Setting> {
@@ -170,6 +181,22 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
                 "value: {key} must be a whole number from {min} to {max}, not {quoted}"
             )),
         },
+        Kind::Patterns => {
+            let ok = value.len() <= 4096
+                && value.split(',').all(|p| {
+                    let p = p.trim();
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '*'))
+                });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "value: {key} must be comma-separated patterns of letters, digits, '_' and '*', not {quoted}"
+                ))
+            }
+        }
     }
 }
 

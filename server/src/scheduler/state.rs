@@ -120,7 +120,10 @@ impl SchedulerState {
                 client_id,
                 idempotency_key,
                 tasks,
-            } => self.apply_submit_job(Some(owner), client_id, idempotency_key, tasks),
+                secret_env,
+            } => {
+                self.apply_submit_job(Some((owner, secret_env)), client_id, idempotency_key, tasks)
+            }
             Command::CancelTask { task } => self.apply_cancel_task(*task),
             Command::CancelJob { job } => self.apply_cancel_job(*job),
             Command::Assign { assignments } => self.apply_assign(assignments),

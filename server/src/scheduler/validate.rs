@@ -130,6 +130,31 @@ pub fn check_bounds(tasks: &[TaskSpec]) -> Result<(), String> {
     Ok(())
 }
 
+/// Secret env names, by task name, name tasks of the job and env entries of
+/// their exec payloads.
+pub fn check_secret_names(
+    tasks: &[TaskSpec],
+    secret_env: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), String> {
+    for (task, names) in secret_env {
+        let Some(t) = tasks.iter().find(|t| &t.name == task) else {
+            return Err(format!("secret_env: unknown task {}", quote(task)));
+        };
+        let Payload::Exec { env, .. } = &t.payload else {
+            return Err(format!(
+                "tasks ({task}).payload: secret_env needs an exec payload"
+            ));
+        };
+        if let Some(missing) = names.iter().find(|n| !env.contains_key(*n)) {
+            return Err(format!(
+                "tasks ({task}).payload.exec.secret_env: {} is not in the env",
+                quote(missing)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a job against the limits, its own graph and the registered nodes.
 /// `payload_bytes_max` comes from the runtime configuration.
 pub fn validate_job<'a>(
