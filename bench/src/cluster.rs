@@ -13,8 +13,15 @@ pub struct BenchCluster {
 }
 
 impl BenchCluster {
-    /// Starts replicas 1..=n, forms the cluster, waits for a leader.
+    /// Starts replicas 1..=n, forms the cluster, waits for a leader; TLS and
+    /// authorization on, as every deployment runs.
     pub async fn start(n: u64, extra_yaml: &str) -> anyhow::Result<Self> {
+        Self::start_with(n, extra_yaml, true).await
+    }
+
+    /// As [`Self::start`]; `secure: false` runs every process `--insecure`
+    /// (plaintext, no authorization), to measure what security costs.
+    pub async fn start_with(n: u64, extra_yaml: &str, secure: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let launcher = Launcher {
             program: std::env::current_exe()?,
@@ -26,6 +33,9 @@ impl BenchCluster {
         };
         let mut cluster =
             LocalCluster::new(dir.path(), launcher, extra_yaml).with_agent_launcher(agents);
+        if !secure {
+            cluster = cluster.insecure();
+        }
         let ids: Vec<u64> = (1..=n).collect();
         cluster.start(&ids).await?;
         Ok(Self { cluster, _dir: dir })

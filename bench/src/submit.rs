@@ -31,6 +31,20 @@ pub struct SubmitArgs {
     rate: u64,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Also run the same load against a cluster started `--insecure`
+    /// (plaintext, no authorization), right after, and print the ratio.
+    #[arg(long)]
+    compare_insecure: bool,
+}
+
+/// What one run measured.
+struct Measured {
+    leader: u64,
+    submitted: usize,
+    per_second: f64,
+    submit: crate::stats::Summary,
+    assigned: usize,
+    to_assigned: crate::stats::Summary,
 }
 
 fn now_ms() -> u64 {
@@ -56,7 +70,55 @@ fn agent(i: usize) -> AgentConfig {
 }
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
-    let mut cluster = BenchCluster::start(3, "").await?;
+    let secure = measure(&args, true).await?;
+    print("TLS + authorization", &args, &secure);
+    let mut json = serde_json::json!({"clients": args.clients, "seconds": args.seconds, "secure": as_json(&secure)});
+    if args.compare_insecure {
+        let insecure = measure(&args, false).await?;
+        print("--insecure (plaintext, no authorization)", &args, &insecure);
+        let ratio = secure.per_second / insecure.per_second;
+        println!(
+            "secure / insecure: {:.3} of the submissions/s ({:+.1}%), p99 submit {} vs {}",
+            ratio,
+            (ratio - 1.0) * 100.0,
+            crate::stats::ms(secure.submit.p99),
+            crate::stats::ms(insecure.submit.p99)
+        );
+        json["insecure"] = as_json(&insecure);
+        json["secure_over_insecure"] = serde_json::json!(ratio);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}
+
+fn print(label: &str, args: &SubmitArgs, m: &Measured) {
+    println!(
+        "== {label}: {} clients, {} s, leader {}, {} agents",
+        args.clients, args.seconds, m.leader, args.agents
+    );
+    println!(
+        "submissions: {} ({:.0}/s), submit latency {}",
+        m.submitted,
+        m.per_second,
+        m.submit.line()
+    );
+    println!(
+        "submit -> assigned ({} of {} assigned): {}",
+        m.assigned,
+        m.submitted,
+        m.to_assigned.line()
+    );
+}
+
+fn as_json(m: &Measured) -> serde_json::Value {
+    serde_json::json!({"submitted": m.submitted, "per_second": m.per_second,
+        "submit": m.submit.json(), "submit_to_assigned": m.to_assigned.json()})
+}
+
+async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
+    let mut cluster = BenchCluster::start_with(3, "", secure).await?;
     for i in 0..args.agents {
         cluster.spawn_agent(&agent(i))?;
     }
@@ -73,6 +135,13 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Every client is one principal (the admin certificate): lift the
+    // per-principal admission bucket so it measures the control plane, as an
+    // operator would for a high-rate service account.
+    client
+        .config_put("admission/rate_per_second", "1000000")
+        .await?;
+    client.config_put("admission/burst", "10000000").await?;
     // Give the leader's election grace period time to pass.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -143,26 +212,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
                 .map(|a| Duration::from_millis(a.saturating_sub(*at)))
         })
         .collect();
-    let a = summarize(&to_assigned);
-    println!(
-        "{} clients, {} s, leader {leader}, {} agents",
-        args.clients, args.seconds, args.agents
-    );
-    println!(
-        "submissions: {} ({per_second:.0}/s), submit latency {}",
-        submitted.len(),
-        submit.line()
-    );
-    println!(
-        "submit -> assigned ({} of {} assigned): {}",
-        to_assigned.len(),
-        submitted.len(),
-        a.line()
-    );
-    if let Some(path) = args.json {
-        let v = serde_json::json!({"clients": args.clients, "seconds": args.seconds, "submitted": submitted.len(),
-            "per_second": per_second, "submit": submit.json(), "submit_to_assigned": a.json()});
-        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
-    }
-    Ok(())
+    Ok(Measured {
+        leader,
+        submitted: submitted.len(),
+        per_second,
+        submit,
+        assigned: to_assigned.len(),
+        to_assigned: summarize(&to_assigned),
+    })
 }

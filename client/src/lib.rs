@@ -7,7 +7,8 @@
 //! - [`security`]: TLS, certificate identities and issuing, tokens.
 //! - [`codec`]: the protobuf codec of every stub (undecodable messages are
 //!   INVALID_ARGUMENT naming the field).
-//! - [`TaskBuilder`], [`JobBuilder`]: typed construction of submissions.
+//! - [`TaskBuilder`], [`JobBuilder`]: typed construction of submissions;
+//!   [`jobfile`]: the YAML job files of `autoglm submit -f`.
 //! - `src/bin/autoglm`: the operator and user CLI built on [`Client`].
 
 mod acl;
@@ -15,6 +16,7 @@ mod builders;
 mod client;
 pub mod codec;
 mod error;
+pub mod jobfile;
 mod scheduler;
 pub mod security;
 

@@ -266,9 +266,21 @@ impl Replica {
 
     /// On the leader: confirms leadership with a quorum and returns the index a
     /// linearizable read must wait for.
+    ///
+    /// That is the leader's last log index, not only openraft's read log id:
+    /// a leader restarted within its term (its vote persisted) leads again
+    /// without a new blank entry and with the commit index it last persisted,
+    /// so the read log id can lie below entries a client already saw
+    /// acknowledged (found by jepsen: a stale read right after the clock
+    /// nemesis restarted the leader). Every committed entry is in the
+    /// leader's log, so waiting until its whole log is applied is safe; it
+    /// costs a read the commit of writes in flight.
     pub async fn read_index_local(&self) -> Result<u64, ReplicaError> {
         match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Ok((read_log_id, _applied)) => {
+                let last_log = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+                Ok(read_log_id.map_or(0, |id| id.index).max(last_log))
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f)),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
                 Err(ReplicaError::NoQuorum)

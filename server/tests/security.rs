@@ -821,3 +821,66 @@ async fn agents_refuse_exec_by_default_and_secret_env_is_redacted_on_read() {
         "a secret reached a log"
     );
 }
+
+/// The leaf certificate a replica presents to a new connection.
+async fn presented_certificate(cluster: &TestCluster, id: u64) -> Vec<u8> {
+    use autoglm_client::security::tls::{load_certs, provider};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(&cluster.tls_dir().join("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(cluster.addr(id))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_serves_new_connections_without_a_restart() {
+    let mut cluster = TestCluster::new("");
+    cluster.start_and_init(&[1]).await;
+    let before = presented_certificate(&cluster, 1).await;
+    let pid = cluster.pid(1);
+    let tls = cluster.tls_dir();
+    let subject = Subject::Replica {
+        id: 1,
+        hosts: vec!["127.0.0.1".into(), "localhost".into()],
+    };
+    autoglm_client::security::pki::issue(&tls, subject, &tls, "replica-1", 30, true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while presented_certificate(&cluster, 1).await == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(cluster.pid(1), pid, "no restart");
+    // A fresh client on the new certificate: the replica still serves.
+    cluster
+        .client()
+        .config_put("kv/after-rotation", "1")
+        .await
+        .unwrap();
+    // A half-written rotation (a key that does not match) keeps the last
+    // good certificate in use.
+    std::fs::write(tls.join("replica-1-key.pem"), b"not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cluster
+        .client()
+        .config_get("kv/after-rotation", false)
+        .await
+        .unwrap();
+    cluster.assert_no_panic();
+}

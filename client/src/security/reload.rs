@@ -77,3 +77,66 @@ impl<T> Reloading<T> {
         current.value.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Builds the file's content, failing on "bad".
+    fn reloading(path: &std::path::Path, builds: Arc<AtomicU32>) -> Reloading<String> {
+        let p = path.to_path_buf();
+        Reloading::new(vec![p.clone()], move || {
+            builds.fetch_add(1, Ordering::Relaxed);
+            let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+            if text == "bad" {
+                return Err("bad content".into());
+            }
+            Ok(text)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn changed_files_rebuild_and_broken_ones_keep_the_last_good_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cert.pem");
+        std::fs::write(&path, "one").unwrap();
+        let builds = Arc::new(AtomicU32::new(0));
+        let r = reloading(&path, builds.clone());
+        assert_eq!(*r.get(), "one");
+        // Unchanged files are not rebuilt, however often they are asked for.
+        std::thread::sleep(CHECK_EVERY);
+        assert_eq!(*r.get(), "one");
+        assert_eq!(builds.load(Ordering::Relaxed), 1);
+
+        std::fs::write(&path, "second").unwrap();
+        std::thread::sleep(CHECK_EVERY);
+        assert_eq!(*r.get(), "second");
+
+        std::fs::write(&path, "bad").unwrap();
+        std::thread::sleep(CHECK_EVERY);
+        assert_eq!(
+            *r.get(),
+            "second",
+            "a broken file keeps the last good value"
+        );
+
+        std::fs::write(&path, "third!").unwrap();
+        std::thread::sleep(CHECK_EVERY);
+        assert_eq!(*r.get(), "third!");
+    }
+
+    #[test]
+    fn a_first_build_that_fails_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.pem");
+        let p = path.clone();
+        let r = Reloading::new(vec![path], move || {
+            std::fs::read_to_string(&p).map_err(|e| e.to_string())
+        });
+        assert!(r.is_err());
+    }
+}

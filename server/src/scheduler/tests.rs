@@ -742,3 +742,153 @@ fn remembered_responses_are_bounded_in_bytes_too() {
     assert!(s.applied_requests.get(0).is_none());
     assert!(s.applied_requests.get(writes as u128 - 1).is_some());
 }
+
+#[test]
+fn a_version_1_snapshot_restores_with_an_empty_acl() {
+    use autoglm_storage::state_machine::{decode_snapshot, Applied};
+    use openraft::{BasicNode, LogId, StoredMembership};
+    use serde::Serialize;
+
+    let mut h = Harness::new();
+    h.node("gpu-1", 2, 1);
+    h.submit(
+        "k",
+        vec![
+            spec("a", &[]),
+            spec("b", &[("a", EdgeCondition::OnSuccess)]),
+        ],
+    );
+    h.apply(Command::ConfigPut {
+        key: "kv/x".into(),
+        value: "1".into(),
+        expected_version: None,
+    });
+    let s = &h.state;
+    /// Exactly the layout snapshot format 1 wrote: `Applied` around the
+    /// state's fields before `acl`, no tag.
+    #[derive(Serialize)]
+    struct V1<'a> {
+        last_applied: Option<LogId<u64>>,
+        membership: StoredMembership<u64, BasicNode>,
+        now_ms: u64,
+        config: &'a super::config_store::ConfigStore,
+        jobs: &'a BTreeMap<JobId, Job>,
+        tasks: &'a BTreeMap<TaskId, Task>,
+        queue: &'a BTreeSet<TaskId>,
+        nodes: &'a BTreeMap<NodeName, Node>,
+        placed: &'a BTreeMap<NodeName, BTreeSet<TaskId>>,
+        idempotency: &'a BTreeMap<(String, String), JobId>,
+        next_task_id: TaskId,
+        applied_requests: &'a super::requests::AppliedRequests,
+    }
+    let v1 = postcard::to_stdvec(&V1 {
+        last_applied: None,
+        membership: StoredMembership::default(),
+        now_ms: s.now_ms,
+        config: &s.config,
+        jobs: &s.jobs,
+        tasks: &s.tasks,
+        queue: &s.queue,
+        nodes: &s.nodes,
+        placed: &s.placed,
+        idempotency: &s.idempotency,
+        next_task_id: s.next_task_id,
+        applied_requests: &s.applied_requests,
+    })
+    .unwrap();
+    let restored = decode_snapshot::<crate::raft::TypeConfig, SchedulerState>(&v1).unwrap();
+    assert_eq!(
+        restored.state.digest(),
+        s.digest(),
+        "version 1 restores the same state"
+    );
+    assert_eq!(restored.state.acl, super::acl::Acl::default());
+
+    // The current format round-trips, tagged with its version.
+    let mut s2 = s.clone();
+    s2.acl.job_owners.insert(1, "alice".into());
+    let current = autoglm_storage::codec::encode_snapshot(&Applied {
+        last_applied: None,
+        membership: StoredMembership::default(),
+        state: s2.clone(),
+    })
+    .unwrap();
+    assert_eq!(&current[..4], b"AGLS");
+    let back = decode_snapshot::<crate::raft::TypeConfig, SchedulerState>(&current).unwrap();
+    assert_eq!(back.state.digest(), s2.digest());
+    let mut newer = current.clone();
+    newer[4] = 9;
+    assert!(decode_snapshot::<crate::raft::TypeConfig, SchedulerState>(&newer).is_err());
+}
+
+#[test]
+fn owned_submissions_are_held_to_every_bound_and_remember_owner_and_secrets() {
+    let mut h = Harness::new();
+    let owned = |tasks: Vec<TaskSpec>, secret: BTreeMap<String, BTreeSet<String>>| {
+        Command::SubmitOwnedJob {
+            owner: "alice".into(),
+            client_id: "c".into(),
+            idempotency_key: String::new(),
+            tasks,
+            secret_env: secret,
+        }
+    };
+    let mut long = spec("a", &[]);
+    long.model = Some("m".repeat(10_000));
+    let r = rejected(h.apply(owned(vec![long.clone()], BTreeMap::new())));
+    assert!(r.contains("(a).model"), "{r}");
+    // The same task through the old command replays as it always did.
+    assert!(matches!(
+        h.submit("", vec![long]),
+        Response::JobAccepted { .. }
+    ));
+
+    let mut exec = spec("e", &[]);
+    exec.payload = Payload::Exec {
+        argv: vec!["python3".into()],
+        env: BTreeMap::from([("DB_PASS".into(), "p".into()), ("X".into(), "1".into())]),
+        cwd: None,
+    };
+    let unknown = BTreeMap::from([("e".to_string(), BTreeSet::from(["NOPE".to_string()]))]);
+    let r = rejected(h.apply(owned(vec![exec.clone()], unknown)));
+    assert!(r.contains("secret_env"), "{r}");
+    let marked = BTreeMap::from([("e".to_string(), BTreeSet::from(["DB_PASS".to_string()]))]);
+    let Response::JobAccepted { job, tasks, .. } = h.apply(owned(vec![exec], marked)) else {
+        panic!("accepted");
+    };
+    assert!(h.state.acl.owns("alice", job) && !h.state.acl.owns("bob", job));
+    let task = &h.state.tasks[&tasks["e"]];
+    assert_eq!(
+        h.state.secret_env_names(task),
+        BTreeSet::from(["DB_PASS".to_string()])
+    );
+    assert!(h.state.sees_secrets("alice", false, job));
+    assert!(!h.state.sees_secrets("bob", false, job));
+    assert!(h.state.sees_secrets("bob", true, job));
+}
+
+#[test]
+fn set_config_is_checked_by_the_registry_and_config_put_replays_unchecked() {
+    let mut h = Harness::new();
+    let set = |key: &str, value: &str| Command::SetConfig {
+        key: key.into(),
+        value: value.into(),
+        expected_version: None,
+    };
+    assert!(rejected(h.apply(set("limits/payload_bytes_max", "0")))
+        .contains("limits/payload_bytes_max"));
+    assert!(rejected(h.apply(set("no/such", "1"))).contains("unknown setting"));
+    assert!(matches!(
+        h.apply(set("limits/payload_bytes_max", "2048")),
+        Response::ConfigWritten(_)
+    ));
+    assert_eq!(h.state.payload_bytes_max(), 2048);
+    // An old log's unchecked write still applies; reads ignore the bad value.
+    let old = Command::ConfigPut {
+        key: "limits/payload_bytes_max".into(),
+        value: "abc".into(),
+        expected_version: None,
+    };
+    assert!(matches!(h.apply(old), Response::ConfigWritten(_)));
+    assert_eq!(h.state.payload_bytes_max(), 64 * 1024);
+}

@@ -9,7 +9,6 @@
 mod acl_cmd;
 mod cluster;
 mod config_cmd;
-mod jobfile;
 mod nodes_cmd;
 mod output;
 mod tasks_cmd;

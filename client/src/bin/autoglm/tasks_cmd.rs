@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 
 use crate::output::{self, opt};
-use crate::{jobfile, CliError};
+use crate::CliError;
+use autoglm_client::jobfile;
 
 /// Exit code of `watch` when everything ended but something did not succeed.
 pub const EXIT_NOT_ALL_SUCCEEDED: u8 = 5;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use autoglm_client::{JobBuilder, TaskBuilder};
+use crate::{JobBuilder, TaskBuilder};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +36,9 @@ pub struct TaskEntry {
     pub sim_ms: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Env values only the assigned agent, the job's owner and admins see.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
     pub cwd: Option<String>,
     pub model: Option<String>,
     #[serde(default)]
@@ -88,6 +91,9 @@ impl TaskEntry {
         for (k, v) in &self.env {
             t = t.env(k, v);
         }
+        for (k, v) in &self.secret_env {
+            t = t.secret_env(k, v);
+        }
         if let Some(cwd) = &self.cwd {
             t = t.cwd(cwd);
         }
@@ -132,8 +138,12 @@ impl TaskEntry {
 /// Reads a job file into a submission for `client_id`.
 pub fn load(path: &std::path::Path, client_id: &str) -> Result<JobBuilder, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file: JobFile =
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text, client_id).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses a job file's text into a submission for `client_id`.
+pub fn parse(text: &str, client_id: &str) -> Result<JobBuilder, String> {
+    let file: JobFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let mut job = JobBuilder::new(client_id);
     if !file.idempotency_key.is_empty() {
         job = job.idempotency_key(&file.idempotency_key);
