@@ -232,10 +232,8 @@ impl ServerConfig {
                     .into(),
             );
         }
-        if !self.insecure {
-            if !self.tls.is_complete() {
-                return fail("tls.ca_file, tls.cert_file and tls.key_file: required (flags --ca-file, --cert-file, --key-file; `autoglm tls` creates them), or run with --insecure".into());
-            }
+        if !self.insecure && !self.tls.is_complete() {
+            return fail("tls.ca_file, tls.cert_file and tls.key_file: required (flags --ca-file, --cert-file, --key-file; `autoglm tls` creates them), or run with --insecure".into());
         }
         if self.storage.cache_capacity_mb == 0 {
             return fail("storage.cache_capacity_mb: must be positive".into());
