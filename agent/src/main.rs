@@ -49,15 +49,8 @@ struct RunArgs {
     slots_per_gpu: Option<u32>,
     #[arg(long, value_enum)]
     gpu_source: Option<GpuSourceKind>,
-    /// The cluster CA certificate (PEM), config key tls.ca_file.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// This node's certificate (PEM), naming the node; config key tls.cert_file.
-    #[arg(long)]
-    cert_file: Option<PathBuf>,
-    /// This node's private key (PEM), config key tls.key_file.
-    #[arg(long)]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsFiles,
     /// Plaintext, without a certificate: only against replicas run with --insecure.
     #[arg(long)]
     insecure: bool,
@@ -99,11 +92,7 @@ async fn run_agent(a: RunArgs) -> ExitCode {
         address: a.address,
         slots_per_gpu: a.slots_per_gpu,
         gpu_source: a.gpu_source,
-        tls: TlsFiles {
-            ca_file: a.ca_file,
-            cert_file: a.cert_file,
-            key_file: a.key_file,
-        },
+        tls: a.tls,
         insecure: a.insecure,
     };
     let config = match AgentConfig::load(a.config.as_deref(), flags) {

@@ -34,15 +34,8 @@ struct Args {
     /// Directory holding everything this replica keeps.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// The cluster CA certificate (PEM), config key tls.ca_file.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// This replica's certificate (PEM), config key tls.cert_file.
-    #[arg(long)]
-    cert_file: Option<PathBuf>,
-    /// This replica's private key (PEM), config key tls.key_file.
-    #[arg(long)]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsFiles,
     /// Plaintext gRPC and no authentication: anyone who reaches the port may
     /// do anything. Only for experiments on a trusted host.
     #[arg(long)]
@@ -101,11 +94,7 @@ async fn main() -> ExitCode {
         listen: args.listen,
         http_listen: args.http_listen,
         data_dir: args.data_dir,
-        tls: TlsFiles {
-            ca_file: args.ca_file,
-            cert_file: args.cert_file,
-            key_file: args.key_file,
-        },
+        tls: args.tls,
         insecure: args.insecure,
     };
     let config = match ServerConfig::load(args.config.as_deref(), flags) {

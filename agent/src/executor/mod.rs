@@ -126,7 +126,7 @@ impl Ended {
         let scrub = |mut text: String| {
             for s in secrets {
                 if text.contains(s.as_str()) {
-                    text = text.replace(s.as_str(), "<redacted>");
+                    text = text.replace(s.as_str(), autoglm_client::security::REDACTED);
                 }
             }
             text

@@ -14,6 +14,9 @@ pub use tls::{TlsFiles, Transport};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 
+/// What a secret value reads as wherever it is not to be seen.
+pub const REDACTED: &str = "<redacted>";
+
 /// Request metadata carrying a user's token: `authorization: Bearer <token>`.
 pub const AUTHORIZATION_METADATA: &str = "authorization";
 

@@ -19,15 +19,25 @@ use super::reload::Reloading;
 
 /// The files that make a TLS identity: the cluster CA, and this holder's
 /// certificate and key (optional for users, who may present a token instead).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Also the `--ca-file`, `--cert-file` and `--key-file` flags of the replica
+/// and the agent.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsFiles {
     // Unset fields are left out when serialized, so a partial set (flags)
     // overrides only what it sets.
+    /// The cluster CA certificate(s), PEM (config key tls.ca_file).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// This process's certificate, PEM (config key tls.cert_file).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (config key tls.key_file).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
 }

@@ -21,7 +21,7 @@ use crate::replica::Replica;
 use crate::scheduler::command::AttemptUpdate;
 use crate::scheduler::limits::*;
 use crate::scheduler::model::{Gpu, NodeCapacity};
-use crate::scheduler::validate::check_labels;
+use crate::scheduler::validate::{at_most, check_labels};
 use crate::scheduler::{Command, Response as Applied};
 use crate::security::{Principal, Via};
 
@@ -68,21 +68,12 @@ fn capacity(r: &pb::Register) -> NodeCapacity {
 /// Bounds on every string and list of a registration (the node's name is
 /// bound by its certificate).
 fn check_register(r: &pb::Register) -> Result<(), String> {
-    let at_most = |field: &str, len: usize, max: usize| {
-        if len > max {
-            Err(format!(
-                "register.{field}: {len} is over the limit of {max}"
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    at_most("node", r.node.len(), NODE_NAME_LEN_MAX)?;
-    at_most("address", r.address.len(), ADDRESS_LEN_MAX)?;
-    at_most("gpus", r.gpus.len(), NODE_GPUS_MAX)?;
+    at_most("register.node", r.node.len(), NODE_NAME_LEN_MAX)?;
+    at_most("register.address", r.address.len(), ADDRESS_LEN_MAX)?;
+    at_most("register.gpus", r.gpus.len(), NODE_GPUS_MAX)?;
     for g in &r.gpus {
-        at_most("gpus.uuid", g.uuid.len(), NODE_NAME_LEN_MAX)?;
-        at_most("gpus.model", g.model.len(), NODE_NAME_LEN_MAX)?;
+        at_most("register.gpus.uuid", g.uuid.len(), NODE_NAME_LEN_MAX)?;
+        at_most("register.gpus.model", g.model.len(), NODE_NAME_LEN_MAX)?;
         if g.memory_mb > GPU_MEMORY_MB_MAX {
             return Err(format!(
                 "register.gpus.memory_mb: {} is over the limit of {GPU_MEMORY_MB_MAX}",
@@ -97,11 +88,15 @@ fn check_register(r: &pb::Register) -> Result<(), String> {
     }
     let labels = r.labels.clone().into_iter().collect();
     check_labels("register.labels", &labels)?;
-    at_most("models_loaded", r.models_loaded.len(), MODELS_LOADED_MAX)?;
+    at_most(
+        "register.models_loaded",
+        r.models_loaded.len(),
+        MODELS_LOADED_MAX,
+    )?;
     for m in &r.models_loaded {
-        at_most("models_loaded", m.len(), MODEL_NAME_LEN_MAX)?;
+        at_most("register.models_loaded", m.len(), MODEL_NAME_LEN_MAX)?;
     }
-    at_most("running", r.running.len(), RUNNING_REPORTED_MAX)
+    at_most("register.running", r.running.len(), RUNNING_REPORTED_MAX)
 }
 
 fn message(kind: LeaderKind) -> Result<LeaderMessage, Status> {

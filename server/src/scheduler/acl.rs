@@ -31,7 +31,7 @@ pub struct Acl {
 }
 
 /// What a secret env value reads as for anyone but its owner and admins.
-pub const REDACTED: &str = "<redacted>";
+pub use autoglm_client::security::REDACTED;
 
 /// `name` matches `pattern`, where `*` stands for any run of characters.
 pub fn glob(pattern: &str, name: &str) -> bool {

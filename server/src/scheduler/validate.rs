@@ -21,7 +21,7 @@ pub fn quote(value: &str) -> String {
 }
 
 /// `len` is within `max` bytes or entries, or an error naming `field`.
-fn at_most(field: &str, len: usize, max: usize) -> Result<(), String> {
+pub fn at_most(field: &str, len: usize, max: usize) -> Result<(), String> {
     if len > max {
         return Err(format!("{field}: {len} is over the limit of {max}"));
     }
