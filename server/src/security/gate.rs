@@ -210,11 +210,19 @@ impl Gate {
                 "{path}: only replicas of this cluster may call it"
             )));
         };
-        let metrics = self.replica.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let mut members = membership.nodes().map(|(id, _)| *id).peekable();
-        let uninitialized = members.peek().is_none();
-        if uninitialized || members.any(|m| m == *id) {
+        // Every Raft RPC passes here: look at the membership in place.
+        let admitted = {
+            let metrics = self.replica.raft.metrics();
+            let metrics = metrics.borrow();
+            let mut members = metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .peekable();
+            members.peek().is_none() || members.any(|m| m == *id)
+        };
+        if admitted {
             Ok(principal)
         } else {
             Err(Status::permission_denied(format!(
