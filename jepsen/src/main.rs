@@ -136,7 +136,7 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
         }
         Mode::Smoke(common) => {
             // (name, faults, seconds, fixed seed for regression scenarios)
-            let suite: [(&str, &str, u64, Option<u64>); 6] = [
+            let suite: [(&str, &str, u64, Option<u64>); 7] = [
                 ("smoke-partition", "partition", 45, None),
                 ("smoke-kill", "kill", 50, None),
                 ("smoke-pause", "pause", 30, None),
@@ -156,6 +156,14 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
                     "kill-minority,kill-leader,clock",
                     30,
                     Some(20261126),
+                ),
+                // A replica re-added under a new id replays memberships older
+                // than the leader and must still accept it (docs/jepsen.md).
+                (
+                    "regress-learner",
+                    "partition-halves,kill-leader,kill-leader-fast,pause-leader,clock,loss,membership",
+                    70,
+                    Some(16184608562101611017),
                 ),
             ];
             let mut all_valid = true;

@@ -203,7 +203,13 @@ impl Gate {
         })
     }
 
-    /// Replica protocol: only replicas of the current membership.
+    /// Replica protocol: replicas of this replica's membership. While this
+    /// replica follows no leader of its membership (it is new, it is catching
+    /// up from a log older than the latest membership change, or an election
+    /// is under way), any replica of the cluster: a replica added after this
+    /// one's view, now leading, must be able to bring it up to date (found by
+    /// jepsen: a re-added learner replaying old memberships refused the new
+    /// leader for ever).
     fn member(&self, principal: Principal, path: &str) -> Result<Principal, Status> {
         let Via::Certificate(CertIdentity::Replica { id, .. }) = &principal.via else {
             return Err(Status::permission_denied(format!(
@@ -214,13 +220,10 @@ impl Gate {
         let admitted = {
             let metrics = self.replica.raft.metrics();
             let metrics = metrics.borrow();
-            let mut members = metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(id, _)| *id)
-                .peekable();
-            members.peek().is_none() || members.any(|m| m == *id)
+            let membership = metrics.membership_config.membership();
+            let is_member = |n: u64| membership.nodes().any(|(m, _)| *m == n);
+            let follows_a_member = metrics.current_leader.is_some_and(is_member);
+            is_member(*id) || !follows_a_member
         };
         if admitted {
             Ok(principal)
