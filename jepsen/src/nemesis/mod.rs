@@ -198,6 +198,7 @@ pub async fn run_schedule(
     let end = started + duration;
     let mut unrun: Vec<Kind> = kinds.clone();
     unrun.shuffle(rng);
+    let mut succeeded = BTreeSet::new();
     let main: Vec<Kind> = kinds.iter().copied().filter(|k| !k.is_overlay()).collect();
     let overlays: Vec<Kind> = kinds.iter().copied().filter(|k| k.is_overlay()).collect();
     loop {
@@ -223,7 +224,15 @@ pub async fn run_schedule(
         }
         let mut active = Vec::new();
         for kind in &step {
-            active.push((*kind, start(&db, &recorder, *kind, rng).await));
+            let started = start(&db, &recorder, *kind, rng).await;
+            if started.is_some() {
+                succeeded.insert(*kind);
+            } else if !succeeded.contains(kind) && !unrun.contains(kind) {
+                // Never applied yet (no leader at the time, say): it goes
+                // back to the front, so every requested fault happens.
+                unrun.push(*kind);
+            }
+            active.push((*kind, started));
         }
         let hold = between(rng, settings.fault).min(
             end.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(1),
@@ -345,8 +354,7 @@ fn with_phase(phase: &str, detail: Value) -> Value {
 }
 
 /// Running replicas, in name order.
-async fn running(db: &Arc<Mutex<Db>>) -> Vec<String> {
-    let db = db.lock().await;
+fn running(db: &Db) -> Vec<String> {
     db.replicas
         .iter()
         .filter(|(_, r)| r.is_running())
@@ -385,7 +393,7 @@ async fn pick(
     count: usize,
     with_leader: bool,
 ) -> Result<Vec<String>> {
-    let mut names = running(db).await;
+    let mut names = running(&*db.lock().await);
     names.shuffle(rng);
     if with_leader {
         let Some(l) = leader(db).await else {

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -15,7 +16,7 @@ use super::{minority, pick, running, Active, Kind};
 use crate::db::Db;
 
 pub async fn kill(db: &Arc<Mutex<Db>>, kind: Kind, rng: &mut StdRng) -> Result<(Active, Value)> {
-    let n = running(db).await.len();
+    let n = running(&*db.lock().await).len();
     let targets = match kind {
         Kind::KillOne => pick(db, rng, 1, false).await?,
         Kind::KillLeader | Kind::KillLeaderFast => pick(db, rng, 1, true).await?,
@@ -47,7 +48,7 @@ pub async fn kill(db: &Arc<Mutex<Db>>, kind: Kind, rng: &mut StdRng) -> Result<(
 }
 
 pub async fn pause(db: &Arc<Mutex<Db>>, kind: Kind, rng: &mut StdRng) -> Result<(Active, Value)> {
-    let n = running(db).await.len();
+    let n = running(&*db.lock().await).len();
     let targets = match kind {
         Kind::PauseLeader => pick(db, rng, 1, true).await?,
         Kind::PauseMinority => pick(db, rng, minority(n).max(1), false).await?,
@@ -67,9 +68,19 @@ pub async fn pause(db: &Arc<Mutex<Db>>, kind: Kind, rng: &mut StdRng) -> Result<
 }
 
 /// Restarts one replica with its clock offset by up to ±30 s and running at
-/// 0.5–2× the real rate.
+/// 0.5–2× the real rate. Never a paused replica: restarting it would end
+/// the pause early.
 pub async fn skew(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active, Value)> {
-    let target = pick(db, rng, 1, false).await?.remove(0);
+    let candidates: Vec<String> = {
+        let db = db.lock().await;
+        running(&db)
+            .into_iter()
+            .filter(|n| !db.is_paused(n))
+            .collect()
+    };
+    let Some(target) = candidates.choose(rng).cloned() else {
+        bail!("no running replica that is not paused");
+    };
     let offset: i64 = rng.random_range(-30..=30);
     let rate: f64 = (rng.random_range(50..=200) as f64) / 100.0;
     let spec = format!("{offset:+}s x{rate}");

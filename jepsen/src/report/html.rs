@@ -97,9 +97,11 @@ pub fn render(s: &Summary, logs: &[String], timeline_step: usize) -> String {
     let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0} ms"));
     let _ = write!(
         o,
-        "<p>Writes unavailable after a leader kill: median {}, p99 {} ({} faults aimed at the leader measured).</p>",
+        "<p>Writes unavailable after a leader kill: median {}, p99 {} over {} leader kills \
+         ({} faults aimed at the leader in all, kills, pauses and partitions).</p>",
         fmt(u.kill_leader_median_ms),
         fmt(u.kill_leader_p99_ms),
+        u.kill_leader_measured,
         u.windows.len()
     );
     let _ = write!(

@@ -24,6 +24,9 @@ const LEADER_FAULTS: &[&str] = &[
 pub struct Unavailability {
     /// Fault name and ms from its start to the first write invoked after it that succeeded.
     pub windows: Vec<(String, f64)>,
+    /// Leader kills the median and p99 are over.
+    #[serde(default)]
+    pub kill_leader_measured: usize,
     pub kill_leader_median_ms: Option<f64>,
     pub kill_leader_p99_ms: Option<f64>,
 }
@@ -114,6 +117,7 @@ pub fn unavailability(history: &[Op]) -> Unavailability {
         .map(|(_, ms)| *ms)
         .collect();
     kills.sort_by(f64::total_cmp);
+    u.kill_leader_measured = kills.len();
     u.kill_leader_median_ms = quantile(&kills, 0.5);
     u.kill_leader_p99_ms = quantile(&kills, 0.99);
     u
