@@ -4,9 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-
-const META_TREE: &str = "meta";
-const IDENTITY_KEY: &[u8] = b"identity";
+use crate::integrity::{IDENTITY_KEY, META_TREE};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataDirIdentity {
@@ -40,7 +38,7 @@ impl DataDirIdentity {
         match meta.get(IDENTITY_KEY)? {
             Some(bytes) => {
                 let found: DataDirIdentity =
-                    codec::decode(&bytes).map_err(IdentityError::Corrupt)?;
+                    codec::decode_record(&bytes).map_err(IdentityError::Corrupt)?;
                 if &found == self {
                     Ok(())
                 } else {
@@ -53,7 +51,7 @@ impl DataDirIdentity {
                 }
             }
             None => {
-                let bytes = codec::encode(self).expect("identity is always encodable");
+                let bytes = codec::encode_record(self).expect("identity is always encodable");
                 meta.insert(IDENTITY_KEY, bytes)?;
                 db.flush()?;
                 Ok(())

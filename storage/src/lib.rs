@@ -15,9 +15,13 @@
 // openraft's storage traits fix `StorageError` (large) as the error type.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod codec;
 pub mod identity;
+pub mod integrity;
 pub mod log_store;
+mod panics;
+pub mod seed;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -26,6 +30,8 @@ use std::path::Path;
 use openraft::{BasicNode, Entry, RaftTypeConfig};
 
 pub use identity::{DataDirIdentity, IdentityError};
+use integrity::WatermarkWriter;
+pub use integrity::{Damage, Verified};
 pub use log_store::LogStore;
 pub use state_machine::{Applied, SharedState, StateMachine, StateMachineStore};
 
@@ -73,12 +79,18 @@ impl Default for StoreOptions {
 /// Errors opening a data directory.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The store is there but cannot be used as it is (locked, unreadable):
+    /// nothing about its contents is known.
     #[error("cannot open the sled database in {path}: {source}")]
     Sled { path: String, source: sled::Error },
-    #[error("the snapshot stored in {path} cannot be decoded: {source}")]
-    Snapshot {
+    /// The store's contents are damaged or incomplete; the replica must not
+    /// serve from it.
+    #[error(transparent)]
+    Damaged(#[from] Damage),
+    #[error("cannot start the watermark writer for {path}: {source}")]
+    Watermark {
         path: String,
-        source: codec::DecodeError,
+        source: std::io::Error,
     },
 }
 
@@ -87,42 +99,111 @@ pub struct Opened<C: StoredTypeConfig, S> {
     pub db: sled::Db,
     pub log: LogStore<C>,
     pub state_machine: StateMachineStore<C, S>,
+    /// What the verification at open found.
+    pub verified: Verified,
 }
 
-/// Opens (or creates) the database in `dir` and returns the log store and the
-/// state-machine store over it. The state machine is restored from the last
-/// snapshot; openraft re-applies the committed log after it.
+/// Opens (or creates) the database in `dir`, verifies all of it
+/// ([`integrity::verify`]), brings it to the current format, and returns the
+/// log store and the state-machine store over it. The state machine is
+/// restored from the last snapshot; openraft re-applies the committed log
+/// after it. A damaged store is [`OpenError::Damaged`], never a panic.
 pub fn open<C, S>(dir: &Path, options: &StoreOptions) -> Result<Opened<C, S>, OpenError>
 where
     C: StoredTypeConfig,
     S: StateMachine<C>,
 {
     let path = dir.display().to_string();
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(options.cache_capacity_bytes)
-        .open()
-        .map_err(|source| OpenError::Sled {
-            path: path.clone(),
-            source,
-        })?;
-    let log = LogStore::new(&db).map_err(|source| OpenError::Sled {
+    let sled_err = |source| OpenError::Sled {
         path: path.clone(),
         source,
+    };
+    let (db, verified, sm) = panics::as_damage(dir, || {
+        let db = open_db(dir, options)?;
+        let verified = integrity::verify::<C>(&db, dir)?;
+        let sm = StateMachineStore::<C, S>::new(&db).map_err(|e| match e {
+            state_machine::RestoreError::Sled(source) => sled_err(source),
+            state_machine::RestoreError::Decode(e) => Damage {
+                file: dir.join("db"),
+                index: verified.snapshot_index,
+                problem: format!("the snapshot does not decode: {e}"),
+            }
+            .into(),
+        })?;
+        Ok((db, verified, sm))
     })?;
-    let sm = StateMachineStore::new(&db).map_err(|e| match e {
-        state_machine::RestoreError::Sled(source) => OpenError::Sled {
-            path: path.clone(),
-            source,
-        },
-        state_machine::RestoreError::Decode(source) => OpenError::Snapshot {
-            path: path.clone(),
-            source,
-        },
-    })?;
+    integrity::migrate(&db, verified.format).map_err(sled_err)?;
+    let watermark =
+        WatermarkWriter::spawn(dir.to_path_buf(), verified.watermark).map_err(|source| {
+            OpenError::Watermark {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    let log = LogStore::new(&db, watermark, verified.last_index).map_err(sled_err)?;
     Ok(Opened {
         db,
         log,
         state_machine: sm,
+        verified,
     })
+}
+
+/// Verifies the store in `dir` offline, the same checks as [`open`] plus a
+/// full decode of the snapshot's state; writes nothing but what sled itself
+/// writes when it opens a database.
+pub fn verify_dir<C, S>(dir: &Path) -> Result<Verified, OpenError>
+where
+    C: StoredTypeConfig,
+    S: StateMachine<C>,
+{
+    if !dir.join("db").is_file() {
+        return Err(Damage {
+            file: dir.join("db"),
+            index: None,
+            problem: "there is no database here".into(),
+        }
+        .into());
+    }
+    panics::as_damage(dir, || {
+        let db = open_db(dir, &StoreOptions::default())?;
+        let verified = integrity::verify::<C>(&db, dir)?;
+        if let Some(data) = db
+            .open_tree(integrity::SNAPSHOT_TREE)
+            .and_then(|t| t.get(integrity::SNAPSHOT_DATA_KEY))
+            .map_err(|source| OpenError::Sled {
+                path: dir.display().to_string(),
+                source,
+            })?
+        {
+            state_machine::decode_snapshot::<C, S>(&data).map_err(|e| Damage {
+                file: dir.join("db"),
+                index: verified.snapshot_index,
+                problem: format!("the snapshot's state does not decode: {e}"),
+            })?;
+        }
+        Ok(verified)
+    })
+}
+
+/// Opens sled. Its I/O errors (a lock held by a running replica, no
+/// permission) say nothing about the contents; anything else it reports is
+/// damage.
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, OpenError> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(options.cache_capacity_bytes)
+        .open()
+        .map_err(|source| match source {
+            sled::Error::Io(_) => OpenError::Sled {
+                path: dir.display().to_string(),
+                source,
+            },
+            other => Damage {
+                file: dir.join("db"),
+                index: None,
+                problem: format!("sled cannot recover it: {other}"),
+            }
+            .into(),
+        })
 }

@@ -16,13 +16,10 @@ use openraft::{ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, Vote
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::integrity::{
+    WatermarkWriter, COMMITTED_KEY, LAST_PURGED_KEY, LOG_TREE, META_TREE, VOTE_KEY,
+};
 use crate::{codec, io_err, StoredTypeConfig};
-
-const LOG_TREE: &str = "log";
-const META_TREE: &str = "meta";
-const VOTE_KEY: &[u8] = b"vote";
-const COMMITTED_KEY: &[u8] = b"committed";
-const LAST_PURGED_KEY: &[u8] = b"last_purged";
 
 /// Sentinel for "nothing committed yet" in [`LogStore::committed_index`].
 const NONE_INDEX: u64 = u64::MAX;
@@ -34,6 +31,10 @@ pub struct LogStore<C: StoredTypeConfig> {
     log: sled::Tree,
     meta: sled::Tree,
     committed: Arc<AtomicU64>,
+    /// Highest index whose append has been flushed: the watermark never
+    /// claims more than is on disk.
+    flushed: Arc<AtomicU64>,
+    watermark: WatermarkWriter,
     _config: std::marker::PhantomData<C>,
 }
 
@@ -44,24 +45,43 @@ impl<C: StoredTypeConfig> Clone for LogStore<C> {
             log: self.log.clone(),
             meta: self.meta.clone(),
             committed: self.committed.clone(),
+            flushed: self.flushed.clone(),
+            watermark: self.watermark.clone(),
             _config: std::marker::PhantomData,
         }
     }
 }
 
 impl<C: StoredTypeConfig> LogStore<C> {
-    pub(crate) fn new(db: &sled::Db) -> Result<Self, sled::Error> {
+    /// A store over a verified database; `last_index` is its last log
+    /// index, all of it on disk.
+    pub(crate) fn new(
+        db: &sled::Db,
+        watermark: WatermarkWriter,
+        last_index: Option<u64>,
+    ) -> Result<Self, sled::Error> {
         let store = Self {
             db: db.clone(),
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
             committed: Arc::new(AtomicU64::new(NONE_INDEX)),
+            flushed: Arc::new(AtomicU64::new(last_index.unwrap_or(NONE_INDEX))),
+            watermark,
             _config: std::marker::PhantomData,
         };
         if let Ok(Some(id)) = store.read_meta::<LogId<u64>>(COMMITTED_KEY) {
             store.committed.store(id.index, Ordering::Relaxed);
         }
         Ok(store)
+    }
+
+    /// Records that every entry up to `index` is on disk.
+    fn flushed_up_to(&self, index: u64) {
+        let _ = self
+            .flushed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                (f == NONE_INDEX || f < index).then_some(index)
+            });
     }
 
     /// The last committed index openraft told this store about, for status
@@ -82,7 +102,10 @@ impl<C: StoredTypeConfig> LogStore<C> {
             .get(key)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         bytes
-            .map(|b| codec::decode(&b).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e)))
+            .map(|b| {
+                codec::decode_record(&b)
+                    .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))
+            })
             .transpose()
     }
 
@@ -92,8 +115,8 @@ impl<C: StoredTypeConfig> LogStore<C> {
         value: &T,
         subject: ErrorSubject<u64>,
     ) -> Result<(), StorageError<u64>> {
-        let bytes =
-            codec::encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        let bytes = codec::encode_record(value)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
         self.meta
             .insert(key, bytes)
             .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
@@ -109,7 +132,7 @@ impl<C: StoredTypeConfig> LogStore<C> {
     }
 
     fn decode_entry(bytes: &[u8]) -> Result<C::Entry, StorageError<u64>> {
-        codec::decode(bytes).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+        codec::decode_record(bytes).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -198,6 +221,10 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
             Some(id) => {
                 self.write_meta(COMMITTED_KEY, &id, ErrorSubject::Store)?;
                 self.committed.store(id.index, Ordering::Relaxed);
+                let flushed = self.flushed.load(Ordering::Acquire);
+                if flushed != NONE_INDEX {
+                    self.watermark.advance(id.index.min(flushed));
+                }
             }
             None => {
                 self.meta
@@ -223,15 +250,20 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for entry in entries {
-            let bytes = codec::encode(&entry)
+            let bytes = codec::encode_record(&entry)
                 .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.insert(&key(entry.log_id.index), bytes);
+            last = Some(entry.log_id.index);
         }
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let flushed = self.db.flush_async().await;
+        if let (Ok(_), Some(last)) = (&flushed, last) {
+            self.flushed_up_to(last);
+        }
         let result = flushed.map(|_| ()).map_err(std::io::Error::other);
         callback.log_io_completed(result);
         Ok(())
@@ -254,6 +286,7 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.write_meta(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
         self.flush(ErrorSubject::Logs).await?;
+        self.flushed_up_to(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=key(log_id.index)) {
             let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;

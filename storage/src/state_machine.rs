@@ -15,11 +15,8 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::integrity::{SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SNAPSHOT_TREE};
 use crate::{codec, io_err, StoredTypeConfig};
-
-const SNAPSHOT_TREE: &str = "snapshot";
-const SNAPSHOT_META_KEY: &[u8] = b"meta";
-const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 
 /// The application state replicated through Raft. `apply` must be
 /// deterministic: everything it needs (time, seeds) arrives in the request.
@@ -52,8 +49,8 @@ struct AppliedV1<P> {
 pub fn decode_snapshot<C: StoredTypeConfig, S: StateMachine<C>>(
     bytes: &[u8],
 ) -> Result<Applied<S>, codec::DecodeError> {
-    match codec::snapshot_version(bytes)? {
-        (1, body) => {
+    match codec::snapshot_body(bytes)? {
+        (codec::SnapshotLayout::V1, body) => {
             let old: AppliedV1<S::Previous> = codec::decode(body)?;
             Ok(Applied {
                 last_applied: old.last_applied,
@@ -61,7 +58,7 @@ pub fn decode_snapshot<C: StoredTypeConfig, S: StateMachine<C>>(
                 state: S::upgrade(old.state),
             })
         }
-        (_, body) => codec::decode(body),
+        (codec::SnapshotLayout::Current, body) => codec::decode(body),
     }
 }
 
@@ -145,7 +142,7 @@ where
         let (Some(meta), Some(data)) = (read(SNAPSHOT_META_KEY)?, read(SNAPSHOT_DATA_KEY)?) else {
             return Ok(None);
         };
-        let meta: Meta = codec::decode(&meta)
+        let meta: Meta = codec::decode_record(&meta)
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {
             meta,
@@ -161,7 +158,8 @@ async fn persist_snapshot(
     data: &[u8],
 ) -> Result<(), StorageError<u64>> {
     let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-    let meta_bytes = codec::encode(meta).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+    let meta_bytes =
+        codec::encode_record(meta).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
     let mut batch = sled::Batch::default();
     batch.insert(SNAPSHOT_META_KEY, meta_bytes);
     batch.insert(SNAPSHOT_DATA_KEY, data);

@@ -1,0 +1,254 @@
+//! Damaged stores are refused at open, each with a [`Damage`] naming the file
+//! (and the log index where there is one); never a silent start, never a
+//! panic. The damage is the one operators meet: a truncated file (half, all,
+//! the last 4 KB), flipped bytes, a flipped or deleted blob.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use autoglm_storage::integrity::read_watermark;
+use autoglm_storage::{OpenError, StoreOptions};
+use common::{Kv, KvConfig, Put};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+
+const ENTRIES: u64 = 400;
+
+fn entry(index: u64, value_bytes: usize) -> Entry<KvConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Put {
+            key: format!("k{index}"),
+            value: format!("{index}:{}", "x".repeat(value_bytes)),
+        }),
+    }
+}
+
+fn open(dir: &Path) -> Result<autoglm_storage::Opened<KvConfig, Kv>, OpenError> {
+    autoglm_storage::open::<KvConfig, Kv>(dir, &StoreOptions::default())
+}
+
+/// A store of `ENTRIES` committed entries (values of `value_bytes`), closed,
+/// its watermark written.
+fn filled(value_bytes: usize) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut log = open(tmp.path()).unwrap().log;
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        for chunk in (1..=ENTRIES).collect::<Vec<_>>().chunks(20) {
+            let batch = chunk
+                .iter()
+                .map(|i| entry(*i, value_bytes))
+                .collect::<Vec<_>>();
+            log.blocking_append(batch).await.unwrap();
+        }
+        let last = LogId::new(CommittedLeaderId::new(1, 1), ENTRIES);
+        log.save_committed(Some(last)).await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_watermark(tmp.path()).unwrap() != Some(ENTRIES) {
+        assert!(
+            Instant::now() < deadline,
+            "watermark never reached {ENTRIES}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tmp
+}
+
+fn db_file(dir: &Path) -> PathBuf {
+    dir.join("db")
+}
+
+fn refused(dir: &Path, case: &str) -> String {
+    match open(dir) {
+        Err(OpenError::Damaged(d)) => {
+            let line = d.to_string();
+            assert!(!line.contains('\n'), "{case}: more than one line: {line}");
+            assert!(
+                line.contains(&dir.display().to_string()),
+                "{case}: the line names no file: {line}"
+            );
+            assert!(
+                line.contains("docs/operations.md"),
+                "{case}: no recovery step: {line}"
+            );
+            println!("{case}: {line}");
+            line
+        }
+        Err(other) => panic!("{case}: refused, but not as damage: {other}"),
+        Ok(opened) => panic!(
+            "{case}: opened a damaged store silently: {:?}",
+            opened.verified
+        ),
+    }
+}
+
+fn truncate_to(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+fn flip(path: &Path, at: u64, count: usize) {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut bytes = vec![0; count];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut bytes).unwrap();
+    for b in &mut bytes {
+        *b ^= 0xff;
+    }
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&bytes).unwrap();
+}
+
+#[test]
+fn an_undamaged_store_verifies_and_keeps_every_entry() {
+    let tmp = filled(100);
+    let opened = open(tmp.path()).unwrap();
+    assert_eq!(opened.verified.last_index, Some(ENTRIES));
+    assert_eq!(opened.verified.committed, Some(ENTRIES));
+    assert_eq!(opened.verified.watermark, Some(ENTRIES));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut log = opened.log;
+    let entries = rt.block_on(log.try_get_log_entries(1..=ENTRIES)).unwrap();
+    assert_eq!(entries.len() as u64, ENTRIES);
+}
+
+#[test]
+fn a_truncated_database_is_refused() {
+    for (case, cut) in [("half", 2u64), ("all", 0), ("last 4 KB", 1)] {
+        let tmp = filled(100);
+        let db = db_file(tmp.path());
+        let len = std::fs::metadata(&db).unwrap().len();
+        let new_len = match cut {
+            2 => len / 2,
+            0 => 0,
+            _ => len.saturating_sub(4096),
+        };
+        truncate_to(&db, new_len);
+        refused(tmp.path(), case);
+    }
+}
+
+#[test]
+fn flipped_bytes_in_the_database_are_refused() {
+    let tmp = filled(100);
+    let db = db_file(tmp.path());
+    let len = std::fs::metadata(&db).unwrap().len();
+    flip(&db, len / 2, 64);
+    refused(tmp.path(), "64 flipped bytes");
+}
+
+fn blob_files(dir: &Path) -> Vec<PathBuf> {
+    let blobs = dir.join("blobs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&blobs)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_flipped_or_deleted_blob_is_refused() {
+    // Values this large go to sled's blob files.
+    let tmp = filled(64 * 1024);
+    let blobs = blob_files(tmp.path());
+    assert!(!blobs.is_empty(), "no blob files were written");
+    flip(&blobs[blobs.len() / 2], 100, 64);
+    refused(tmp.path(), "flipped blob");
+
+    let tmp = filled(64 * 1024);
+    let blobs = blob_files(tmp.path());
+    std::fs::remove_file(&blobs[blobs.len() / 2]).unwrap();
+    refused(tmp.path(), "deleted blob");
+}
+
+#[test]
+fn a_log_that_ends_before_its_watermark_is_refused() {
+    let tmp = filled(100);
+    // As if sled had rolled back the last entries: remove them behind the
+    // store's back.
+    {
+        let db = sled::open(tmp.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for i in ENTRIES - 11..=ENTRIES {
+            log.remove(i.to_be_bytes()).unwrap();
+        }
+        db.open_tree("meta").unwrap().remove("committed").unwrap();
+        db.flush().unwrap();
+    }
+    let line = refused(tmp.path(), "rolled back 12 entries");
+    assert!(line.contains(&format!("index {ENTRIES}")), "{line}");
+    assert!(
+        line.contains(&format!("ends at {}", ENTRIES - 12)),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_hole_in_the_log_is_refused_with_its_index() {
+    let tmp = filled(100);
+    {
+        let db = sled::open(tmp.path()).unwrap();
+        db.open_tree("log")
+            .unwrap()
+            .remove(200u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let line = refused(tmp.path(), "hole at 200");
+    assert!(line.contains("log index 200"), "{line}");
+}
+
+#[test]
+fn a_store_of_format_1_is_read_and_converted() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        // Format 1: bare postcard records, no format key, no watermark.
+        let db = sled::open(tmp.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for i in 1..=10u64 {
+            log.insert(i.to_be_bytes(), postcard::to_stdvec(&entry(i, 10)).unwrap())
+                .unwrap();
+        }
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(
+            "vote",
+            postcard::to_stdvec(&Vote::<u64>::new(1, 1)).unwrap(),
+        )
+        .unwrap();
+        let committed = LogId::new(CommittedLeaderId::<u64>::new(1, 1), 10);
+        meta.insert("committed", postcard::to_stdvec(&committed).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let opened = open(tmp.path()).unwrap();
+    assert_eq!(opened.verified.format, 1);
+    assert_eq!(opened.verified.last_index, Some(10));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut log = opened.log.clone();
+    let entries = rt.block_on(log.try_get_log_entries(1..=10)).unwrap();
+    assert_eq!(entries[9], entry(10, 10));
+    assert_eq!(rt.block_on(log.read_vote()).unwrap(), Some(Vote::new(1, 1)));
+    drop(log);
+    drop(opened);
+    let again = open(tmp.path()).unwrap();
+    assert_eq!(
+        again.verified.format,
+        autoglm_storage::integrity::STORE_FORMAT
+    );
+    assert_eq!(again.verified.last_index, Some(10));
+}
