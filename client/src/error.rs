@@ -12,6 +12,10 @@ pub enum ClientError {
     Rpc(tonic::Status),
     #[error("no replica answered within {waited_ms} ms (last error: {})", .last.message())]
     Unavailable { waited_ms: u64, last: tonic::Status },
+    /// A file the client writes (a backup) could not be written or did not
+    /// arrive whole.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
 }
 
 impl ClientError {

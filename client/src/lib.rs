@@ -12,6 +12,7 @@
 //! - `src/bin/autoglm`: the operator and user CLI built on [`Client`].
 
 mod acl;
+mod backup;
 mod builders;
 mod client;
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod jobfile;
 mod scheduler;
 pub mod security;
 
+pub use backup::BackupSummary;
 pub use builders::{JobBuilder, TaskBuilder};
 pub use client::{AuthChannel, Client, ClientOptions};
 pub use error::ClientError;

@@ -273,6 +273,18 @@ mod tests {
         f
     }
 
+    /// `ServerConfig::load` under figment's Jail lock, so it never runs
+    /// beside the test that sets AUTOGLM_* variables (in a Jail).
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn load(file: Option<&Path>, flags: FlagOverrides) -> Result<ServerConfig, ConfigError> {
+        let mut loaded = None;
+        figment::Jail::expect_with(|_| {
+            loaded = Some(ServerConfig::load(file, flags));
+            Ok(())
+        });
+        loaded.expect("the jail runs its closure")
+    }
+
     fn flags() -> FlagOverrides {
         FlagOverrides {
             data_dir: Some("/tmp/x".into()),
@@ -284,7 +296,7 @@ mod tests {
     #[test]
     fn file_then_flags_in_order_of_precedence() {
         let f = write("node_id: 3\nlisten: 127.0.0.1:9000\nraft:\n  heartbeat_interval_ms: 40\n");
-        let c = ServerConfig::load(
+        let c = load(
             Some(f.path()),
             FlagOverrides {
                 listen: Some("127.0.0.1:9100".into()),
@@ -301,7 +313,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let f = write("node_id: 1\nraft:\n  heartbeat_ms: 40\n");
-        let e = ServerConfig::load(Some(f.path()), flags())
+        let e = load(Some(f.path()), flags())
             .unwrap_err()
             .to_string();
         assert!(e.contains("heartbeat_ms"), "{e}");
@@ -310,13 +322,13 @@ mod tests {
     #[test]
     fn malformed_yaml_is_an_error() {
         let f = write("node_id: [1\n");
-        assert!(ServerConfig::load(Some(f.path()), flags()).is_err());
+        assert!(load(Some(f.path()), flags()).is_err());
     }
 
     #[test]
     fn inconsistent_timeouts_are_refused() {
         let f = write("node_id: 1\nraft:\n  heartbeat_interval_ms: 200\n");
-        let e = ServerConfig::load(Some(f.path()), flags())
+        let e = load(Some(f.path()), flags())
             .unwrap_err()
             .to_string();
         assert!(e.contains("raft.heartbeat_interval_ms"), "{e}");
@@ -342,10 +354,10 @@ mod tests {
             data_dir: Some("/tmp/x".into()),
             ..Default::default()
         };
-        let e = ServerConfig::load(None, flags).unwrap_err().to_string();
+        let e = load(None, flags).unwrap_err().to_string();
         assert!(e.contains("tls.ca_file") && e.contains("--insecure"), "{e}");
         let f = write("node_id: 1\ntls:\n  ca_file: /c\n  cert_file: /r.pem\n");
-        let c = ServerConfig::load(
+        let c = load(
             Some(f.path()),
             FlagOverrides {
                 data_dir: Some("/tmp/x".into()),
@@ -363,7 +375,7 @@ mod tests {
 
     #[test]
     fn node_id_is_required() {
-        let e = ServerConfig::load(None, flags()).unwrap_err().to_string();
+        let e = load(None, flags()).unwrap_err().to_string();
         assert!(e.contains("node_id"), "{e}");
     }
 }

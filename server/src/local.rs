@@ -374,6 +374,38 @@ impl LocalCluster {
         self.replicas.get(&id)?.child.as_ref().map(Child::id)
     }
 
+    /// Replica `id`'s configuration file, for offline commands
+    /// (`autoglm-server restore --config ...`).
+    pub fn config_path(&self, id: u64) -> PathBuf {
+        self.replica(id).config.clone()
+    }
+
+    /// Replica `id`'s log output of its latest start.
+    pub fn last_log(&self, id: u64) -> String {
+        let r = self.replica(id);
+        std::fs::read_to_string(self.root.join(format!("replica-{id}.{}.log", r.starts)))
+            .unwrap_or_default()
+    }
+
+    /// Waits for replica `id` to exit by itself; its exit status, or `None`
+    /// if it still runs after `timeout`.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            let child = self.replicas.get_mut(&id)?.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.replicas.get_mut(&id)?.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// Deletes a stopped replica's data dir.
     pub fn wipe(&mut self, id: u64) -> Result<(), LocalError> {
         let replica = self.replica(id);

@@ -1,10 +1,13 @@
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 
 use autoglm_client::security::TlsFiles;
 use autoglm_server::config::{FlagOverrides, ServerConfig};
 use autoglm_server::demo::{self, LocalArgs};
-use autoglm_server::raft::bootstrap;
+use autoglm_server::raft::{bootstrap, offline};
+use autoglm_server::replica::wall_clock_ms;
 use clap::{Parser, Subcommand};
 
 /// One replica of the Open-AutoGLM scheduler, or (`local`) a whole local cluster.
@@ -17,6 +20,14 @@ use clap::{Parser, Subcommand};
 struct Args {
     #[command(subcommand)]
     command: Option<Mode>,
+    #[command(flatten)]
+    replica: ReplicaArgs,
+}
+
+/// Where a replica's configuration comes from; also what `restore` and
+/// `recover` read to know which replica they make.
+#[derive(clap::Args)]
+struct ReplicaArgs {
     /// YAML configuration file; environment (AUTOGLM_*) and flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -42,6 +53,21 @@ struct Args {
     insecure: bool,
 }
 
+impl ReplicaArgs {
+    fn load(self) -> Result<ServerConfig, String> {
+        let flags = FlagOverrides {
+            node_id: self.node_id,
+            cluster_name: self.cluster_name,
+            listen: self.listen,
+            http_listen: self.http_listen,
+            data_dir: self.data_dir,
+            tls: self.tls,
+            insecure: self.insecure,
+        };
+        ServerConfig::load(self.config.as_deref(), flags).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Subcommand)]
 enum Mode {
     /// Run a local cluster with simulated GPU agents and walk through a DAG workload and a failover.
@@ -51,6 +77,35 @@ enum Mode {
     Agent {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Check a stopped replica's store as a start would (checksums, a
+    /// contiguous log, nothing acknowledged lost, a readable snapshot).
+    /// Exit code 3 when it is damaged.
+    Verify {
+        /// The replica's data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Make this replica a new single-voter cluster holding a backup
+    /// (`autoglm cluster backup`); its data dir must hold no store.
+    Restore {
+        #[command(flatten)]
+        replica: ReplicaArgs,
+        /// The backup file.
+        #[arg(long)]
+        backup: PathBuf,
+        /// Address other replicas reach this one at (default: --listen).
+        #[arg(long)]
+        advertise: Option<String>,
+    },
+    /// After losing a majority for good: make this survivor a new
+    /// single-voter cluster from its own store (docs/operations.md).
+    Recover {
+        #[command(flatten)]
+        replica: ReplicaArgs,
+        /// Address other replicas reach this one at (default: --listen).
+        #[arg(long)]
+        advertise: Option<String>,
     },
 }
 
@@ -86,18 +141,28 @@ async fn main() -> ExitCode {
             };
             return exit(autoglm_agent::run(config, autoglm_agent::shutdown_signal()).await);
         }
+        Some(Mode::Verify { data_dir }) => return offline_verify(&data_dir),
+        Some(Mode::Restore {
+            replica,
+            backup,
+            advertise,
+        }) => {
+            return offline_seed(replica, |config| {
+                Box::pin(async move { offline::restore(&config, &backup, advertise.as_deref()) })
+            })
+            .await
+        }
+        Some(Mode::Recover { replica, advertise }) => {
+            return offline_seed(replica, |config| {
+                Box::pin(async move {
+                    offline::recover(&config, advertise.as_deref(), wall_clock_ms()).await
+                })
+            })
+            .await
+        }
         None => {}
     }
-    let flags = FlagOverrides {
-        node_id: args.node_id,
-        cluster_name: args.cluster_name,
-        listen: args.listen,
-        http_listen: args.http_listen,
-        data_dir: args.data_dir,
-        tls: args.tls,
-        insecure: args.insecure,
-    };
-    let config = match ServerConfig::load(args.config.as_deref(), flags) {
+    let config = match args.replica.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("autoglm-server: {e}");
@@ -106,6 +171,10 @@ async fn main() -> ExitCode {
     };
     let running = match bootstrap::start(&config).await {
         Ok(r) => r,
+        Err(e @ bootstrap::StartError::Damaged(_)) => {
+            eprintln!("autoglm-server: {e}");
+            return ExitCode::from(offline::EXIT_DAMAGED);
+        }
         Err(e) => {
             eprintln!("autoglm-server: {e}");
             return ExitCode::from(1);
@@ -123,6 +192,52 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("autoglm-server: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn offline_verify(data_dir: &Path) -> ExitCode {
+    match offline::verify(data_dir) {
+        Ok(verified) => {
+            println!(
+                "{}",
+                serde_json::to_string(&verified).unwrap_or_else(|e| e.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("autoglm-server verify: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+type SeedFuture = Pin<Box<dyn Future<Output = Result<offline::Seeded, offline::OfflineError>>>>;
+
+/// Restore and recover: load the replica's configuration, seed its store,
+/// print what the new cluster starts from as JSON.
+async fn offline_seed(
+    replica: ReplicaArgs,
+    seed: impl FnOnce(ServerConfig) -> SeedFuture,
+) -> ExitCode {
+    let config = match replica.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("autoglm-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match seed(config).await {
+        Ok(seeded) => {
+            println!(
+                "{}",
+                serde_json::to_string(&seeded).unwrap_or_else(|e| e.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("autoglm-server: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

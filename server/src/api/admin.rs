@@ -132,6 +132,15 @@ fn check_member(m: &Member, field: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    type BackupStream = super::backup::BackupStream;
+
+    async fn backup(
+        &self,
+        _request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        Ok(Response::new(super::backup::stream(&self.replica).await?))
+    }
+
     async fn status(
         &self,
         _request: Request<StatusRequest>,

@@ -3,6 +3,7 @@
 pub mod acl;
 pub mod admin;
 pub mod agent;
+pub mod backup;
 pub mod config;
 pub mod convert;
 pub mod scheduler;

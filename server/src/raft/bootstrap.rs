@@ -38,6 +38,9 @@ use crate::security::{Gate, GateLayer};
 pub enum StartError {
     #[error("data dir {path}: {reason}")]
     DataDir { path: String, reason: String },
+    /// The store is damaged or lost acknowledged entries: exit code 3.
+    #[error("{0}")]
+    Damaged(autoglm_storage::Damage),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr} ({what}): {reason}")]
@@ -77,6 +80,11 @@ async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, StartError>
         .map_err(|e| listen_err(e.to_string()))
 }
 
+/// Where a replica's Raft store lives inside its data dir.
+pub fn store_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("raft")
+}
+
 pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     let raft_config = Arc::new(config.openraft_config()?);
     let dir = &config.data_dir;
@@ -89,8 +97,12 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
     };
     let opened =
-        autoglm_storage::open::<super::TypeConfig, SchedulerState>(&dir.join("raft"), &options)
-            .map_err(|e| dir_err(e.to_string()))?;
+        autoglm_storage::open::<super::TypeConfig, SchedulerState>(&store_dir(dir), &options)
+            .map_err(|e| match e {
+                autoglm_storage::OpenError::Damaged(d) => StartError::Damaged(d),
+                other => dir_err(other.to_string()),
+            })?;
+    let verified = opened.verified.clone();
     let (db, log, sm) = (opened.db, opened.log, opened.state_machine);
     DataDirIdentity {
         cluster_name: config.cluster_name.clone(),
@@ -98,6 +110,16 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     }
     .check_or_claim(&db)
     .map_err(|e| dir_err(e.to_string()))?;
+    let v = &verified;
+    tracing::info!(
+        entries = v.entries,
+        last_index = ?v.last_index,
+        committed = ?v.committed,
+        snapshot_index = ?v.snapshot_index,
+        watermark = ?v.watermark,
+        format = v.format,
+        "store verified"
+    );
 
     // TLS files are read before anything listens: a bad file fails the start.
     let (tls, transport) = if config.insecure {

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod network;
+pub mod offline;
 pub mod peers;
 pub mod service;
 

@@ -9,7 +9,6 @@
 //! - every job's tasks exist and belong to it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -187,13 +186,18 @@ impl SchedulerState {
         held
     }
 
-    /// A digest of the whole state. Replicas at the same applied index must
-    /// report the same digest; tests and the jepsen checker compare them.
+    /// A digest of the whole state: the first 8 bytes (big endian) of the
+    /// SHA-256 of its encoding. Replicas at the same applied index must
+    /// report the same digest; tests and the jepsen checker compare them. A
+    /// specified hash, not `std`'s `DefaultHasher`, whose output may change
+    /// between Rust releases: replicas built by different compilers agree.
     pub fn digest(&self) -> u64 {
+        use sha2::{Digest, Sha256};
         let bytes = postcard::to_stdvec(self).expect("state is always encodable");
-        let mut hasher = std::hash::DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        hasher.finish()
+        let hash = Sha256::digest(&bytes);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash[..8]);
+        u64::from_be_bytes(first)
     }
 
     /// Checks the invariants listed in the module docs; `Err` names the first broken one.

@@ -39,6 +39,8 @@ pub const TABLE: &[(&str, Access)] = &[
         "/autoglm.v1.AdminService/TriggerSnapshot",
         Access::Roles(ADMIN),
     ),
+    // A backup holds token hashes and secret env values.
+    ("/autoglm.v1.AdminService/Backup", Access::Roles(ADMIN)),
     ("/autoglm.v1.AclService/Bootstrap", Access::Roles(ADMIN)),
     ("/autoglm.v1.AclService/CreateToken", Access::Roles(ADMIN)),
     ("/autoglm.v1.AclService/ListTokens", Access::Roles(ADMIN)),

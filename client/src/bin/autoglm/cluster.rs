@@ -37,6 +37,12 @@ pub enum ClusterCommand {
         #[arg(required = true)]
         ids: Vec<u64>,
     },
+    /// Write a backup of the cluster's state to FILE: every write acknowledged
+    /// before the call is in it (`autoglm-server restore` reads it).
+    Backup {
+        /// Where to write it; replaced only once the whole backup arrived.
+        file: std::path::PathBuf,
+    },
     /// Build a snapshot now and purge the log behind it, on every member or one.
     Snapshot {
         /// Only this replica (host:port).
@@ -236,6 +242,20 @@ pub async fn run(client: &Client, command: ClusterCommand, as_json: bool) -> Res
         }
         ClusterCommand::Remove { ids } => {
             print_membership_change(&client.remove(ids).await?, as_json)
+        }
+        ClusterCommand::Backup { file } => {
+            let b = client.backup(&file).await?;
+            if as_json {
+                println!("{}", output::json(&json!(b)));
+            } else {
+                println!(
+                    "backup {}: {} bytes up to log index {}, sha256 {}",
+                    b.path.display(),
+                    b.bytes,
+                    b.last_index,
+                    b.sha256
+                );
+            }
         }
         ClusterCommand::Snapshot { at } => {
             let targets = match at {

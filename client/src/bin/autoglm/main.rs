@@ -120,6 +120,7 @@ impl From<ClientError> for CliError {
             Some(Code::Unavailable | Code::DeadlineExceeded) => 3,
             Some(Code::ResourceExhausted) => 6,
             Some(Code::Unauthenticated | Code::PermissionDenied) => 7,
+            None if matches!(e, ClientError::File { .. }) => 1,
             None => 2,
             _ => 4,
         };
