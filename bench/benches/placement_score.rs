@@ -31,12 +31,7 @@ fn apply(state: &mut SchedulerState, index: &mut u64, command: Command) {
     *index += 1;
     state.apply(
         *index,
-        &Proposal {
-            at_ms: 1_000 + *index,
-            seed: *index,
-            command,
-            request: None,
-        },
+        &Proposal::new(1_000 + *index, *index, command, None),
     );
 }
 

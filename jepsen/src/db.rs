@@ -39,6 +39,8 @@ pub struct Replica {
     paused: bool,
     /// `faketime -f` spec of the running process, if it runs under one.
     pub faketime: Option<String>,
+    /// Runs the upgrade build (`Db::upgrade_bin_dir`) from its next start on.
+    pub upgraded: bool,
 }
 
 impl Replica {
@@ -70,14 +72,18 @@ struct AgentProc {
 pub struct Db {
     root: PathBuf,
     bin_dir: PathBuf,
+    /// Where the upgrade nemesis's newer `autoglm-server` lives.
+    upgrade_bin_dir: Option<PathBuf>,
     pub replicas: BTreeMap<String, Replica>,
     agents: BTreeMap<String, AgentProc>,
     next_id: u64,
 }
 
 impl Db {
-    /// Processes keep their data and logs under `root`; binaries come from `bin_dir`.
-    pub fn new(root: &Path, bin_dir: &Path) -> Result<Self> {
+    /// Processes keep their data and logs under `root`; binaries come from
+    /// `bin_dir`, and replicas upgraded by the upgrade nemesis run
+    /// `upgrade_bin_dir/autoglm-server`.
+    pub fn new(root: &Path, bin_dir: &Path, upgrade_bin_dir: Option<&Path>) -> Result<Self> {
         for bin in ["autoglm-server", "autoglm-agent"] {
             if !bin_dir.join(bin).exists() {
                 bail!(
@@ -86,10 +92,19 @@ impl Db {
                 );
             }
         }
+        if let Some(dir) = upgrade_bin_dir {
+            if !dir.join("autoglm-server").exists() {
+                bail!(
+                    "{} not found: build the upgrade build first (jepsen/build-upgrade.sh)",
+                    dir.join("autoglm-server").display()
+                );
+            }
+        }
         credentials::init(&root.join("tls"))?;
         Ok(Self {
             root: root.to_path_buf(),
             bin_dir: bin_dir.to_path_buf(),
+            upgrade_bin_dir: upgrade_bin_dir.map(Path::to_path_buf),
             replicas: BTreeMap::new(),
             agents: BTreeMap::new(),
             next_id: 1,
@@ -110,6 +125,7 @@ impl Db {
                 child: None,
                 paused: false,
                 faketime: None,
+                upgraded: false,
             },
         );
     }
@@ -144,6 +160,18 @@ impl Db {
         self.replicas
             .get(name)
             .with_context(|| format!("no replica host {name}"))
+    }
+
+    /// From its next start on, replica `name` runs the upgrade build.
+    pub fn mark_upgraded(&mut self, name: &str) -> Result<()> {
+        if self.upgrade_bin_dir.is_none() {
+            bail!("no upgrade build was given (--upgrade-bin-dir)");
+        }
+        self.replicas
+            .get_mut(name)
+            .with_context(|| format!("no replica host {name}"))?
+            .upgraded = true;
+        Ok(())
     }
 
     pub fn name_of_id(&self, id: u64) -> Option<String> {
@@ -187,11 +215,14 @@ impl Db {
         let data_dir = self.data_dir(name)?;
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir)?;
-        let bin = self.bin_dir.join("autoglm-server");
         let r = self
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
+        let bin = match (&self.upgrade_bin_dir, r.upgraded) {
+            (Some(dir), true) => dir.join("autoglm-server"),
+            _ => self.bin_dir.join("autoglm-server"),
+        };
         if r.child.is_some() {
             bail!("replica {name} is already running");
         }

@@ -37,6 +37,10 @@ struct CommonArgs {
     /// (default: this binary's own directory).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Directory of the newer `autoglm-server` the upgrade nemesis moves
+    /// replicas to (default: <bin dir>/upgrade, made by jepsen/build-upgrade.sh).
+    #[arg(long)]
+    upgrade_bin_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -97,13 +101,24 @@ fn options(
             other => anyhow::bail!("--workload: unknown workload '{other}' (queue, register)"),
         }
     }
+    let bin_dir = bin_dir(common)?;
+    let nemesis = nemesis::parse(nemesis_spec, nodes as usize)?;
+    let upgrade_bin_dir = match &common.upgrade_bin_dir {
+        Some(d) => Some(d.clone()),
+        None => Some(bin_dir.join("upgrade")).filter(|d| d.join("autoglm-server").exists()),
+    };
+    if nemesis.contains(&nemesis::Kind::Upgrade) && upgrade_bin_dir.is_none() {
+        anyhow::bail!(
+            "--nemesis: upgrade needs a second build of autoglm-server: run jepsen/build-upgrade.sh, or pass --upgrade-bin-dir"
+        );
+    }
     Ok(run::TestOptions {
         name: name.to_string(),
         nodes,
         agents: 3,
         zombies: 2,
         time: Duration::from_secs(time),
-        nemesis: nemesis::parse(nemesis_spec, nodes as usize)?,
+        nemesis,
         schedule: if time >= 300 {
             nemesis::ScheduleSettings::long()
         } else {
@@ -113,7 +128,8 @@ fn options(
         register,
         seed: common.seed.unwrap_or_else(rand::random),
         store: common.store.clone(),
-        bin_dir: bin_dir(common)?,
+        bin_dir,
+        upgrade_bin_dir,
         linearizable_limit: Duration::from_secs(60),
         drain: Duration::from_secs(90),
     })
@@ -136,10 +152,14 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
         }
         Mode::Smoke(common) => {
             // (name, faults, seconds, fixed seed for regression scenarios)
-            let suite: [(&str, &str, u64, Option<u64>); 7] = [
+            let suite: [(&str, &str, u64, Option<u64>); 8] = [
                 ("smoke-partition", "partition", 45, None),
                 ("smoke-kill", "kill", 50, None),
                 ("smoke-pause", "pause", 30, None),
+                // Every replica moved to the upgrade build one at a time under
+                // load, then the new entry format switched on
+                // (jepsen/build-upgrade.sh makes the build).
+                ("smoke-upgrade", "upgrade", 45, None),
                 (
                     "smoke-mixed",
                     "partition-halves,kill-leader,kill-leader-fast,pause-leader,clock,loss,membership",

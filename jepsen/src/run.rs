@@ -43,6 +43,8 @@ pub struct TestOptions {
     pub seed: u64,
     pub store: PathBuf,
     pub bin_dir: PathBuf,
+    /// The upgrade nemesis's newer build, if any.
+    pub upgrade_bin_dir: Option<PathBuf>,
     /// Time the linearizability search may take per history.
     pub linearizable_limit: Duration,
     /// How long the queue may take to drain after the faults.
@@ -80,7 +82,7 @@ async fn run_on_hosts(
 ) -> Result<Results> {
     let started = Instant::now();
     let git = report::git_rev();
-    let mut db = Db::new(dir, &opts.bin_dir)?;
+    let mut db = Db::new(dir, &opts.bin_dir, opts.upgrade_bin_dir.as_deref())?;
     for h in replica_hosts {
         db.add_replica_host(h);
     }

@@ -172,18 +172,18 @@ tasks:
         )?;
     }
 
-    let submit = Proposal {
-        at_ms: 1_000,
-        seed: 3,
-        command: Command::SubmitOwnedJob {
+    let submit = Proposal::new(
+        1_000,
+        3,
+        Command::SubmitOwnedJob {
             owner: "alice".into(),
             client_id: "c".into(),
             idempotency_key: "k".into(),
             tasks: vec![core_spec()],
             secret_env: BTreeMap::from([("t".to_string(), BTreeSet::new())]),
         },
-        request: Some(7),
-    };
+        Some(7),
+    );
     let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(2, 1), index);
     let append: openraft::raft::AppendEntriesRequest<TypeConfig> =
         openraft::raft::AppendEntriesRequest {

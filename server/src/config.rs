@@ -313,9 +313,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let f = write("node_id: 1\nraft:\n  heartbeat_ms: 40\n");
-        let e = load(Some(f.path()), flags())
-            .unwrap_err()
-            .to_string();
+        let e = load(Some(f.path()), flags()).unwrap_err().to_string();
         assert!(e.contains("heartbeat_ms"), "{e}");
     }
 
@@ -328,9 +326,7 @@ mod tests {
     #[test]
     fn inconsistent_timeouts_are_refused() {
         let f = write("node_id: 1\nraft:\n  heartbeat_interval_ms: 200\n");
-        let e = load(Some(f.path()), flags())
-            .unwrap_err()
-            .to_string();
+        let e = load(Some(f.path()), flags()).unwrap_err().to_string();
         assert!(e.contains("raft.heartbeat_interval_ms"), "{e}");
     }
 

@@ -21,7 +21,7 @@ use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::RaftMessage;
 use crate::scheduler::model::TaskState;
 use crate::scheduler::requests::RequestId;
-use crate::scheduler::{Command, Proposal, Response};
+use crate::scheduler::{format, settings, Command, Proposal, Response};
 
 /// How long a follower waits to apply up to a leader's read index.
 const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
@@ -108,6 +108,47 @@ impl Replica {
         }
     }
 
+    /// Whether every member (voters and learners) runs a build that reads
+    /// log-entry format `version`; `Err` names the first that does not, or
+    /// cannot be asked. Asked before the cluster's entry format is raised.
+    pub async fn members_read_entry_format(&self, version: u16) -> Result<(), String> {
+        if format::ENTRY_FORMAT_MAX < version {
+            return Err(format!(
+                "replica {} reads log entry formats up to {}, not {version}",
+                self.id,
+                format::ENTRY_FORMAT_MAX
+            ));
+        }
+        let members: Vec<(NodeId, String)> = {
+            let metrics = self.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect()
+        };
+        for (id, addr) in members {
+            match self.peers.hello(&addr, id).await {
+                Ok(max) if max >= version => {}
+                Ok(max) => {
+                    return Err(format!(
+                    "replica {id} at {addr} reads log entry formats up to {max}, not {version}: \
+                         upgrade it first"
+                ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "replica {id} at {addr} cannot be asked which formats it reads ({e}); \
+                         every member must answer before the format is raised"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.state.read().last_applied.map_or(0, |id| id.index)
     }
@@ -145,12 +186,16 @@ impl Replica {
             _ => {}
         }
         // Time and randomness enter the log here, on the leader, and nowhere else.
-        let proposal = Proposal {
-            at_ms: wall_clock_ms(),
-            seed: rand::random(),
-            command,
-            request,
+        let active = settings::count_value(&self.state.read().state, &settings::ENTRY_FORMAT);
+        #[allow(unused_mut)] // build B fills in a field of its newer format
+        let mut proposal = Proposal {
+            format: format::entry_format_to_write(active),
+            ..Proposal::new(wall_clock_ms(), rand::random(), command, request)
         };
+        #[cfg(feature = "format-next")]
+        if proposal.format >= 3 {
+            proposal.proposed_by = Some(self.id);
+        }
         match self.raft.client_write(proposal).await {
             Ok(written) => Ok(written.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f)),

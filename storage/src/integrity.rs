@@ -216,11 +216,7 @@ fn describe(index: Option<u64>) -> String {
     index.map_or("nothing (an empty store)".into(), |i| i.to_string())
 }
 
-fn verify_snapshot(
-    checker: &Checker,
-    db: &sled::Db,
-    v: &mut Verified,
-) -> Result<(), Damage> {
+fn verify_snapshot(checker: &Checker, db: &sled::Db, v: &mut Verified) -> Result<(), Damage> {
     let tree = checker.sled(db.open_tree(SNAPSHOT_TREE))?;
     let meta = checker.sled(tree.get(SNAPSHOT_META_KEY))?;
     let data = checker.sled(tree.get(SNAPSHOT_DATA_KEY))?;

@@ -6,6 +6,7 @@
 mod membership;
 mod network;
 mod process;
+mod upgrade;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub enum Kind {
     Clock,
     Loss,
     Membership,
+    Upgrade,
 }
 
 use Kind::*;
@@ -63,6 +65,7 @@ pub const ALL: &[Kind] = &[
     Clock,
     Loss,
     Membership,
+    Upgrade,
 ];
 
 impl Kind {
@@ -85,6 +88,7 @@ impl Kind {
             Clock => "clock",
             Loss => "loss",
             Membership => "membership",
+            Upgrade => "upgrade",
         }
     }
 
@@ -285,6 +289,7 @@ async fn start(
         PauseOne | PauseLeader | PauseMinority => process::pause(db, kind, rng).await,
         Clock => process::skew(db, rng).await,
         Membership => membership::remove(db, rng).await,
+        Upgrade => upgrade::step(db, rng).await,
     };
     match result {
         Ok((active, detail)) => {
@@ -354,7 +359,7 @@ fn with_phase(phase: &str, detail: Value) -> Value {
 }
 
 /// Running replicas, in name order.
-fn running(db: &Db) -> Vec<String> {
+pub(crate) fn running(db: &Db) -> Vec<String> {
     db.replicas
         .iter()
         .filter(|(_, r)| r.is_running())

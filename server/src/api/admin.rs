@@ -17,6 +17,7 @@ use super::{replica_status, FORWARDED_METADATA};
 use crate::raft::NodeId;
 use crate::replica::Replica;
 use crate::scheduler::limits::ADDRESS_LEN_MAX;
+use crate::scheduler::settings;
 use crate::security::Principal;
 
 /// How long a snapshot request waits for the snapshot to be written.
@@ -223,11 +224,21 @@ impl AdminService for AdminApi {
                 member.id
             )));
         }
-        self.replica
+        let reads = self
+            .replica
             .peers
             .hello(&member.addr, member.id)
             .await
             .map_err(|e| Status::failed_precondition(format!("member: {e}")))?;
+        let active =
+            settings::count_value(&self.replica.state.read().state, &settings::ENTRY_FORMAT);
+        if u64::from(reads) < active {
+            return Err(Status::failed_precondition(format!(
+                "member: replica {} reads log entry formats up to {reads} but the cluster writes {active}; \
+                 run the cluster's build on it",
+                member.id
+            )));
+        }
         let added = self
             .replica
             .raft

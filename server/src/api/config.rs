@@ -34,6 +34,14 @@ impl ConfigApi {
     ) -> Result<Applied, Status> {
         config_store::validate(&key, Some(&value)).map_err(Status::invalid_argument)?;
         settings::check(&key, &value).map_err(Status::invalid_argument)?;
+        if key == settings::ENTRY_FORMAT.key {
+            // Checked above: a whole number within the setting's range.
+            let version = value.parse::<u16>().unwrap_or(u16::MAX);
+            self.replica
+                .members_read_entry_format(version)
+                .await
+                .map_err(|e| Status::failed_precondition(format!("value: {e}")))?;
+        }
         let command = Command::SetConfig {
             key,
             value,

@@ -4,6 +4,7 @@ use autoglm_client::proto::{Member, Replication, Role, StatusResponse};
 use openraft::{Membership, ServerState};
 
 use crate::replica::Replica;
+use crate::scheduler::{format, settings};
 
 pub fn members(
     membership: &Membership<u64, openraft::BasicNode>,
@@ -63,11 +64,12 @@ pub fn status(replica: &Replica) -> StatusResponse {
         .map(|n| n.addr.clone())
         .unwrap_or_default();
     // Applied index and digest under one lock, so they describe the same state.
-    let (applied_index, state_digest) = {
+    let (applied_index, state_digest, entry_format) = {
         let applied = replica.state.read();
         (
             applied.last_applied.map(|id| id.index),
             applied.state.digest(),
+            settings::count_value(&applied.state, &settings::ENTRY_FORMAT) as u32,
         )
     };
     StatusResponse {
@@ -88,5 +90,7 @@ pub fn status(replica: &Replica) -> StatusResponse {
         state_digest,
         joint: membership.get_joint_config().len() > 1,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
+        entry_format_max: format::ENTRY_FORMAT_MAX.into(),
+        entry_format,
     }
 }

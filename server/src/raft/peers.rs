@@ -95,8 +95,9 @@ impl Peers {
     }
 
     /// Checks that `addr` is replica `expected` of this cluster, speaking our
-    /// protocol, before it is made a member.
-    pub async fn hello(&self, addr: &str, expected: u64) -> Result<(), PeerError> {
+    /// protocol, before it is made a member; returns the newest log-entry
+    /// format its build reads.
+    pub async fn hello(&self, addr: &str, expected: u64) -> Result<u16, PeerError> {
         let mut client = self.raft_client(addr)?;
         let request = HelloRequest {
             protocol_version: PROTOCOL_VERSION,
@@ -160,6 +161,6 @@ impl Peers {
                 actual: reply.node_id,
             });
         }
-        Ok(())
+        Ok(u16::try_from(reply.entry_format_max.max(1)).unwrap_or(u16::MAX))
     }
 }

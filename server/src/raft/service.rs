@@ -72,6 +72,7 @@ impl RaftService for RaftRpc {
             protocol_version: PROTOCOL_VERSION,
             cluster_name: self.replica.peers.cluster_name().to_string(),
             node_id: self.replica.id,
+            entry_format_max: crate::scheduler::format::ENTRY_FORMAT_MAX.into(),
         }))
     }
 

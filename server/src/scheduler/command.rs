@@ -4,17 +4,135 @@ use serde::{Deserialize, Serialize};
 
 use super::acl::TokenRecord;
 use super::config_store::ConfigEntry;
+use super::format;
 use super::model::{JobId, NodeCapacity, NodeName, TaskId, TaskSpec};
 
 /// One entry of the Raft log: a command plus what the leader supplies from
-/// the outside world: its wall-clock time and a random seed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// the outside world: its wall-clock time and a random seed. Encoded in the
+/// entry format it names ([`super::format`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proposal {
+    /// The entry format version it is written in.
+    pub format: u16,
     pub at_ms: u64,
     pub seed: u64,
     pub command: Command,
     /// Set on client writes: applied once however often it reaches the log.
     pub request: Option<super::requests::RequestId>,
+    /// Format 3: the replica that proposed it (build B of the rolling
+    /// upgrade test: a field that only a newer build knows).
+    #[cfg(feature = "format-next")]
+    pub proposed_by: Option<u64>,
+}
+
+impl Proposal {
+    /// A proposal in the default entry format.
+    pub fn new(
+        at_ms: u64,
+        seed: u64,
+        command: Command,
+        request: Option<super::requests::RequestId>,
+    ) -> Self {
+        Self {
+            format: format::ENTRY_FORMAT_DEFAULT,
+            at_ms,
+            seed,
+            command,
+            request,
+            #[cfg(feature = "format-next")]
+            proposed_by: None,
+        }
+    }
+}
+
+impl Serialize for Proposal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeTuple};
+        if self.format > format::ENTRY_FORMAT_MAX {
+            return Err(S::Error::custom(format!(
+                "entry format {} is newer than this build writes ({})",
+                self.format,
+                format::ENTRY_FORMAT_MAX
+            )));
+        }
+        let tagged = self.format >= format::ENTRY_FORMAT_TAGGED;
+        let mut t = serializer.serialize_tuple(7)?;
+        if tagged {
+            t.serialize_element(&format::VERSIONED_TAG)?;
+            t.serialize_element(&self.format)?;
+        }
+        t.serialize_element(&self.at_ms)?;
+        t.serialize_element(&self.seed)?;
+        t.serialize_element(&self.command)?;
+        t.serialize_element(&self.request)?;
+        #[cfg(feature = "format-next")]
+        if self.format >= 3 {
+            t.serialize_element(&self.proposed_by)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_tuple(7, ProposalVisitor)
+    }
+}
+
+struct ProposalVisitor;
+
+fn required<T, E: serde::de::Error>(value: Option<T>, what: &str) -> Result<T, E> {
+    value.ok_or_else(|| E::custom(format!("proposal: no {what}")))
+}
+
+impl<'de> serde::de::Visitor<'de> for ProposalVisitor {
+    type Value = Proposal;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a proposal of a known entry format")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Proposal, A::Error> {
+        use serde::de::Error;
+        let first: u64 = required(seq.next_element()?, "first field")?;
+        let (format, at_ms) = if first == format::VERSIONED_TAG {
+            let version: u16 = required(seq.next_element()?, "format")?;
+            if !(format::ENTRY_FORMAT_TAGGED..=format::ENTRY_FORMAT_MAX).contains(&version) {
+                // postcard drops a custom error's text: say it here too.
+                tracing::error!(
+                    version,
+                    reads_up_to = format::ENTRY_FORMAT_MAX,
+                    "a log entry of a format this build does not read: upgrade this replica"
+                );
+                return Err(A::Error::custom(format!(
+                    "log entry format {version} is not one this build reads (up to {}): \
+                     upgrade this replica to the build the rest of the cluster runs",
+                    format::ENTRY_FORMAT_MAX
+                )));
+            }
+            (version, required(seq.next_element()?, "at_ms")?)
+        } else {
+            (1, first)
+        };
+        let seed = required(seq.next_element()?, "seed")?;
+        let command = required(seq.next_element()?, "command")?;
+        let request = required(seq.next_element()?, "request")?;
+        #[cfg(feature = "format-next")]
+        let proposed_by = if format >= 3 {
+            required(seq.next_element()?, "proposed_by")?
+        } else {
+            None
+        };
+        Ok(Proposal {
+            format,
+            at_ms,
+            seed,
+            command,
+            request,
+            #[cfg(feature = "format-next")]
+            proposed_by,
+        })
+    }
 }
 
 /// An attempt's report from its agent.

@@ -7,6 +7,7 @@ pub mod acl;
 mod attempts;
 pub mod command;
 pub mod config_store;
+pub mod format;
 pub mod jobs;
 pub mod limits;
 pub mod model;

@@ -130,6 +130,18 @@ pub const SECRET_ENV_PATTERNS: Setting = Setting {
     default: Default::Text("*_TOKEN,*_KEY,*_SECRET,*_PASSWORD,*_CREDENTIALS"),
 };
 
+/// The log-entry format leaders write ([`super::format`]). Raised by an
+/// operator once every replica runs a build that reads the new version; the
+/// API checks each member before it proposes the change.
+pub const ENTRY_FORMAT: Setting = Setting {
+    key: "cluster/entry_format",
+    kind: count(
+        super::format::ENTRY_FORMAT_DEFAULT as u64,
+        super::format::ENTRY_FORMAT_LIMIT as u64,
+    ),
+    default: Default::Number(super::format::ENTRY_FORMAT_DEFAULT as f64),
+};
+
 /// Every setting, for the API, the docs and the tests.
 pub const SETTINGS: &[Setting] = &[
     POLICY,
@@ -144,6 +156,7 @@ pub const SETTINGS: &[Setting] = &[
     PAYLOAD_BYTES_MAX,
     NODE_REMOVE_AFTER_MS,
     SECRET_ENV_PATTERNS,
+    ENTRY_FORMAT,
 ];
 
 pub fn setting(key: &str) -> Option<&'static Setting> {

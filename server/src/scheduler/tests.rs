@@ -78,12 +78,7 @@ impl Harness {
 
     pub fn apply(&mut self, command: Command) -> Response {
         self.now += 10;
-        let p = Proposal {
-            at_ms: self.now,
-            seed: self.now * 31,
-            command,
-            request: None,
-        };
+        let p = Proposal::new(self.now, self.now * 31, command, None);
         self.log.push(p.clone());
         let r = self.state.apply(self.log.len() as u64, &p);
         self.state
@@ -607,15 +602,17 @@ proptest! {
 #[test]
 fn time_never_goes_backwards() {
     let mut s = SchedulerState::default();
-    let put = |at_ms| Proposal {
-        at_ms,
-        seed: 0,
-        command: Command::ConfigPut {
-            key: "a".into(),
-            value: "1".into(),
-            expected_version: None,
-        },
-        request: None,
+    let put = |at_ms| {
+        Proposal::new(
+            at_ms,
+            0,
+            Command::ConfigPut {
+                key: "a".into(),
+                value: "1".into(),
+                expected_version: None,
+            },
+            None,
+        )
     };
     s.apply(1, &put(100));
     s.apply(2, &put(50));
@@ -675,27 +672,22 @@ fn backoff_is_judged_by_the_leaders_clock_not_the_last_entry() {
         "placed once the leader's clock passed the backoff"
     );
     // The Assign entry carries the leader's time, so apply agrees.
-    let p = Proposal {
-        at_ms: not_before,
-        seed: 1,
-        command: Command::Assign { assignments: batch },
-        request: None,
-    };
+    let p = Proposal::new(not_before, 1, Command::Assign { assignments: batch }, None);
     h.state.apply(1_000, &p);
     assert_eq!(h.state_of(id), TaskState::Assigned);
 }
 
 fn config_put(value: &str, request: Option<u128>) -> Proposal {
-    Proposal {
-        at_ms: 1,
-        seed: 0,
-        command: Command::ConfigPut {
+    Proposal::new(
+        1,
+        0,
+        Command::ConfigPut {
             key: "k".into(),
             value: value.into(),
             expected_version: None,
         },
         request,
-    }
+    )
 }
 
 #[test]

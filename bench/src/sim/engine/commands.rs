@@ -28,12 +28,7 @@ impl Sim {
         let seed = self.rng.next_u64();
         self.state.apply(
             self.index,
-            &Proposal {
-                at_ms: self.now / 1000,
-                seed,
-                command: command.clone(),
-                request: None,
-            },
+            &Proposal::new(self.now / 1000, seed, command.clone(), None),
         )
     }
 

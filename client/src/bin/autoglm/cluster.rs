@@ -109,6 +109,7 @@ fn status_json(addr: &str, s: &StatusResponse) -> serde_json::Value {
         "committed_index": s.committed_index, "applied_index": s.applied_index,
         "snapshot_index": s.snapshot_index, "purged_index": s.purged_index, "state_digest": format!("{:016x}", s.state_digest),
         "joint": s.joint, "millis_since_quorum_ack": s.millis_since_quorum_ack,
+        "entry_format": s.entry_format, "entry_format_max": s.entry_format_max,
         "replication": s.replication.iter().map(|r| json!({"id": r.id, "matched_index": r.matched_index, "lag": r.lag})).collect::<Vec<_>>(),
         "voters": members_json(&s.voters, &s.learners)["voters"], "learners": members_json(&s.voters, &s.learners)["learners"],
     })
@@ -181,6 +182,7 @@ async fn status(client: &Client, as_json: bool) -> Result<(), CliError> {
                 opt(s.snapshot_index),
                 opt(lag_of(s.id)),
                 format!("{:016x}", s.state_digest),
+                format!("{}/{}", s.entry_format, s.entry_format_max),
             ],
             Err(e) => {
                 let mut row = vec![
@@ -188,7 +190,7 @@ async fn status(client: &Client, as_json: bool) -> Result<(), CliError> {
                     m.addr.clone(),
                     format!("unreachable: {e}"),
                 ];
-                row.extend(std::iter::repeat_n("-".to_string(), 8));
+                row.extend(std::iter::repeat_n("-".to_string(), 9));
                 row
             }
         })
@@ -205,6 +207,7 @@ async fn status(client: &Client, as_json: bool) -> Result<(), CliError> {
         "SNAPSHOT",
         "LAG",
         "DIGEST",
+        "FORMAT",
     ];
     println!("{}", output::table(&header, rows));
     Ok(())

@@ -1,0 +1,44 @@
+//! Versions of the log-entry format, so replicas of two builds can share one
+//! log during a rolling upgrade.
+//!
+//! Every proposal carries the format version it is written in
+//! ([`super::Proposal`]'s encoding starts with a tag and the version). A build
+//! reads every version up to [`ENTRY_FORMAT_MAX`]; a leader writes the
+//! cluster's *active* version, the setting [`super::settings::ENTRY_FORMAT`],
+//! which an operator raises only once every replica runs a build that reads
+//! it (the API checks each member before it proposes the change). So during
+//! a rolling upgrade the new build writes what the old one reads, and after
+//! it the new format is switched on at once, everywhere.
+//!
+//! | version | written by | layout |
+//! |---|---|---|
+//! | 1 | releases before versioning | at_ms, seed, command, request (no tag) |
+//! | 2 | this release | tag, 2, at_ms, seed, command, request |
+//! | 3 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 2, then `proposed_by` |
+
+/// The tag that starts a versioned proposal: a first field no unversioned
+/// proposal can have (its first field is a wall-clock time in ms).
+pub const VERSIONED_TAG: u64 = u64::MAX;
+
+/// The first version that carries the tag.
+pub const ENTRY_FORMAT_TAGGED: u16 = 2;
+
+/// What a cluster writes until an operator raises it.
+pub const ENTRY_FORMAT_DEFAULT: u16 = 2;
+
+/// The newest entry format this build reads and may write.
+#[cfg(not(feature = "format-next"))]
+pub const ENTRY_FORMAT_MAX: u16 = 2;
+#[cfg(feature = "format-next")]
+pub const ENTRY_FORMAT_MAX: u16 = 3;
+
+/// The highest version the setting may ever name, in any build: `apply`
+/// must not depend on the build, or replicas of two builds would disagree on
+/// whether a write was valid.
+pub const ENTRY_FORMAT_LIMIT: u16 = 1000;
+
+/// The version a leader of this build writes when the cluster's active
+/// version is `active`.
+pub fn entry_format_to_write(active: u64) -> u16 {
+    (active.clamp(ENTRY_FORMAT_DEFAULT as u64, ENTRY_FORMAT_MAX as u64)) as u16
+}

@@ -1,0 +1,205 @@
+//! Every persisted and replicated format a release wrote stays readable.
+//! `tests/fixtures/` holds bytes written by releases: log entries of each
+//! entry format, a snapshot, a backup. They are never regenerated: a new
+//! format adds new fixtures, and the old ones must still decode to the same
+//! values and the same state digest. A missing fixture is written by running
+//! this test with `WRITE_MISSING_FIXTURES=1` (then committed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use autoglm_server::raft::TypeConfig;
+use autoglm_server::scheduler::model::{Payload, Resources, RetryPolicy, TaskSpec};
+use autoglm_server::scheduler::{Command, Proposal, SchedulerState};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The committed bytes of fixture `name`; `current` is what this build
+/// writes for it, written to disk only when missing and asked to.
+fn committed(name: &str, current: &[u8]) -> Vec<u8> {
+    let path = fixture(name);
+    if !path.exists() && std::env::var_os("WRITE_MISSING_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, current).unwrap();
+    }
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} is missing ({e}); write it with WRITE_MISSING_FIXTURES=1 and commit it",
+            path.display()
+        )
+    })
+}
+
+fn spec(name: &str) -> TaskSpec {
+    TaskSpec {
+        name: name.into(),
+        model: Some("llama-3-8b".into()),
+        input_tokens: 10,
+        max_output_tokens: 10,
+        resources: Resources {
+            gpus: 1,
+            gpu_memory_mb: 1_000,
+            cpu_millis: 100,
+            memory_mb: 100,
+        },
+        priority: 50,
+        labels: BTreeMap::from([("team".to_string(), "vision".to_string())]),
+        attempt_timeout_ms: 60_000,
+        retry: RetryPolicy::default(),
+        payload: Payload::Sim { service_ms: 10 },
+        depends_on: Vec::new(),
+    }
+}
+
+/// The commands every fixture is made of, in log order.
+fn commands() -> Vec<Command> {
+    vec![
+        Command::SubmitOwnedJob {
+            owner: "alice".into(),
+            client_id: "c".into(),
+            idempotency_key: "key-1".into(),
+            tasks: vec![spec("train"), spec("eval")],
+            secret_env: BTreeMap::from([("train".to_string(), BTreeSet::new())]),
+        },
+        Command::SetConfig {
+            key: "placement/policy".into(),
+            value: "least-outstanding".into(),
+            expected_version: None,
+        },
+        Command::ConfigPut {
+            key: "kv/app".into(),
+            value: "v".into(),
+            expected_version: None,
+        },
+    ]
+}
+
+fn proposal(format: u16, i: usize, command: Command) -> Proposal {
+    Proposal {
+        format,
+        ..Proposal::new(1_000 + i as u64, 7 * i as u64, command, Some(i as u128 + 1))
+    }
+}
+
+fn entries(format: u16) -> Vec<Entry<TypeConfig>> {
+    commands()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), i as u64 + 1),
+            payload: EntryPayload::Normal(proposal(format, i, c)),
+        })
+        .collect()
+}
+
+fn state() -> SchedulerState {
+    let mut s = SchedulerState::default();
+    for (i, e) in entries(2).iter().enumerate() {
+        if let EntryPayload::Normal(p) = &e.payload {
+            s.apply(i as u64 + 1, p);
+        }
+    }
+    s
+}
+
+#[test]
+fn log_entries_of_every_entry_format_decode() {
+    for format in [1u16, 2] {
+        let expected = entries(format);
+        let bytes = committed(
+            &format!("entries-format-{format}.bin"),
+            &postcard::to_stdvec(&expected).unwrap(),
+        );
+        let decoded: Vec<Entry<TypeConfig>> = postcard::from_bytes(&bytes)
+            .unwrap_or_else(|e| panic!("entry format {format} no longer decodes: {e}"));
+        assert_eq!(decoded, expected, "entry format {format}");
+        // This build writes the same bytes for the same version.
+        assert_eq!(postcard::to_stdvec(&decoded).unwrap(), bytes);
+    }
+}
+
+/// The proposal as releases before entry formats wrote it: serde's derived
+/// encoding of these four fields.
+#[derive(serde::Serialize)]
+struct ProposalBeforeVersions {
+    at_ms: u64,
+    seed: u64,
+    command: Command,
+    request: Option<u128>,
+}
+
+#[test]
+fn format_1_is_the_encoding_of_releases_before_versions() {
+    for (i, c) in commands().into_iter().enumerate() {
+        let old = ProposalBeforeVersions {
+            at_ms: 1_000 + i as u64,
+            seed: 7 * i as u64,
+            command: c.clone(),
+            request: Some(i as u128 + 1),
+        };
+        assert_eq!(
+            postcard::to_stdvec(&old).unwrap(),
+            postcard::to_stdvec(&proposal(1, i, c)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn an_entry_of_a_newer_format_is_refused() {
+    let mut bytes = postcard::to_stdvec(&entries(2)[0]).unwrap();
+    // The version follows the tag (a varint of ten bytes for u64::MAX) and
+    // the entry's log id; find the tag and bump the version after it.
+    let tag = [0xff; 9];
+    let at = bytes
+        .windows(9)
+        .position(|w| w == tag)
+        .expect("the tag is in the entry")
+        + 10;
+    bytes[at] = 99;
+    assert!(
+        postcard::from_bytes::<Entry<TypeConfig>>(&bytes).is_err(),
+        "an entry of format 99 decoded"
+    );
+}
+
+#[test]
+fn the_snapshot_and_backup_of_a_release_restore_with_the_same_digest() {
+    let state = state();
+    let digest = format!("{:016x}", state.digest());
+    let committed_digest = committed("state-digest.txt", digest.as_bytes());
+    let expected = String::from_utf8(committed_digest).unwrap();
+    assert_eq!(
+        digest, expected,
+        "the digest of the same state changed: replicas of two builds would disagree"
+    );
+    let applied = autoglm_storage::Applied {
+        last_applied: Some(LogId::new(CommittedLeaderId::new(3, 1), 3)),
+        membership: Default::default(),
+        state,
+    };
+    let snapshot = committed(
+        "snapshot-format-3.bin",
+        &autoglm_storage::codec::encode_snapshot(&applied).unwrap(),
+    );
+    let restored =
+        autoglm_storage::state_machine::decode_snapshot::<TypeConfig, SchedulerState>(&snapshot)
+            .unwrap();
+    assert_eq!(format!("{:016x}", restored.state.digest()), expected);
+
+    let backup = committed(
+        "backup-format-1.bin",
+        &autoglm_storage::backup::encode_backup("fixtures", 1, 1_700_000_000_000, &applied)
+            .unwrap()
+            .unwrap(),
+    );
+    let (header, restored) =
+        autoglm_storage::backup::decode_backup::<TypeConfig, SchedulerState>(&backup).unwrap();
+    assert_eq!(header.cluster_name, "fixtures");
+    assert_eq!(header.last_log_id.index, 3);
+    assert_eq!(format!("{:016x}", restored.state.digest()), expected);
+}
