@@ -355,6 +355,25 @@ impl LocalCluster {
         Ok(files.yaml_section())
     }
 
+    /// SIGTERM (a graceful stop), then waits up to `timeout` for the exit;
+    /// the exit status, or `None` if it still runs (then it is killed).
+    pub async fn terminate(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let pid = self.pid(id)?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = self.wait_exit(id, timeout).await;
+        if status.is_none() {
+            self.kill(id);
+        }
+        status
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut child) = self.replicas.get_mut(&id).and_then(|r| r.child.take()) {
@@ -638,6 +657,8 @@ pub struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
     failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The first few failures' messages, for test output.
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
     prefix: String,
 }
@@ -648,10 +669,12 @@ impl Writer {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (s, a, f, p) = (
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, a, f, e, p) = (
             stop.clone(),
             acked.clone(),
             failed.clone(),
+            errors.clone(),
             prefix.to_string(),
         );
         let task = tokio::spawn(async move {
@@ -662,8 +685,12 @@ impl Writer {
                     .await
                 {
                     Ok(_) => a.lock().unwrap_or_else(|e| e.into_inner()).push(n),
-                    Err(_) => {
+                    Err(err) => {
                         f.fetch_add(1, Ordering::Relaxed);
+                        let mut e = e.lock().unwrap_or_else(|e| e.into_inner());
+                        if e.len() < 10 {
+                            e.push(format!("write {n}: {err}"));
+                        }
                     }
                 }
                 n += 1;
@@ -673,6 +700,7 @@ impl Writer {
             stop,
             acked,
             failed,
+            errors,
             task,
             prefix: prefix.to_string(),
         }
@@ -685,6 +713,14 @@ impl Writer {
     /// Writes that failed or whose outcome is unknown (never acknowledged).
     pub fn failed_count(&self) -> u64 {
         self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The first failures' messages.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits until `more` further writes have been acknowledged.

@@ -49,6 +49,8 @@ pub enum ReplicaError {
     Stopped(String),
     #[error("{reason}; retry after {retry_after_ms} ms")]
     Throttled { reason: String, retry_after_ms: u64 },
+    #[error("this replica is stopping; retry on another")]
+    Stopping,
 }
 
 pub struct Replica {
@@ -58,6 +60,9 @@ pub struct Replica {
     pub peers: Arc<Peers>,
     pub committed: CommittedIndex,
     pub admission: Admission,
+    /// Set when the replica stops on request (SIGTERM): it takes no more
+    /// writes or reads, and a leader hands over (server/src/raft/handoff.rs).
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch; stamped on proposals by the leader.
@@ -149,6 +154,24 @@ impl Replica {
         Ok(())
     }
 
+    /// Raft stopped under a call: on a replica that is stopping on request
+    /// the call may be retried elsewhere (request ids make writes apply
+    /// once); otherwise it is a fault.
+    fn fatal(&self, f: openraft::error::Fatal<NodeId>) -> ReplicaError {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            ReplicaError::Stopping
+        } else {
+            ReplicaError::Stopped(f.to_string())
+        }
+    }
+
+    fn check_not_stopping(&self) -> Result<(), ReplicaError> {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ReplicaError::Stopping);
+        }
+        Ok(())
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.state.read().last_applied.map_or(0, |id| id.index)
     }
@@ -176,6 +199,7 @@ impl Replica {
         command: Command,
         request: Option<RequestId>,
     ) -> Result<Response, ReplicaError> {
+        self.check_not_stopping()?;
         match &command {
             Command::SubmitJob {
                 client_id, tasks, ..
@@ -202,7 +226,7 @@ impl Replica {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(
                 ReplicaError::Stopped(format!("unexpected membership error for a command: {e}")),
             ),
-            Err(RaftError::Fatal(f)) => Err(ReplicaError::Stopped(f.to_string())),
+            Err(RaftError::Fatal(f)) => Err(self.fatal(f)),
         }
     }
 
@@ -321,6 +345,7 @@ impl Replica {
     /// leader's log, so waiting until its whole log is applied is safe; it
     /// costs a read the commit of writes in flight.
     pub async fn read_index_local(&self) -> Result<u64, ReplicaError> {
+        self.check_not_stopping()?;
         match self.raft.get_read_log_id().await {
             Ok((read_log_id, _applied)) => {
                 let last_log = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
@@ -330,7 +355,7 @@ impl Replica {
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
                 Err(ReplicaError::NoQuorum)
             }
-            Err(RaftError::Fatal(f)) => Err(ReplicaError::Stopped(f.to_string())),
+            Err(RaftError::Fatal(f)) => Err(self.fatal(f)),
         }
     }
 

@@ -50,9 +50,10 @@ pub fn replica_status(e: ReplicaError) -> Status {
             }
             status
         }
-        ReplicaError::NoLeader | ReplicaError::NoQuorum | ReplicaError::Forward { .. } => {
-            Status::unavailable(e.to_string())
-        }
+        ReplicaError::NoLeader
+        | ReplicaError::NoQuorum
+        | ReplicaError::Forward { .. }
+        | ReplicaError::Stopping => Status::unavailable(e.to_string()),
         ReplicaError::Timeout { .. } => Status::unavailable(e.to_string()),
         ReplicaError::Throttled { retry_after_ms, .. } => {
             let mut status = Status::resource_exhausted(e.to_string());

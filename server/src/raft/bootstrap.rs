@@ -55,6 +55,9 @@ pub enum StartError {
     Tls(String),
 }
 
+/// How long a stopping follower lets calls in flight finish.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
 /// A started replica; `serve` runs it until shutdown.
 pub struct Running {
     pub replica: Arc<Replica>,
@@ -64,6 +67,8 @@ pub struct Running {
     scheduler: SchedulerSettings,
     /// The listener's TLS; `None` only under --insecure.
     tls: Option<ServerTls>,
+    /// openraft's leader lease: `raft.election_timeout_max_ms`.
+    leader_lease: Duration,
 }
 
 async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, StartError> {
@@ -159,6 +164,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         peers,
         committed,
         admission: Default::default(),
+        stopping: Default::default(),
     });
     Ok(Running {
         replica,
@@ -167,6 +173,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         max_message_bytes,
         scheduler: config.scheduler.clone(),
         tls,
+        leader_lease: Duration::from_millis(config.raft.election_timeout_max_ms),
     })
 }
 
@@ -229,14 +236,38 @@ impl Running {
         let grpc = tokio::spawn(async move { grpc.await.map_err(|e| format!("grpc server: {e}")) });
 
         shutdown.await;
+        let stop_started = std::time::Instant::now();
         tracing::info!("shutting down");
         supervisor.abort();
-        let _ = stop_tx.send(true);
-        let stopped = replica
-            .raft
-            .shutdown()
-            .await
-            .map_err(|e| format!("raft shutdown: {e}"));
+        // A leader hands over while its port still answers (UNAVAILABLE, so
+        // clients retry elsewhere). Anyone else stops taking calls and lets
+        // the ones in flight finish before Raft stops under them.
+        let stopped = if replica.is_leader() {
+            let started = std::time::Instant::now();
+            let handed = super::handoff::step_down(&replica, &hub, self.leader_lease).await;
+            tracing::info!(
+                successor = ?handed.successor,
+                caught_up = handed.caught_up,
+                took_ms = started.elapsed().as_millis() as u64,
+                "stepped down"
+            );
+            let _ = stop_tx.send(true);
+            Ok(())
+        } else {
+            replica
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Release);
+            let _ = stop_tx.send(true);
+            // Long-lived streams (watches) would hold it forever: bounded.
+            while !grpc.is_finished() && stop_started.elapsed() < DRAIN_WAIT {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            replica
+                .raft
+                .shutdown()
+                .await
+                .map_err(|e| format!("raft shutdown: {e}"))
+        };
         let (g, h) = (grpc.await, http.await);
         g.map_err(|e| e.to_string())??;
         h.map_err(|e| e.to_string())??;

@@ -2,6 +2,7 @@
 //! replicas and the service that receives it, and the replica bootstrap.
 
 pub mod bootstrap;
+pub mod handoff;
 pub mod network;
 pub mod offline;
 pub mod peers;

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use super::handoff::{campaign_later, HandOff};
 use super::PROTOCOL_VERSION;
 use crate::raft_proto::raft_service_server::RaftService;
 use crate::raft_proto::{HelloRequest, HelloResponse, RaftMessage};
@@ -112,5 +113,14 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<RaftMessage>, Status> {
         let () = self.open(request.get_ref())?;
         self.seal(&self.replica.read_index_local().await)
+    }
+
+    async fn hand_off(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let handoff: HandOff = self.open(request.get_ref())?;
+        campaign_later(self.replica.clone(), handoff);
+        self.seal(&())
     }
 }
