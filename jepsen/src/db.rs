@@ -162,6 +162,56 @@ impl Db {
             .with_context(|| format!("no replica host {name}"))
     }
 
+    /// The `autoglm-server` replica `name` runs: the upgrade build once it
+    /// was upgraded.
+    pub fn server_bin(&self, name: &str) -> Result<PathBuf> {
+        let r = self.replica(name)?;
+        Ok(match (&self.upgrade_bin_dir, r.upgraded) {
+            (Some(dir), true) => dir.join("autoglm-server"),
+            _ => self.bin_dir.join("autoglm-server"),
+        })
+    }
+
+    /// Waits up to `timeout` for replica `name`'s process to exit by itself;
+    /// its exit code (`-1` for a signal), or `None` if it still runs.
+    pub fn wait_replica_exit(
+        &mut self,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<i32>> {
+        let r = self
+            .replicas
+            .get_mut(name)
+            .with_context(|| format!("no replica host {name}"))?;
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            let Some(child) = r.child.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(status) = child.try_wait()? {
+                r.child = None;
+                return Ok(Some(status.code().unwrap_or(-1)));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
+    /// The last line replica `name`'s latest process wrote.
+    pub fn last_log_line(&self, name: &str) -> Result<String> {
+        let r = self.replica(name)?;
+        let log = self
+            .root
+            .join(name)
+            .join(format!("replica.{}.log", r.starts));
+        Ok(std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// From its next start on, replica `name` runs the upgrade build.
     pub fn mark_upgraded(&mut self, name: &str) -> Result<()> {
         if self.upgrade_bin_dir.is_none() {
@@ -215,14 +265,11 @@ impl Db {
         let data_dir = self.data_dir(name)?;
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir)?;
+        let bin = self.server_bin(name)?;
         let r = self
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
-        let bin = match (&self.upgrade_bin_dir, r.upgraded) {
-            (Some(dir), true) => dir.join("autoglm-server"),
-            _ => self.bin_dir.join("autoglm-server"),
-        };
         if r.child.is_some() {
             bail!("replica {name} is already running");
         }
@@ -260,6 +307,30 @@ impl Db {
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
         if let Some(child) = r.child.take() {
+            kill_group(child);
+        }
+        r.paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM (a graceful stop: a leader hands over), then SIGKILL if it
+    /// has not exited within 10 s. A paused process is resumed first.
+    pub fn stop_replica(&mut self, name: &str) -> Result<()> {
+        let r = self
+            .replicas
+            .get_mut(name)
+            .with_context(|| format!("no replica host {name}"))?;
+        if let Some(mut child) = r.child.take() {
+            if r.paused {
+                signal_group(&child, Signal::SIGCONT);
+            }
+            signal_group(&child, Signal::SIGTERM);
+            for _ in 0..1000 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             kill_group(child);
         }
         r.paused = false;

@@ -152,7 +152,7 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
         }
         Mode::Smoke(common) => {
             // (name, faults, seconds, fixed seed for regression scenarios)
-            let suite: [(&str, &str, u64, Option<u64>); 8] = [
+            let suite: [(&str, &str, u64, Option<u64>); 9] = [
                 ("smoke-partition", "partition", 45, None),
                 ("smoke-kill", "kill", 50, None),
                 ("smoke-pause", "pause", 30, None),
@@ -160,6 +160,8 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
                 // load, then the new entry format switched on
                 // (jepsen/build-upgrade.sh makes the build).
                 ("smoke-upgrade", "upgrade", 45, None),
+                // Damaged stores refuse to start (exit 3) and rejoin wiped.
+                ("smoke-disk", "disk", 40, None),
                 (
                     "smoke-mixed",
                     "partition-halves,kill-leader,kill-leader-fast,pause-leader,clock,loss,membership",

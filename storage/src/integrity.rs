@@ -382,32 +382,62 @@ pub(crate) fn write_watermark(dir: &Path, committed: u64) -> std::io::Result<()>
     std::fs::rename(&tmp, dir.join(WATERMARK_FILE))
 }
 
+enum WatermarkMessage {
+    Advance(u64),
+    /// Write the latest value now and answer.
+    Sync(mpsc::Sender<()>),
+}
+
 /// Moves the watermark forward from a background thread, at most every
 /// [`WATERMARK_PERIOD`], always ending on the latest value it was given.
-#[derive(Debug, Clone)]
-pub(crate) struct WatermarkWriter {
-    tx: mpsc::Sender<u64>,
+#[derive(Clone)]
+pub struct WatermarkWriter {
+    tx: mpsc::Sender<WatermarkMessage>,
+}
+
+impl std::fmt::Debug for WatermarkMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Advance(i) => write!(f, "Advance({i})"),
+            Self::Sync(_) => f.write_str("Sync"),
+        }
+    }
 }
 
 impl WatermarkWriter {
     pub(crate) fn spawn(dir: PathBuf, start: Option<u64>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<u64>();
+        let (tx, rx) = mpsc::channel::<WatermarkMessage>();
         std::thread::Builder::new()
             .name("watermark".into())
             .spawn(move || {
                 let mut written = start;
-                while let Ok(mut next) = rx.recv() {
-                    while let Ok(more) = rx.try_recv() {
-                        next = next.max(more);
-                    }
-                    if written.is_some_and(|w| w >= next) {
-                        continue;
-                    }
+                let mut latest = start;
+                let write = |written: &mut Option<u64>, latest: Option<u64>| {
+                    let Some(next) = latest.filter(|l| written.is_none_or(|w| w < *l)) else {
+                        return;
+                    };
                     match write_watermark(&dir, next) {
-                        Ok(()) => written = Some(next),
-                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot write the watermark"),
+                        Ok(()) => *written = Some(next),
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the watermark")
+                        }
                     }
-                    std::thread::sleep(WATERMARK_PERIOD);
+                };
+                while let Ok(first) = rx.recv() {
+                    let mut syncs = Vec::new();
+                    for message in std::iter::once(first).chain(rx.try_iter()) {
+                        match message {
+                            WatermarkMessage::Advance(i) => latest = latest.max(Some(i)),
+                            WatermarkMessage::Sync(ack) => syncs.push(ack),
+                        }
+                    }
+                    write(&mut written, latest);
+                    if syncs.is_empty() {
+                        std::thread::sleep(WATERMARK_PERIOD);
+                    }
+                    for ack in syncs {
+                        let _ = ack.send(());
+                    }
                 }
             })?;
         Ok(Self { tx })
@@ -415,6 +445,15 @@ impl WatermarkWriter {
 
     pub(crate) fn advance(&self, committed: u64) {
         // The thread ends only with the last sender; nothing to do if gone.
-        let _ = self.tx.send(committed);
+        let _ = self.tx.send(WatermarkMessage::Advance(committed));
+    }
+
+    /// Writes the latest value now; for a clean stop, so the watermark
+    /// covers everything the store holds.
+    pub fn sync(&self) {
+        let (ack, done) = mpsc::channel();
+        if self.tx.send(WatermarkMessage::Sync(ack)).is_ok() {
+            let _ = done.recv_timeout(Duration::from_secs(5));
+        }
     }
 }

@@ -30,7 +30,7 @@ use std::path::Path;
 use openraft::{BasicNode, Entry, RaftTypeConfig};
 
 pub use identity::{DataDirIdentity, IdentityError};
-use integrity::WatermarkWriter;
+pub use integrity::WatermarkWriter;
 pub use integrity::{Damage, Verified};
 pub use log_store::LogStore;
 pub use state_machine::{Applied, SharedState, StateMachine, StateMachineStore};

@@ -91,6 +91,11 @@ impl<C: StoredTypeConfig> LogStore<C> {
         (index != NONE_INDEX).then_some(index)
     }
 
+    /// The writer of this store's watermark, to sync it at a clean stop.
+    pub fn watermark(&self) -> WatermarkWriter {
+        self.watermark.clone()
+    }
+
     /// A handle that reads [`Self::committed_index`] from elsewhere.
     pub fn committed_watch(&self) -> CommittedIndex {
         CommittedIndex(self.committed.clone())

@@ -3,7 +3,8 @@
 //! restarted process still holds every entry its predecessor knew committed
 //! (each Raft id on its own: a wiped replica comes back under a new id); every replica ends with the
 //! same state digest at the same applied index; no process panicked; and
-//! every fault that was asked for really happened.
+//! every fault that was asked for really happened; and every replica whose
+//! store was damaged refused to start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ pub struct ClusterReport {
     pub panics: Vec<String>,
     /// Requested faults that never started successfully.
     pub nemeses_not_run: Vec<String>,
+    /// Replicas that started on a store `verify` had found damaged (the
+    /// disk nemesis): they must refuse with exit code 3.
+    #[serde(default)]
+    pub damage_accepted: Vec<String>,
     /// Successful starts per fault.
     pub nemesis_runs: BTreeMap<String, u64>,
     /// Leaders seen, by term.
@@ -130,6 +135,13 @@ pub fn check(
             && p.completion.is_some_and(|c| c.kind == OpType::Ok);
         if started {
             *r.nemesis_runs.entry(p.invoke.f.clone()).or_default() += 1;
+            if let Some(c) = p.completion.filter(|_| p.invoke.f == "disk") {
+                let harmless = c.value.get("harmless").and_then(|v| v.as_bool()) == Some(true);
+                let refused = c.value.get("refused").and_then(|v| v.as_bool()) == Some(true);
+                if !harmless && !refused {
+                    r.damage_accepted.push(c.value.to_string());
+                }
+            }
         }
     }
     r.nemeses_not_run = requested
@@ -141,6 +153,7 @@ pub fn check(
         && r.went_backwards.is_empty()
         && r.digests_differ.is_empty()
         && r.panics.is_empty()
-        && r.nemeses_not_run.is_empty();
+        && r.nemeses_not_run.is_empty()
+        && r.damage_accepted.is_empty();
     r
 }

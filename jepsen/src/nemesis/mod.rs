@@ -3,6 +3,7 @@
 //! with what exactly was done), so the report can shade their windows and
 //! the cluster checker can prove each requested one ran.
 
+mod disk;
 mod membership;
 mod network;
 mod process;
@@ -43,6 +44,7 @@ pub enum Kind {
     Loss,
     Membership,
     Upgrade,
+    Disk,
 }
 
 use Kind::*;
@@ -66,6 +68,7 @@ pub const ALL: &[Kind] = &[
     Loss,
     Membership,
     Upgrade,
+    Disk,
 ];
 
 impl Kind {
@@ -89,6 +92,7 @@ impl Kind {
             Loss => "loss",
             Membership => "membership",
             Upgrade => "upgrade",
+            Disk => "disk",
         }
     }
 
@@ -290,6 +294,7 @@ async fn start(
         Clock => process::skew(db, rng).await,
         Membership => membership::remove(db, rng).await,
         Upgrade => upgrade::step(db, rng).await,
+        Disk => disk::damage_one(db, rng).await,
     };
     match result {
         Ok((active, detail)) => {
@@ -311,6 +316,7 @@ async fn stop(db: &Arc<Mutex<Db>>, recorder: &Recorder, kind: Kind, active: Acti
     for attempt in 0..20 {
         let result = match kind {
             Membership => membership::add_back(db, &active).await,
+            Disk if active.removed.is_some() => membership::add_back(db, &active).await,
             _ => heal(db, &active).await,
         };
         match result {

@@ -1,4 +1,5 @@
-//! Rolling upgrade: restart replicas one at a time on the upgrade build
+//! Rolling upgrade: stop replicas gracefully (SIGTERM) one at a time and
+//! start them again on the upgrade build
 //! (`--upgrade-bin-dir`: `autoglm-server` built with the `format-next`
 //! feature, which reads and writes log-entry format 3, a proposal with one
 //! more field). While any replica runs the old build, leaders of either build
@@ -46,7 +47,7 @@ pub async fn step(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active, Valu
     };
     if let Some(target) = old.choose(rng) {
         let mut db = db.lock().await;
-        db.kill_replica(target)?;
+        db.stop_replica(target)?;
         db.mark_upgraded(target)?;
         db.start_replica(target, None)?;
         return Ok((
@@ -73,7 +74,7 @@ pub async fn step(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active, Valu
         .choose(rng)
         .context("no running replica to restart")?;
     let mut db = db.lock().await;
-    db.kill_replica(target)?;
+    db.stop_replica(target)?;
     db.start_replica(target, None)?;
     Ok((
         Active::default(),

@@ -69,6 +69,8 @@ pub struct Running {
     tls: Option<ServerTls>,
     /// openraft's leader lease: `raft.election_timeout_max_ms`.
     leader_lease: Duration,
+    /// Synced once Raft has stopped, so a clean stop leaves an exact watermark.
+    watermark: autoglm_storage::WatermarkWriter,
 }
 
 async fn bind(addr: &str, what: &'static str) -> Result<TcpListener, StartError> {
@@ -147,6 +149,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         Duration::from_millis(config.grpc.connect_timeout_ms),
     ));
     let committed = log.committed_watch();
+    let watermark = log.watermark();
     let state = sm.shared();
     let raft = Raft::new(
         config.node_id,
@@ -174,6 +177,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         scheduler: config.scheduler.clone(),
         tls,
         leader_lease: Duration::from_millis(config.raft.election_timeout_max_ms),
+        watermark,
     })
 }
 
@@ -268,6 +272,8 @@ impl Running {
                 .await
                 .map_err(|e| format!("raft shutdown: {e}"))
         };
+        let watermark = self.watermark;
+        let _ = tokio::task::spawn_blocking(move || watermark.sync()).await;
         let (g, h) = (grpc.await, http.await);
         g.map_err(|e| e.to_string())??;
         h.map_err(|e| e.to_string())??;
