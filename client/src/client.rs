@@ -26,6 +26,8 @@ pub struct ClientOptions {
     /// Per-attempt timeout.
     pub attempt_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Source address of the client's connections (default: the OS picks).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl ClientOptions {
@@ -36,6 +38,7 @@ impl ClientOptions {
             deadline: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(500),
+            local_address: None,
         }
     }
 }
@@ -153,7 +156,8 @@ impl Client {
                     })?;
                 let endpoint = endpoint
                     .connect_timeout(self.options.connect_timeout)
-                    .timeout(self.options.attempt_timeout);
+                    .timeout(self.options.attempt_timeout)
+                    .local_address(self.options.local_address);
                 let channel = self.options.credentials.transport.connect_lazy(endpoint);
                 channels.insert(addr.to_string(), channel.clone());
                 channel

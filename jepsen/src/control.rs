@@ -47,11 +47,22 @@ pub fn client(
     deadline: Duration,
     attempt: Duration,
 ) -> anyhow::Result<Client> {
+    client_from(endpoints, deadline, attempt, None)
+}
+
+/// [`client`], connecting from `local_address`.
+pub fn client_from(
+    endpoints: Vec<String>,
+    deadline: Duration,
+    attempt: Duration,
+    local_address: Option<std::net::IpAddr>,
+) -> anyhow::Result<Client> {
     let options = ClientOptions {
         deadline,
         attempt_timeout: attempt,
         connect_timeout: Duration::from_millis(500),
         credentials: crate::credentials::admin()?,
+        local_address,
     };
     Ok(Client::new(endpoints, options)?)
 }

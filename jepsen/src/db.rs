@@ -67,6 +67,7 @@ struct AgentProc {
     host: Host,
     starts: u32,
     child: Option<Child>,
+    paused: bool,
 }
 
 pub struct Db {
@@ -137,6 +138,7 @@ impl Db {
                 host,
                 starts: 0,
                 child: None,
+                paused: false,
             },
         );
     }
@@ -385,6 +387,14 @@ impl Db {
     pub fn start_agent(&mut self, name: &str, config_yaml: &str) -> Result<()> {
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("agent.yaml"), config_yaml)?;
+        self.launch_agent(name, None)
+    }
+
+    /// Starts agent `name` on the config `start_agent` wrote, under
+    /// `faketime -f SPEC` when given.
+    fn launch_agent(&mut self, name: &str, faketime: Option<&str>) -> Result<()> {
+        let dir = self.root.join(name);
         let bin = self.bin_dir.join("autoglm-agent");
         let a = self
             .agents
@@ -393,15 +403,61 @@ impl Db {
         if a.child.is_some() {
             bail!("agent {name} is already running");
         }
-        let config = dir.join("agent.yaml");
-        std::fs::write(&config, config_yaml)?;
         a.starts += 1;
         let log = File::create(dir.join(format!("agent.{}.log", a.starts)))?;
         let mut argv = a.host.launcher();
+        if let Some(spec) = faketime {
+            argv.extend(["faketime".into(), "-f".into(), spec.to_string()]);
+        }
         argv.push(bin.display().to_string());
-        argv.extend(["--config".into(), config.display().to_string()]);
+        argv.extend([
+            "--config".into(),
+            dir.join("agent.yaml").display().to_string(),
+        ]);
         a.child = Some(spawn(&argv, log)?);
+        a.paused = false;
         Ok(())
+    }
+
+    pub fn agent_names(&self) -> Vec<String> {
+        self.agents.keys().cloned().collect()
+    }
+
+    /// Restarts agent `name`, under `faketime -f SPEC` when given.
+    pub fn restart_agent(&mut self, name: &str, faketime: Option<&str>) -> Result<()> {
+        let a = self
+            .agents
+            .get_mut(name)
+            .with_context(|| format!("no agent host {name}"))?;
+        if let Some(child) = a.child.take() {
+            kill_group(child);
+        }
+        self.launch_agent(name, faketime)
+    }
+
+    /// SIGSTOP or SIGCONT agent `name`.
+    pub fn pause_agent(&mut self, name: &str, pause: bool) -> Result<()> {
+        let a = self
+            .agents
+            .get_mut(name)
+            .with_context(|| format!("no agent host {name}"))?;
+        let Some(child) = a.child.as_ref() else {
+            bail!("agent {name} is not running");
+        };
+        signal_group(
+            child,
+            if pause {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            },
+        );
+        a.paused = pause;
+        Ok(())
+    }
+
+    pub fn is_agent_paused(&self, name: &str) -> bool {
+        self.agents.get(name).is_some_and(|a| a.paused)
     }
 
     /// Kills every process; the run is over.

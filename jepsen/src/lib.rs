@@ -21,6 +21,7 @@ pub mod history;
 pub mod monitor;
 pub mod nemesis;
 pub mod net;
+pub mod recheck;
 pub mod recorder;
 pub mod report;
 pub mod run;

@@ -23,6 +23,13 @@ enum Mode {
     Smoke(CommonArgs),
     /// Remove every namespace, link and rule a crashed run may have left.
     Teardown,
+    /// Run every checker again on a stored run (its directory in the store).
+    Check {
+        dir: PathBuf,
+        /// Time the linearizability search may take per history.
+        #[arg(long, default_value_t = 60)]
+        linearizable_limit_s: u64,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -137,6 +144,29 @@ fn options(
 
 async fn main_inner(args: Args) -> anyhow::Result<bool> {
     match args.command {
+        Mode::Check {
+            dir,
+            linearizable_limit_s,
+        } => {
+            let r =
+                autoglm_jepsen::recheck::recheck(&dir, Duration::from_secs(linearizable_limit_s))?;
+            print_verdicts(
+                &dir.display().to_string(),
+                None,
+                r.valid,
+                r.queue.as_ref(),
+                r.linearizable.as_ref(),
+                &r.cluster,
+            );
+            if r.stored_valid != Some(r.valid) {
+                println!(
+                    "{}: the run itself reported valid = {:?}",
+                    dir.display(),
+                    r.stored_valid
+                );
+            }
+            Ok(r.valid)
+        }
         Mode::Teardown => {
             let _hosts = net::HostsLock::try_acquire()?;
             net::teardown();
@@ -203,8 +233,27 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
 }
 
 fn print_summary(s: &autoglm_jepsen::report::Summary) {
-    let verdict = if s.valid { "valid" } else { "INVALID" };
-    let q = s.queue.as_ref().map_or(String::new(), |q| {
+    print_verdicts(
+        &s.test,
+        Some(s.seed),
+        s.valid,
+        s.queue.as_ref(),
+        s.linearizable.as_ref(),
+        &s.cluster,
+    );
+}
+
+fn print_verdicts(
+    what: &str,
+    seed: Option<u64>,
+    valid: bool,
+    queue: Option<&autoglm_jepsen::checker::queue::QueueReport>,
+    linearizable: Option<&autoglm_jepsen::checker::linearizable::Report>,
+    cluster: &autoglm_jepsen::checker::cluster::ClusterReport,
+) {
+    let verdict = if valid { "valid" } else { "INVALID" };
+    let seed = seed.map_or(String::new(), |s| format!(" (seed {s})"));
+    let q = queue.map_or(String::new(), |q| {
         format!(
             " queue: acked {} lost {} unexpected {} duplicates {} stale-accepted {};",
             q.acknowledged,
@@ -214,12 +263,12 @@ fn print_summary(s: &autoglm_jepsen::report::Summary) {
             q.stale_accepted.len()
         )
     });
-    let l = s.linearizable.as_ref().map_or(String::new(), |l| {
+    let l = linearizable.map_or(String::new(), |l| {
         format!(" linearizable: {};", l.is_linearizable())
     });
     println!(
-        "{}: {verdict} (seed {});{q}{l} cluster: {}; faults {:?}",
-        s.test, s.seed, s.cluster.valid, s.cluster.nemesis_runs
+        "{what}: {verdict}{seed};{q}{l} cluster: {}; faults {:?}",
+        cluster.valid, cluster.nemesis_runs
     );
 }
 

@@ -17,6 +17,9 @@ use crate::sh::{run, run_quiet};
 pub const BRIDGE: &str = "agjbr0";
 /// Address of the harness on the bridge.
 pub const HARNESS_IP: &str = "10.77.0.1";
+/// Source address of the workload's clients, a second address on the
+/// bridge, so a fault can cut the clients off without blinding the harness.
+pub const CLIENT_IP: &str = "10.77.0.2";
 const PREFIX: &str = "agj-";
 
 /// Exclusive use of the test hosts: one run (or the hosts test) at a time,
@@ -166,6 +169,10 @@ pub fn setup(hosts: &[Host]) -> Result<()> {
     run(
         "ip",
         &["addr", "add", &format!("{HARNESS_IP}/24"), "dev", BRIDGE],
+    )?;
+    run(
+        "ip",
+        &["addr", "add", &format!("{CLIENT_IP}/24"), "dev", BRIDGE],
     )?;
     run("ip", &["link", "set", BRIDGE, "up"])?;
     run("iptables", &forward_rule("-I"))?;

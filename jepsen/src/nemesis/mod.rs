@@ -3,6 +3,7 @@
 //! with what exactly was done), so the report can shade their windows and
 //! the cluster checker can prove each requested one ran.
 
+mod agents;
 mod disk;
 mod membership;
 mod network;
@@ -45,6 +46,9 @@ pub enum Kind {
     Membership,
     Upgrade,
     Disk,
+    PartitionClient,
+    PauseAgent,
+    ClockAgent,
 }
 
 use Kind::*;
@@ -69,6 +73,9 @@ pub const ALL: &[Kind] = &[
     Membership,
     Upgrade,
     Disk,
+    PartitionClient,
+    PauseAgent,
+    ClockAgent,
 ];
 
 impl Kind {
@@ -93,6 +100,9 @@ impl Kind {
             Membership => "membership",
             Upgrade => "upgrade",
             Disk => "disk",
+            PartitionClient => "partition-client",
+            PauseAgent => "pause-agent",
+            ClockAgent => "clock-agent",
         }
     }
 
@@ -191,6 +201,10 @@ pub struct Active {
     pub skewed: Vec<String>,
     /// Replica removed from the membership and wiped, to add back.
     pub removed: Option<String>,
+    /// Agents paused, to resume.
+    pub paused_agents: Vec<String>,
+    /// Agents running under faketime, to restart normally.
+    pub skewed_agents: Vec<String>,
 }
 
 /// Runs faults until `duration` has passed, then stops the last one.
@@ -295,6 +309,9 @@ async fn start(
         Membership => membership::remove(db, rng).await,
         Upgrade => upgrade::step(db, rng).await,
         Disk => disk::damage_one(db, rng).await,
+        PartitionClient => network::partition_client(db, rng).await,
+        PauseAgent => agents::pause(db, rng).await,
+        ClockAgent => agents::skew(db, rng).await,
     };
     match result {
         Ok((active, detail)) => {
@@ -351,9 +368,21 @@ pub async fn heal(db: &Arc<Mutex<Db>>, active: &Active) -> Result<Value> {
         db.kill_replica(name)?;
         db.start_replica(name, None)?;
     }
-    Ok(
-        json!({"healed": active.filtered.len() + active.paused.len() + active.killed.len() + active.skewed.len()}),
-    )
+    for name in &active.paused_agents {
+        if db.is_agent_paused(name) {
+            db.pause_agent(name, false)?;
+        }
+    }
+    for name in &active.skewed_agents {
+        db.restart_agent(name, None)?;
+    }
+    let healed = active.filtered.len()
+        + active.paused.len()
+        + active.killed.len()
+        + active.skewed.len()
+        + active.paused_agents.len()
+        + active.skewed_agents.len();
+    Ok(json!({ "healed": healed }))
 }
 
 fn with_phase(phase: &str, detail: Value) -> Value {

@@ -1,7 +1,9 @@
 //! Network faults with iptables inside each host's namespace: partitions
 //! drop packets from the hosts on the other side; packet loss drops a random
 //! share of the packets between hosts with the `statistic` match (this
-//! kernel has no `tc netem`). The harness's own address is never filtered.
+//! kernel has no `tc netem`). The harness's own address (nemesis, monitor,
+//! final reads) is never filtered; the workload's clients have their own
+//! address, which loss and the client partition do filter.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tokio::sync::Mutex;
 
 use super::{leader, minority, Active, Kind};
 use crate::db::Db;
-use crate::net::{Host, HARNESS_IP};
+use crate::net::{Host, CLIENT_IP, HARNESS_IP};
 
 /// Splits the replicas as `kind` says and cuts every link between hosts
 /// that do not see each other. Agents join a random side.
@@ -123,6 +125,36 @@ pub async fn partition(
             ..Default::default()
         },
         detail,
+    ))
+}
+
+/// Cuts the workload's clients (they connect from [`CLIENT_IP`]) off from
+/// one to all-but-one of the replicas, the leader among them half of the
+/// time: clients must find a replica they can reach, which forwards.
+pub async fn partition_client(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active, Value)> {
+    let mut names = db.lock().await.replica_names();
+    names.shuffle(rng);
+    let count = rng.random_range(1..names.len());
+    if rng.random_bool(0.5) {
+        if let Some(l) = leader(db).await {
+            names.retain(|n| *n != l);
+            names.insert(0, l);
+        }
+    }
+    names.truncate(count);
+    let db = db.lock().await;
+    let mut filtered = Vec::new();
+    for name in &names {
+        let host = &db.replica(name)?.host;
+        host.exec("iptables", &["-A", "INPUT", "-s", CLIENT_IP, "-j", "DROP"])?;
+        filtered.push(host.clone());
+    }
+    Ok((
+        Active {
+            filtered,
+            ..Default::default()
+        },
+        json!({"clients_cut_from": names}),
     ))
 }
 

@@ -149,3 +149,35 @@ pub fn latencies(history: &[Op]) -> Vec<(f64, f64, String, OpType)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(index: u64, ms: u64, process: &str, kind: &str, f: &str, value: serde_json::Value) -> Op {
+        serde_json::from_value(serde_json::json!({
+            "index": index, "time_ns": ms * 1_000_000, "process": process,
+            "type": kind, "f": f, "value": value,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_kill_line_counts_only_the_leader_kills_it_measured() {
+        let start = serde_json::json!({"phase": "start"});
+        let history = vec![
+            op(0, 0, "nemesis", "invoke", "kill-leader", start.clone()),
+            op(1, 10, "nemesis", "ok", "kill-leader", start.clone()),
+            op(2, 20, "c0", "invoke", "write", serde_json::json!({})),
+            op(3, 400, "c0", "ok", "write", serde_json::json!({})),
+            op(4, 1_000, "nemesis", "invoke", "pause-leader", start.clone()),
+            op(5, 1_010, "nemesis", "ok", "pause-leader", start),
+            op(6, 1_020, "c0", "invoke", "write", serde_json::json!({})),
+            op(7, 1_900, "c0", "ok", "write", serde_json::json!({})),
+        ];
+        let u = unavailability(&history);
+        assert_eq!(u.windows.len(), 2, "{:?}", u.windows);
+        assert_eq!(u.kill_leader_measured, 1);
+        assert_eq!(u.kill_leader_median_ms, Some(390.0));
+    }
+}

@@ -39,13 +39,16 @@ impl Ctx {
 
 /// A client that talks to one replica first: short deadlines, so a process
 /// stuck behind a fault gives up and records `info` instead of blocking.
+/// It connects from the clients' own address, which the client partition
+/// cuts off.
 pub fn client_for(addr: &str, all: &[String]) -> anyhow::Result<Client> {
     let mut endpoints = vec![addr.to_string()];
     endpoints.extend(all.iter().filter(|a| *a != addr).cloned());
-    crate::control::client(
+    crate::control::client_from(
         endpoints,
         Duration::from_secs(3),
         Duration::from_millis(1_500),
+        crate::net::CLIENT_IP.parse().ok(),
     )
 }
 
