@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,9 @@ pub enum Outcome {
     },
     /// The deadline passed before the search finished.
     TimedOut,
+    /// Stopped because another partition had already shown the history not
+    /// linearizable.
+    Abandoned,
 }
 
 /// One operation as shown in a report.
@@ -157,6 +160,10 @@ impl Verdict {
 pub struct KeyReport {
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Not decided (verdict `unknown`) because another key had already shown
+    /// the history not linearizable, which settles it (as Porcupine does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
     /// Operations checked in this partition.
     pub operations: usize,
     pub elapsed_ms: f64,
@@ -203,7 +210,9 @@ impl Report {
 }
 
 /// Checks a history against `model`: partitions it with `Model::partition`,
-/// searches the partitions in parallel, all within `limit` together.
+/// searches the partitions in parallel, all within `limit` together. The
+/// first partition found not linearizable settles the history: the searches
+/// still running are abandoned.
 pub fn check<M: Model>(model: &M, ops: &[OpOf<M>], limit: Duration) -> Report {
     let start = Instant::now();
     let deadline = start
@@ -223,6 +232,7 @@ pub fn check<M: Model>(model: &M, ops: &[OpOf<M>], limit: Duration) -> Report {
 
     let results: Mutex<Vec<(String, KeyReport)>> = Mutex::new(Vec::with_capacity(parts.len()));
     let next = AtomicUsize::new(0);
+    let settled = AtomicBool::new(false);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -234,10 +244,15 @@ pub fn check<M: Model>(model: &M, ops: &[OpOf<M>], limit: Duration) -> Report {
             break;
         };
         let t0 = Instant::now();
-        let outcome = search(model, part, deadline);
+        let outcome = search(model, part, deadline, &settled);
+        let abandoned = outcome == Outcome::Abandoned;
+        if matches!(outcome, Outcome::NotLinearizable { .. }) {
+            settled.store(true, Ordering::Relaxed);
+        }
         let verdict = verdict_of(model, key, part, outcome);
         let report = KeyReport {
             verdict,
+            abandoned,
             operations: part.len(),
             elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
         };
@@ -275,7 +290,7 @@ pub fn check<M: Model>(model: &M, ops: &[OpOf<M>], limit: Duration) -> Report {
 /// `deadline`.
 pub fn check_operations<M: Model>(model: &M, ops: &[OpOf<M>], deadline: Instant) -> Outcome {
     let refs: Vec<&OpOf<M>> = ops.iter().collect();
-    search(model, &refs, deadline)
+    search(model, &refs, deadline, &AtomicBool::new(false))
 }
 
 fn verdict_of<M: Model>(model: &M, key: &str, ops: &[&OpOf<M>], outcome: Outcome) -> Verdict {
@@ -290,7 +305,7 @@ fn verdict_of<M: Model>(model: &M, key: &str, ops: &[&OpOf<M>], outcome: Outcome
     };
     match outcome {
         Outcome::Linearizable => Verdict::Linearizable,
-        Outcome::TimedOut => Verdict::Unknown,
+        Outcome::TimedOut | Outcome::Abandoned => Verdict::Unknown,
         Outcome::NotLinearizable {
             prefix,
             blocked,
@@ -423,7 +438,13 @@ impl<S: Clone + Eq + Hash> Cache<S> {
 }
 
 /// The search proper (Lowe's refinement of Wing & Gong, as in Porcupine).
-fn search<M: Model>(model: &M, ops: &[&OpOf<M>], deadline: Instant) -> Outcome {
+/// Gives up when `settled` is set: another partition decided the history.
+fn search<M: Model>(
+    model: &M,
+    ops: &[&OpOf<M>],
+    deadline: Instant,
+    settled: &AtomicBool,
+) -> Outcome {
     if Instant::now() >= deadline {
         return Outcome::TimedOut;
     }
@@ -455,8 +476,13 @@ fn search<M: Model>(model: &M, ops: &[&OpOf<M>], deadline: Instant) -> Outcome {
             return Outcome::Linearizable;
         }
         steps += 1;
-        if steps & 511 == 0 && Instant::now() >= deadline {
-            return Outcome::TimedOut;
+        if steps & 511 == 0 {
+            if settled.load(Ordering::Relaxed) {
+                return Outcome::Abandoned;
+            }
+            if Instant::now() >= deadline {
+                return Outcome::TimedOut;
+            }
         }
         if entry != NIL && entries.is_call[entry as usize] {
             let i = entries.op[entry as usize] as usize;
