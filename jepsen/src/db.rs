@@ -245,21 +245,7 @@ impl Db {
 
     /// Log files of every process, for the report and the panic check.
     pub fn log_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|dir| {
-                std::fs::read_dir(dir.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-            })
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        files.sort();
-        files
+        log_files_under(&self.root)
     }
 
     /// Starts the replica on `name` (its current data dir), optionally under faketime.
@@ -491,6 +477,25 @@ fn signal_group(child: &Child, signal: Signal) {
 /// SIGKILLs the child's whole group and waits until every process in it is
 /// gone: faketime's server is a grandchild, and it must have released its
 /// data dir's lock before anything restarts on that dir.
+/// The `*.log` files in the host directories of a run's directory `root`.
+pub fn log_files_under(root: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|dir| {
+            std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn kill_group(mut child: Child) {
     signal_group(&child, Signal::SIGKILL);
     let _ = child.wait();

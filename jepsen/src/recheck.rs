@@ -5,7 +5,7 @@
 //! changed since the run, or a history from elsewhere; writes nothing.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -65,26 +65,6 @@ fn json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_slice(&bytes).with_context(|| path.display().to_string())
 }
 
-/// Every `*.log` in the run's host directories.
-fn logs(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .flat_map(|host| {
-            std::fs::read_dir(host.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    out.sort();
-    out
-}
-
 pub fn recheck(dir: &Path, linearizable_limit: Duration) -> Result<Rechecked> {
     let history: Vec<Op> = json_lines(&dir.join("history.jsonl"))?;
     let samples: Vec<Sample> = json_lines(&dir.join("status.jsonl"))?;
@@ -95,7 +75,7 @@ pub fn recheck(dir: &Path, linearizable_limit: Duration) -> Result<Rechecked> {
         &finals.status,
         &history,
         &stored.arguments.nemesis,
-        &logs(dir),
+        &crate::db::log_files_under(dir),
     );
     let queue = stored
         .arguments

@@ -197,19 +197,7 @@ async fn main() -> ExitCode {
 }
 
 fn offline_verify(data_dir: &Path) -> ExitCode {
-    match offline::verify(data_dir) {
-        Ok(verified) => {
-            println!(
-                "{}",
-                serde_json::to_string(&verified).unwrap_or_else(|e| e.to_string())
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("autoglm-server verify: {e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    print_outcome("autoglm-server verify", offline::verify(data_dir))
 }
 
 type SeedFuture = Pin<Box<dyn Future<Output = Result<offline::Seeded, offline::OfflineError>>>>;
@@ -220,23 +208,31 @@ async fn offline_seed(
     replica: ReplicaArgs,
     seed: impl FnOnce(ServerConfig) -> SeedFuture,
 ) -> ExitCode {
-    let config = match replica.load() {
-        Ok(c) => c,
+    match replica.load() {
+        Ok(config) => print_outcome("autoglm-server", seed(config).await),
         Err(e) => {
             eprintln!("autoglm-server: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    match seed(config).await {
-        Ok(seeded) => {
+    }
+}
+
+/// An offline command's result as one line of JSON, or its error as one
+/// line on stderr and its exit code.
+fn print_outcome<T: serde::Serialize>(
+    who: &str,
+    outcome: Result<T, offline::OfflineError>,
+) -> ExitCode {
+    match outcome {
+        Ok(value) => {
             println!(
                 "{}",
-                serde_json::to_string(&seeded).unwrap_or_else(|e| e.to_string())
+                serde_json::to_string(&value).unwrap_or_else(|e| e.to_string())
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("autoglm-server: {e}");
+            eprintln!("{who}: {e}");
             ExitCode::from(e.exit_code())
         }
     }

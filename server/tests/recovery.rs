@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use autoglm_client::{JobBuilder, TaskBuilder};
+use autoglm_storage::damage::{cut_tail, flip_bytes, set_len};
 use autoglm_server::local::{verify_writes, Writer};
 use common::{TestCluster, SERVER_BIN};
 
@@ -40,28 +39,9 @@ fn db_file(data_dir: &Path) -> PathBuf {
     data_dir.join("raft").join("db")
 }
 
-fn set_len(path: &Path, len: u64) {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
 fn flip_middle(path: &Path, count: usize) {
     let len = std::fs::metadata(path).unwrap().len();
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut bytes = vec![0; count];
-    f.seek(SeekFrom::Start(len / 2)).unwrap();
-    f.read_exact(&mut bytes).unwrap();
-    bytes.iter_mut().for_each(|b| *b ^= 0xff);
-    f.seek(SeekFrom::Start(len / 2)).unwrap();
-    f.write_all(&bytes).unwrap();
+    flip_bytes(path, len / 2, count).unwrap();
 }
 
 /// Runs `autoglm-server ARGS`; (exit code, stdout, stderr).

@@ -17,6 +17,7 @@
 
 pub mod backup;
 pub mod codec;
+pub mod damage;
 pub mod identity;
 pub mod integrity;
 pub mod log_store;

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use autoglm_storage::damage::{flip_bytes, set_len};
 use autoglm_storage::integrity::read_watermark;
 use autoglm_storage::{OpenError, StoreOptions};
 use common::{Kv, KvConfig, Put};
@@ -89,31 +88,6 @@ fn refused(dir: &Path, case: &str) -> String {
     }
 }
 
-fn truncate_to(path: &Path, len: u64) {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
-fn flip(path: &Path, at: u64, count: usize) {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut bytes = vec![0; count];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.read_exact(&mut bytes).unwrap();
-    for b in &mut bytes {
-        *b ^= 0xff;
-    }
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&bytes).unwrap();
-}
-
 #[test]
 fn an_undamaged_store_verifies_and_keeps_every_entry() {
     let tmp = filled(100);
@@ -138,7 +112,7 @@ fn a_truncated_database_is_refused() {
             0 => 0,
             _ => len.saturating_sub(4096),
         };
-        truncate_to(&db, new_len);
+        set_len(&db, new_len).unwrap();
         refused(tmp.path(), case);
     }
 }
@@ -148,7 +122,7 @@ fn flipped_bytes_in_the_database_are_refused() {
     let tmp = filled(100);
     let db = db_file(tmp.path());
     let len = std::fs::metadata(&db).unwrap().len();
-    flip(&db, len / 2, 64);
+    flip_bytes(&db, len / 2, 64).unwrap();
     refused(tmp.path(), "64 flipped bytes");
 }
 
@@ -167,7 +141,7 @@ fn a_flipped_or_deleted_blob_is_refused() {
     let tmp = filled(64 * 1024);
     let blobs = blob_files(tmp.path());
     assert!(!blobs.is_empty(), "no blob files were written");
-    flip(&blobs[blobs.len() / 2], 100, 64);
+    flip_bytes(&blobs[blobs.len() / 2], 100, 64).unwrap();
     refused(tmp.path(), "flipped blob");
 
     let tmp = filled(64 * 1024);

@@ -11,8 +11,6 @@
 //! The checker fails the run if a replica started on a store `verify` had
 //! found damaged, or if `verify` itself crashed.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,18 +36,17 @@ const DAMAGES: &[&str] = &[
 ];
 
 fn damage(store: &Path, kind: &str, rng: &mut StdRng) -> Result<String> {
+    use autoglm_storage::damage::{cut_tail, flip_bytes, set_len};
     let db = store.join("db");
     let len = std::fs::metadata(&db)
         .with_context(|| db.display().to_string())?
         .len();
-    let set_len = |n: u64| -> Result<()> {
-        OpenOptions::new().write(true).open(&db)?.set_len(n)?;
-        Ok(())
-    };
     match kind {
-        "truncate-half" => set_len(len / 2)?,
-        "truncate-all" => set_len(0)?,
-        "cut-last-4k" => set_len(len.saturating_sub(4096))?,
+        "truncate-half" => set_len(&db, len / 2)?,
+        "truncate-all" => set_len(&db, 0)?,
+        "cut-last-4k" => {
+            cut_tail(&db, 4096)?;
+        }
         "delete-blob" => {
             let blobs: Vec<_> = std::fs::read_dir(store.join("blobs"))
                 .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -64,13 +61,7 @@ fn damage(store: &Path, kind: &str, rng: &mut StdRng) -> Result<String> {
         }
         _ => {
             let at = rng.random_range(len / 4..(len * 3 / 4).max(len / 4 + 1));
-            let mut f = OpenOptions::new().read(true).write(true).open(&db)?;
-            let mut bytes = vec![0u8; 64.min((len - at) as usize)];
-            f.seek(SeekFrom::Start(at))?;
-            f.read_exact(&mut bytes)?;
-            bytes.iter_mut().for_each(|b| *b ^= 0xff);
-            f.seek(SeekFrom::Start(at))?;
-            f.write_all(&bytes)?;
+            flip_bytes(&db, at, 64)?;
             return Ok(format!("flip-64-bytes at {at} of {len}"));
         }
     }
@@ -126,15 +117,9 @@ pub async fn damage_one(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active
     // The damaged member goes; at stop it comes back wiped, under a new id.
     let client =
         crate::control::client(endpoints, Duration::from_secs(30), Duration::from_secs(5))?;
-    let change = client
-        .remove(vec![id])
+    let (log_index, new_id) = super::membership::remove_and_wipe(db, &client, &target, id)
         .await
         .context("remove the damaged member")?;
-    let new_id = {
-        let mut db = db.lock().await;
-        db.kill_replica(&target)?;
-        db.wipe_replica(&target)?
-    };
     Ok((
         Active {
             removed: Some(target.clone()),
@@ -143,7 +128,7 @@ pub async fn damage_one(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active
         json!({
             "node": target, "damage": done, "verify": verify_code, "verify_line": verify_line,
             "refused": refused, "exit_code": exit_code, "line": line,
-            "removed_id": id, "log_index": change.log_index, "next_id": new_id,
+            "removed_id": id, "log_index": log_index, "next_id": new_id,
         }),
     ))
 }

@@ -37,23 +37,33 @@ pub async fn remove(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active, Va
             status.voters.len()
         );
     }
-    let change = client.remove(vec![id]).await.context("remove")?;
-    if change.voters.iter().any(|m| m.id == id) {
-        bail!("replica {id} is still a voter after its removal");
-    }
-    // Committed: the rest of the cluster no longer needs this data dir.
-    let new_id = {
-        let mut db = db.lock().await;
-        db.kill_replica(&target)?;
-        db.wipe_replica(&target)?
-    };
+    let (log_index, new_id) = remove_and_wipe(db, &client, &target, id).await?;
     Ok((
         Active {
             removed: Some(target.clone()),
             ..Default::default()
         },
-        json!({"node": target, "removed_id": id, "log_index": change.log_index, "next_id": new_id}),
+        json!({"node": target, "removed_id": id, "log_index": log_index, "next_id": new_id}),
     ))
+}
+
+/// Removes replica `id` (host `target`) from the membership, then, once that
+/// is committed, kills it and wipes its data dir; [`add_back`] brings it
+/// back. Returns the removal's log index and the host's next Raft id.
+pub async fn remove_and_wipe(
+    db: &Arc<Mutex<Db>>,
+    client: &Client,
+    target: &str,
+    id: u64,
+) -> Result<(u64, u64)> {
+    let change = client.remove(vec![id]).await.context("remove")?;
+    if change.voters.iter().any(|m| m.id == id) {
+        bail!("replica {id} is still a voter after its removal");
+    }
+    // Committed: the rest of the cluster no longer needs this data dir.
+    let mut db = db.lock().await;
+    db.kill_replica(target)?;
+    Ok((change.log_index, db.wipe_replica(target)?))
 }
 
 /// Starts the wiped replica, adds it as a learner, waits for it to catch

@@ -80,6 +80,22 @@ pub struct Seeded {
     pub old_store: Option<PathBuf>,
 }
 
+impl Seeded {
+    fn new(config: &ServerConfig, addr: String, last_index: u64, state: &SchedulerState) -> Self {
+        Self {
+            data_dir: config.data_dir.clone(),
+            node_id: config.node_id,
+            addr,
+            last_index,
+            digest: format!("{:016x}", state.digest()),
+            from_cluster: None,
+            taken_by: None,
+            dropped_entries: None,
+            old_store: None,
+        }
+    }
+}
+
 /// The address other replicas will reach this one at: `advertise`, or the
 /// configured listen address when it names a host.
 fn member_addr(config: &ServerConfig, advertise: Option<&str>) -> Result<String, OfflineError> {
@@ -115,15 +131,9 @@ pub fn restore(
         &addr,
     )?;
     Ok(Seeded {
-        data_dir: config.data_dir.clone(),
-        node_id: config.node_id,
-        addr,
-        last_index: last.index,
-        digest: format!("{:016x}", applied.state.digest()),
         from_cluster: Some(header.cluster_name),
         taken_by: Some(header.taken_by),
-        dropped_entries: None,
-        old_store: None,
+        ..Seeded::new(config, addr, last.index, &applied.state)
     })
 }
 
@@ -154,14 +164,8 @@ pub async fn recover(
         &addr,
     )?;
     Ok(Seeded {
-        data_dir: config.data_dir.clone(),
-        node_id: config.node_id,
-        addr,
-        last_index: last.index,
-        digest: format!("{:016x}", replayed.applied.state.digest()),
-        from_cluster: None,
-        taken_by: None,
         dropped_entries: Some(replayed.dropped_entries),
         old_store: Some(old),
+        ..Seeded::new(config, addr, last.index, &replayed.applied.state)
     })
 }
