@@ -15,12 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let (key, value) = text.split_once('\0').unwrap_or((text, ""));
     let checked = settings::check(key, value);
     let mut state = SchedulerState::default();
-    let put = |command| Proposal {
-        at_ms: 1_000,
-        seed: 1,
-        command,
-        request: None,
-    };
+    let put = |command| Proposal::new(1_000, 1, command, None);
     let set = Command::SetConfig {
         key: key.into(),
         value: value.into(),

@@ -27,18 +27,18 @@ fuzz_target!(|data: &[u8]| {
         tasks.push(spec);
     }
     let mut state = SchedulerState::default();
-    let proposal = Proposal {
-        at_ms: 1_000,
-        seed: 7,
-        command: Command::SubmitOwnedJob {
+    let proposal = Proposal::new(
+        1_000,
+        7,
+        Command::SubmitOwnedJob {
             owner: "fuzz".into(),
             client_id: request.client_id,
             idempotency_key: request.idempotency_key,
             tasks,
             secret_env,
         },
-        request: None,
-    };
+        None,
+    );
     state.apply(1, &proposal);
     if let Err(broken) = state.check_invariants() {
         panic!("invariant broken by an accepted or refused submission: {broken}");
