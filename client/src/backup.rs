@@ -38,7 +38,17 @@ impl Client {
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let mut file = std::fs::File::create(&partial).map_err(|e| file_err(e.to_string()))?;
+        // It holds token hashes and secret env values: owner-only.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)
+                .map_err(|e| file_err(e.to_string()))?
+        };
         let mut hasher = Sha256::new();
         let (mut bytes, mut last_index, mut total, mut sent_sha) = (0u64, 0u64, None, None);
         let received = async {
@@ -73,6 +83,14 @@ impl Client {
             }
         };
         std::fs::rename(&partial, path).map_err(|e| file_err(e.to_string()))?;
+        // The rename itself must survive a crash too.
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| file_err(e.to_string()))?;
         Ok(BackupSummary {
             path: path.to_path_buf(),
             bytes,

@@ -4,23 +4,21 @@
 //! - every record carries a CRC-32 ([`crate::codec`]), checked on every read;
 //! - at open, [`verify`] reads the whole store: checksums, a contiguous log,
 //!   vote and committed index consistent with the log, a readable snapshot;
-//! - a small watermark file beside the database remembers how far the log was
-//!   durably committed. sled recovers a truncated or damaged file by rolling
-//!   back to an earlier consistent point, silently; a log that ends before the
-//!   watermark is how that shows.
+//! - the watermark ([`crate::watermark`]), a file beside the database,
+//!   remembers how far the log was acknowledged. sled recovers a truncated or
+//!   damaged file by rolling back to an earlier consistent point, silently; a
+//!   log that ends before the watermark is how that shows.
 //!
 //! Store format 1 (before checksums) is read and converted in place once it
 //! verified ([`migrate`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use openraft::{LogId, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{codec, StoredTypeConfig};
+use crate::{codec, watermark, OpenError, StoredTypeConfig};
 
 pub(crate) const LOG_TREE: &str = "log";
 pub(crate) const META_TREE: &str = "meta";
@@ -36,12 +34,6 @@ pub(crate) const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 /// reads the same in every format. Absent means format 1 (no checksums).
 const FORMAT_KEY: &[u8] = b"format";
 pub const STORE_FORMAT: u8 = 2;
-
-/// The watermark file, beside sled's own files in the database directory.
-pub const WATERMARK_FILE: &str = "watermark";
-/// How often the watermark is rewritten at most: it may lag the log (which
-/// only weakens the check), never lead it.
-const WATERMARK_PERIOD: Duration = Duration::from_millis(100);
 
 /// Why a store cannot be trusted: the file, the log index where known, what is
 /// wrong. Printed as the one line a replica exits with.
@@ -81,7 +73,7 @@ pub struct Verified {
     pub vote_term: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub snapshot_bytes: u64,
-    pub watermark: Option<u64>,
+    pub watermark: Option<crate::watermark::Watermark>,
 }
 
 impl Verified {
@@ -101,15 +93,29 @@ struct Checker {
 }
 
 impl Checker {
-    fn damage(&self, index: Option<u64>, problem: impl Into<String>) -> Damage {
+    fn damage(&self, index: Option<u64>, problem: impl Into<String>) -> OpenError {
         Damage {
             file: self.db_file.clone(),
             index,
             problem: problem.into(),
         }
+        .into()
     }
 
-    fn sled<T>(&self, r: Result<T, sled::Error>) -> Result<T, Damage> {
+    /// Intact, but written by a build this one cannot read: not damage, and
+    /// not a reason to wipe anything.
+    fn too_new(&self, index: Option<u64>, what: String) -> OpenError {
+        let at = index.map_or(String::new(), |i| format!(" (log index {i})"));
+        OpenError::Incompatible {
+            path: self.db_file.display().to_string(),
+            reason: format!(
+                "{what}{at} passes its checksum but this build cannot decode it: it was written \
+                 by a newer build; run that build (docs/operations.md, \"Upgrade\")"
+            ),
+        }
+    }
+
+    fn sled<T>(&self, r: Result<T, sled::Error>) -> Result<T, OpenError> {
         r.map_err(|e| self.damage(None, format!("sled cannot read it: {e}")))
     }
 
@@ -119,20 +125,21 @@ impl Checker {
         bytes: &[u8],
         index: Option<u64>,
         what: &str,
-    ) -> Result<T, Damage> {
-        let body = if self.framed {
-            codec::verified_body(bytes).map_err(|e| self.damage(index, format!("{what}: {e}")))?
-        } else {
-            bytes
-        };
-        codec::decode(body).map_err(|e| self.damage(index, format!("{what} does not decode: {e}")))
+    ) -> Result<T, OpenError> {
+        if !self.framed {
+            return codec::decode(bytes)
+                .map_err(|e| self.damage(index, format!("{what} does not decode: {e}")));
+        }
+        let body =
+            codec::verified_body(bytes).map_err(|e| self.damage(index, format!("{what}: {e}")))?;
+        codec::decode(body).map_err(|_| self.too_new(index, what.to_string()))
     }
 
     fn meta<T: DeserializeOwned>(
         &self,
         tree: &sled::Tree,
         key: &[u8],
-    ) -> Result<Option<T>, Damage> {
+    ) -> Result<Option<T>, OpenError> {
         let name = String::from_utf8_lossy(key);
         self.sled(tree.get(key))?
             .map(|bytes| self.decode(&bytes, None, &format!("the stored {name}")))
@@ -142,7 +149,7 @@ impl Checker {
 
 /// Reads the whole store in `dir` (an open sled database `db`) and checks it;
 /// writes nothing. `Err` names the first damage found.
-pub fn verify<C: StoredTypeConfig>(db: &sled::Db, dir: &Path) -> Result<Verified, Damage> {
+pub fn verify<C: StoredTypeConfig>(db: &sled::Db, dir: &Path) -> Result<Verified, OpenError> {
     let mut checker = Checker {
         db_file: dir.join("db"),
         framed: true,
@@ -153,10 +160,12 @@ pub fn verify<C: StoredTypeConfig>(db: &sled::Db, dir: &Path) -> Result<Verified
         Some(bytes) => match bytes.as_ref() {
             [v] if *v <= STORE_FORMAT => *v,
             [v] => {
-                return Err(checker.damage(
-                    None,
-                    format!("store format {v} is newer than this build reads ({STORE_FORMAT})"),
-                ))
+                return Err(OpenError::Incompatible {
+                    path: checker.db_file.display().to_string(),
+                    reason: format!(
+                        "store format {v} is newer than this build reads ({STORE_FORMAT}); run the newer build"
+                    ),
+                })
             }
             _ => return Err(checker.damage(None, "the store format record is unreadable")),
         },
@@ -192,17 +201,17 @@ pub fn verify<C: StoredTypeConfig>(db: &sled::Db, dir: &Path) -> Result<Verified
             ));
         }
     }
-    v.watermark = read_watermark(dir).map_err(|problem| Damage {
-        file: dir.join(WATERMARK_FILE),
+    v.watermark = watermark::read(dir).map_err(|problem| Damage {
+        file: dir.join(watermark::FILE),
         index: None,
         problem,
     })?;
-    if let Some(mark) = v.watermark {
+    if let Some(mark) = v.watermark.and_then(|w| w.acknowledged) {
         if known.is_none_or(|known| known < mark) {
             return Err(checker.damage(
                 Some(mark),
                 format!(
-                    "this replica had durably stored entries up to index {mark} but its log now ends at {}: \
+                    "this replica had acknowledged entries up to index {mark} but its log now ends at {}: \
                      entries it acknowledged are gone (the file was truncated or rolled back)",
                     describe(known)
                 ),
@@ -216,7 +225,7 @@ fn describe(index: Option<u64>) -> String {
     index.map_or("nothing (an empty store)".into(), |i| i.to_string())
 }
 
-fn verify_snapshot(checker: &Checker, db: &sled::Db, v: &mut Verified) -> Result<(), Damage> {
+fn verify_snapshot(checker: &Checker, db: &sled::Db, v: &mut Verified) -> Result<(), OpenError> {
     let tree = checker.sled(db.open_tree(SNAPSHOT_TREE))?;
     let meta = checker.sled(tree.get(SNAPSHOT_META_KEY))?;
     let data = checker.sled(tree.get(SNAPSHOT_DATA_KEY))?;
@@ -226,8 +235,13 @@ fn verify_snapshot(checker: &Checker, db: &sled::Db, v: &mut Verified) -> Result
             let meta: SnapshotMeta<u64, openraft::BasicNode> =
                 checker.decode(&meta, None, "the snapshot's meta")?;
             let index = meta.last_log_id.map(|id| id.index);
-            codec::snapshot_body(&data)
-                .map_err(|e| checker.damage(index, format!("the snapshot: {e}")))?;
+            codec::snapshot_body(&data).map_err(|e| match e {
+                codec::DecodeError::Version(v) if v.contains("newer") => OpenError::Incompatible {
+                    path: checker.db_file.display().to_string(),
+                    reason: format!("{v}; run the newer build"),
+                },
+                e => checker.damage(index, format!("the snapshot: {e}")),
+            })?;
             v.snapshot_index = index;
             v.snapshot_bytes = data.len() as u64;
             Ok(())
@@ -240,7 +254,7 @@ fn verify_log<C: StoredTypeConfig>(
     checker: &Checker,
     db: &sled::Db,
     v: &mut Verified,
-) -> Result<(), Damage> {
+) -> Result<(), OpenError> {
     let log = checker.sled(db.open_tree(LOG_TREE))?;
     let mut last_term = 0;
     for item in log.iter() {
@@ -351,109 +365,4 @@ pub(crate) fn migrate(db: &sled::Db, from: u8) -> Result<(), sled::Error> {
         })?;
     db.flush()?;
     Ok(())
-}
-
-#[derive(Serialize, Deserialize)]
-struct WatermarkRecord {
-    /// Highest log index known durably stored and committed.
-    committed: u64,
-}
-
-/// The watermark in `dir`, if one was written; `Err` if it is unreadable.
-pub fn read_watermark(dir: &Path) -> Result<Option<u64>, String> {
-    match std::fs::read(dir.join(WATERMARK_FILE)) {
-        Ok(bytes) => codec::decode_record::<WatermarkRecord>(&bytes)
-            .map(|w| Some(w.committed))
-            .map_err(|e| format!("unreadable: {e}")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("unreadable: {e}")),
-    }
-}
-
-/// Writes the watermark whole: a temporary file, synced, then renamed.
-pub(crate) fn write_watermark(dir: &Path, committed: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    let bytes =
-        codec::encode_record(&WatermarkRecord { committed }).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!("{WATERMARK_FILE}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(WATERMARK_FILE))
-}
-
-enum WatermarkMessage {
-    Advance(u64),
-    /// Write the latest value now and answer.
-    Sync(mpsc::Sender<()>),
-}
-
-/// Moves the watermark forward from a background thread, at most every
-/// [`WATERMARK_PERIOD`], always ending on the latest value it was given.
-#[derive(Clone)]
-pub struct WatermarkWriter {
-    tx: mpsc::Sender<WatermarkMessage>,
-}
-
-impl std::fmt::Debug for WatermarkMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Advance(i) => write!(f, "Advance({i})"),
-            Self::Sync(_) => f.write_str("Sync"),
-        }
-    }
-}
-
-impl WatermarkWriter {
-    pub(crate) fn spawn(dir: PathBuf, start: Option<u64>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<WatermarkMessage>();
-        std::thread::Builder::new()
-            .name("watermark".into())
-            .spawn(move || {
-                let mut written = start;
-                let mut latest = start;
-                let write = |written: &mut Option<u64>, latest: Option<u64>| {
-                    let Some(next) = latest.filter(|l| written.is_none_or(|w| w < *l)) else {
-                        return;
-                    };
-                    match write_watermark(&dir, next) {
-                        Ok(()) => *written = Some(next),
-                        Err(e) => {
-                            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the watermark")
-                        }
-                    }
-                };
-                while let Ok(first) = rx.recv() {
-                    let mut syncs = Vec::new();
-                    for message in std::iter::once(first).chain(rx.try_iter()) {
-                        match message {
-                            WatermarkMessage::Advance(i) => latest = latest.max(Some(i)),
-                            WatermarkMessage::Sync(ack) => syncs.push(ack),
-                        }
-                    }
-                    write(&mut written, latest);
-                    if syncs.is_empty() {
-                        std::thread::sleep(WATERMARK_PERIOD);
-                    }
-                    for ack in syncs {
-                        let _ = ack.send(());
-                    }
-                }
-            })?;
-        Ok(Self { tx })
-    }
-
-    pub(crate) fn advance(&self, committed: u64) {
-        // The thread ends only with the last sender; nothing to do if gone.
-        let _ = self.tx.send(WatermarkMessage::Advance(committed));
-    }
-
-    /// Writes the latest value now; for a clean stop, so the watermark
-    /// covers everything the store holds.
-    pub fn sync(&self) {
-        let (ack, done) = mpsc::channel();
-        if self.tx.send(WatermarkMessage::Sync(ack)).is_ok() {
-            let _ = done.recv_timeout(Duration::from_secs(5));
-        }
-    }
 }

@@ -24,6 +24,7 @@ pub mod log_store;
 mod panics;
 pub mod seed;
 pub mod state_machine;
+pub mod watermark;
 
 use std::io::Cursor;
 use std::path::Path;
@@ -31,10 +32,10 @@ use std::path::Path;
 use openraft::{BasicNode, Entry, RaftTypeConfig};
 
 pub use identity::{DataDirIdentity, IdentityError};
-pub use integrity::WatermarkWriter;
 pub use integrity::{Damage, Verified};
 pub use log_store::LogStore;
 pub use state_machine::{Applied, SharedState, StateMachine, StateMachineStore};
+pub use watermark::{Watermark, WatermarkWriter};
 
 /// What the stores need from a type config: binary snapshots held in memory and
 /// openraft's own entry type, both serializable.
@@ -88,6 +89,9 @@ pub enum OpenError {
     /// serve from it.
     #[error(transparent)]
     Damaged(#[from] Damage),
+    /// Intact, but written by a newer build: not damage.
+    #[error("{path}: {reason}")]
+    Incompatible { path: String, reason: String },
     #[error("cannot start the watermark writer for {path}: {source}")]
     Watermark {
         path: String,
@@ -135,13 +139,13 @@ where
     })?;
     integrity::migrate(&db, verified.format).map_err(sled_err)?;
     let watermark =
-        WatermarkWriter::spawn(dir.to_path_buf(), verified.watermark).map_err(|source| {
-            OpenError::Watermark {
+        WatermarkWriter::spawn(dir.to_path_buf(), verified.watermark.unwrap_or_default()).map_err(
+            |source| OpenError::Watermark {
                 path: path.clone(),
                 source,
-            }
-        })?;
-    let log = LogStore::new(&db, watermark, verified.last_index).map_err(sled_err)?;
+            },
+        )?;
+    let log = LogStore::new(&db, watermark).map_err(sled_err)?;
     Ok(Opened {
         db,
         log,
@@ -196,10 +200,18 @@ fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, OpenError> {
         .cache_capacity(options.cache_capacity_bytes)
         .open()
         .map_err(|source| match source {
-            sled::Error::Io(_) => OpenError::Sled {
-                path: dir.display().to_string(),
-                source,
-            },
+            // A lock held by a running replica, or no permission: nothing is
+            // known about the contents. Any other I/O error while sled
+            // recovers the files (a missing blob, a short read) is damage.
+            sled::Error::Io(ref e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                OpenError::Sled {
+                    path: dir.display().to_string(),
+                    source,
+                }
+            }
             other => Damage {
                 file: dir.join("db"),
                 index: None,

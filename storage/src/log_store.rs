@@ -16,9 +16,8 @@ use openraft::{ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, Vote
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::integrity::{
-    WatermarkWriter, COMMITTED_KEY, LAST_PURGED_KEY, LOG_TREE, META_TREE, VOTE_KEY,
-};
+use crate::integrity::{COMMITTED_KEY, LAST_PURGED_KEY, LOG_TREE, META_TREE, VOTE_KEY};
+use crate::watermark::WatermarkWriter;
 use crate::{codec, io_err, StoredTypeConfig};
 
 /// Sentinel for "nothing committed yet" in [`LogStore::committed_index`].
@@ -31,9 +30,6 @@ pub struct LogStore<C: StoredTypeConfig> {
     log: sled::Tree,
     meta: sled::Tree,
     committed: Arc<AtomicU64>,
-    /// Highest index whose append has been flushed: the watermark never
-    /// claims more than is on disk.
-    flushed: Arc<AtomicU64>,
     watermark: WatermarkWriter,
     _config: std::marker::PhantomData<C>,
 }
@@ -45,7 +41,6 @@ impl<C: StoredTypeConfig> Clone for LogStore<C> {
             log: self.log.clone(),
             meta: self.meta.clone(),
             committed: self.committed.clone(),
-            flushed: self.flushed.clone(),
             watermark: self.watermark.clone(),
             _config: std::marker::PhantomData,
         }
@@ -53,19 +48,13 @@ impl<C: StoredTypeConfig> Clone for LogStore<C> {
 }
 
 impl<C: StoredTypeConfig> LogStore<C> {
-    /// A store over a verified database; `last_index` is its last log
-    /// index, all of it on disk.
-    pub(crate) fn new(
-        db: &sled::Db,
-        watermark: WatermarkWriter,
-        last_index: Option<u64>,
-    ) -> Result<Self, sled::Error> {
+    /// A store over a verified database.
+    pub(crate) fn new(db: &sled::Db, watermark: WatermarkWriter) -> Result<Self, sled::Error> {
         let store = Self {
             db: db.clone(),
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
             committed: Arc::new(AtomicU64::new(NONE_INDEX)),
-            flushed: Arc::new(AtomicU64::new(last_index.unwrap_or(NONE_INDEX))),
             watermark,
             _config: std::marker::PhantomData,
         };
@@ -73,22 +62,6 @@ impl<C: StoredTypeConfig> LogStore<C> {
             store.committed.store(id.index, Ordering::Relaxed);
         }
         Ok(store)
-    }
-
-    /// Records that every entry up to `index` is on disk.
-    fn flushed_up_to(&self, index: u64) {
-        let _ = self
-            .flushed
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
-                (f == NONE_INDEX || f < index).then_some(index)
-            });
-    }
-
-    /// The last committed index openraft told this store about, for status
-    /// reports (openraft 0.9's metrics do not carry it).
-    pub fn committed_index(&self) -> Option<u64> {
-        let index = self.committed.load(Ordering::Relaxed);
-        (index != NONE_INDEX).then_some(index)
     }
 
     /// The writer of this store's watermark, to sync it at a clean stop.
@@ -226,10 +199,7 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
             Some(id) => {
                 self.write_meta(COMMITTED_KEY, &id, ErrorSubject::Store)?;
                 self.committed.store(id.index, Ordering::Relaxed);
-                let flushed = self.flushed.load(Ordering::Acquire);
-                if flushed != NONE_INDEX {
-                    self.watermark.advance(id.index.min(flushed));
-                }
+                self.watermark.committed(id.index);
             }
             None => {
                 self.meta
@@ -267,14 +237,18 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let flushed = self.db.flush_async().await;
         if let (Ok(_), Some(last)) = (&flushed, last) {
-            self.flushed_up_to(last);
+            // Durable and about to be acknowledged: the log must reach it.
+            self.watermark.acknowledged(last);
         }
         let result = flushed.map(|_| ()).map_err(std::io::Error::other);
         callback.log_io_completed(result);
         Ok(())
     }
 
+    /// The one legitimate way for the log to shrink (a conflicting,
+    /// uncommitted tail): the watermark is lowered first, durably.
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.watermark.lower(log_id.index.checked_sub(1));
         let mut batch = sled::Batch::default();
         for item in self.log.range(key(log_id.index)..) {
             let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
@@ -291,7 +265,7 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.write_meta(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
         self.flush(ErrorSubject::Logs).await?;
-        self.flushed_up_to(log_id.index);
+        self.watermark.acknowledged(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=key(log_id.index)) {
             let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;

@@ -11,10 +11,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, LogId, Membership, RaftLogReader, SnapshotMeta, StoredMembership, Vote};
 
 use crate::integrity::{
-    write_watermark, COMMITTED_KEY, LAST_PURGED_KEY, META_TREE, SNAPSHOT_DATA_KEY,
-    SNAPSHOT_META_KEY, SNAPSHOT_TREE, VOTE_KEY,
+    COMMITTED_KEY, LAST_PURGED_KEY, META_TREE, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SNAPSHOT_TREE,
+    VOTE_KEY,
 };
 use crate::state_machine::Applied;
+use crate::watermark::{self, Watermark};
 use crate::{codec, OpenError, StateMachine, StoreOptions, StoredTypeConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,14 @@ where
     let mut sm = opened.state_machine;
     let mut log = opened.log;
     let from = verified.snapshot_index.map_or(0, |i| i + 1);
-    let committed = verified.committed.unwrap_or(0);
+    // The committed id in the database is saved without a flush and may
+    // trail; the watermark's (fsynced) may be ahead of it. Neither passes
+    // the end of the log.
+    let committed_known = verified
+        .committed
+        .max(verified.watermark.and_then(|w| w.committed))
+        .map(|c| c.min(verified.last_index.unwrap_or(c)));
+    let committed = committed_known.unwrap_or(0);
     let damage = |problem: String| {
         OpenError::from(crate::Damage {
             file: dir.join("db"),
@@ -57,7 +65,7 @@ where
             problem,
         })
     };
-    if verified.committed.is_some() && from <= committed {
+    if committed_known.is_some() && from <= committed {
         let entries = log
             .try_get_log_entries(from..=committed)
             .await
@@ -115,7 +123,11 @@ where
         snapshot_id: format!("seed-{}-{}", last.leader_id.term, last.index),
     };
     write_store(&building, node_id, &seeded, &meta).map_err(write_err)?;
-    write_watermark(&building, last.index).map_err(|e| write_err(e.to_string()))?;
+    let mark = Watermark {
+        acknowledged: Some(last.index),
+        committed: Some(last.index),
+    };
+    watermark::write(&building, &mark).map_err(|e| write_err(e.to_string()))?;
     std::fs::rename(&building, dir).map_err(|e| write_err(e.to_string()))?;
     Ok(last)
 }

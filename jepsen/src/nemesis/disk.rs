@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -83,12 +83,17 @@ pub async fn damage_one(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active
         )
     };
     let done = damage(&data_dir.join("raft"), kind, rng)?;
-    let verify = tokio::process::Command::new(&bin)
-        .arg("verify")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .output()
-        .await?;
+    let verify = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(&bin)
+            .arg("verify")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("verify did not finish within 60 s")??;
     let verify_code = verify.status.code().unwrap_or(-1);
     let verify_line = String::from_utf8_lossy(&verify.stderr)
         .lines()
@@ -103,9 +108,8 @@ pub async fn damage_one(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active
             json!({"node": target, "damage": done, "verify": 0, "harmless": true}),
         ));
     }
-    if verify_code != EXIT_DAMAGED {
-        bail!("verify of {target}'s damaged store exited {verify_code}: {verify_line}");
-    }
+    // Any other verdict than "intact": the replica must refuse to start
+    // (the checker fails the run if it does not).
     let (exit_code, line) = {
         let mut db = db.lock().await;
         db.start_replica(&target, None)?;

@@ -274,9 +274,17 @@ impl Running {
         };
         let watermark = self.watermark;
         let _ = tokio::task::spawn_blocking(move || watermark.sync()).await;
-        let (g, h) = (grpc.await, http.await);
-        g.map_err(|e| e.to_string())??;
-        h.map_err(|e| e.to_string())??;
+        // Long-lived streams (watches) hold a graceful shutdown open: bounded.
+        let g = match tokio::time::timeout(DRAIN_WAIT, grpc).await {
+            Ok(joined) => joined.map_err(|e| e.to_string())?,
+            Err(_) => Ok(()),
+        };
+        let h = match tokio::time::timeout(DRAIN_WAIT, http).await {
+            Ok(joined) => joined.map_err(|e| e.to_string())?,
+            Err(_) => Ok(()),
+        };
+        g?;
+        h?;
         stopped
     }
 }
