@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use autoglm_server::local::Writer;
-use common::{assert_all_present, TestCluster};
+use common::{assert_converged_with_writes, TestCluster};
 
 const KILLS: usize = 10;
 
@@ -52,12 +52,5 @@ async fn leader_sigkill_loses_no_acknowledged_write() {
     let acked = writer.stop().await;
     println!("{} writes acknowledged, {failed} failed", acked.len());
 
-    cluster
-        .wait_converged(&ids, Duration::from_secs(30))
-        .await
-        .unwrap();
-    for id in ids {
-        assert_all_present(&cluster, id, &acked).await;
-    }
-    cluster.assert_no_panic();
+    assert_converged_with_writes(&cluster, &ids, &acked).await;
 }

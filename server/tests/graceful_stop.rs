@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use autoglm_server::local::Writer;
-use common::{assert_all_present, TestCluster};
+use common::{assert_converged_with_writes, TestCluster};
 
 /// Rounds of (follower stop, leader stop); GRACEFUL_ROUNDS=5 for the
 /// figures in docs/operations.md.
@@ -137,12 +137,5 @@ async fn sigterm_hands_leadership_over_and_a_follower_stop_causes_no_gap() {
         follower_gaps[follower_gaps.len() / 2] < Duration::from_millis(500),
         "{follower_gaps:?}"
     );
-    cluster
-        .wait_converged(&ids, Duration::from_secs(30))
-        .await
-        .unwrap();
-    for id in ids {
-        assert_all_present(&cluster, id, &acked).await;
-    }
-    cluster.assert_no_panic();
+    assert_converged_with_writes(&cluster, &ids, &acked).await;
 }

@@ -24,6 +24,8 @@ pub enum IdentityError {
         wanted_cluster: String,
         wanted_node: u64,
     },
+    #[error("data dir identity record cannot be encoded: {0}")]
+    Encode(postcard::Error),
     #[error("data dir identity record is unreadable: {0}")]
     Corrupt(codec::DecodeError),
     #[error("data dir: {0}")]
@@ -51,7 +53,7 @@ impl DataDirIdentity {
                 }
             }
             None => {
-                let bytes = codec::encode_record(self).expect("identity is always encodable");
+                let bytes = codec::encode_record(self).map_err(IdentityError::Encode)?;
                 meta.insert(IDENTITY_KEY, bytes)?;
                 db.flush()?;
                 Ok(())

@@ -91,3 +91,16 @@ pub async fn assert_all_present(cluster: &LocalCluster, id: u64, acked: &[u64]) 
         .await
         .unwrap();
 }
+
+/// The end of a fault test: every replica of `ids` converges, holds every
+/// acknowledged write of a `Writer` on `kv/w/`, and no replica panicked.
+pub async fn assert_converged_with_writes(cluster: &TestCluster, ids: &[u64], acked: &[u64]) {
+    cluster
+        .wait_converged(ids, Duration::from_secs(30))
+        .await
+        .unwrap();
+    for &id in ids {
+        assert_all_present(cluster, id, acked).await;
+    }
+    cluster.assert_no_panic();
+}
