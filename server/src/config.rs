@@ -4,11 +4,14 @@
 //! default. Every option is documented in docs/configuration.md.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use autoglm_client::security::TlsFiles;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+use crate::raft::election::ElectionTimeouts;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -241,12 +244,27 @@ impl ServerConfig {
         Ok(())
     }
 
+    pub fn election_timeouts(&self) -> ElectionTimeouts {
+        ElectionTimeouts {
+            min: Duration::from_millis(self.raft.election_timeout_min_ms),
+            max: Duration::from_millis(self.raft.election_timeout_max_ms),
+        }
+    }
+
+    /// openraft's own election timer is off: `raft::election` decides when
+    /// to campaign. What remains of openraft's timeouts is its leader lease,
+    /// `election_timeout_max`, which is set to our lease (the shortest
+    /// election timeout), and the vote RPC's timeout, `election_timeout_min`,
+    /// halfway between the heartbeat and the lease.
     pub fn openraft_config(&self) -> Result<openraft::Config, ConfigError> {
         let r = &self.raft;
+        let lease = self.election_timeouts().lease().as_millis() as u64;
         openraft::Config {
             cluster_name: self.cluster_name.clone(),
-            election_timeout_min: r.election_timeout_min_ms,
-            election_timeout_max: r.election_timeout_max_ms,
+            election_timeout_min: ((r.heartbeat_interval_ms + lease) / 2)
+                .max(r.heartbeat_interval_ms + 1),
+            election_timeout_max: lease,
+            enable_elect: false,
             heartbeat_interval: r.heartbeat_interval_ms,
             install_snapshot_timeout: r.install_snapshot_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),

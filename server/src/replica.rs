@@ -4,7 +4,7 @@
 //! clock is read here and nowhere below.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use autoglm_storage::log_store::CommittedIndex;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
@@ -15,11 +15,11 @@ use tonic::transport::Channel;
 
 use crate::leader::admission::Admission;
 use crate::leader::runtime::Runtime;
+use crate::raft::election::{ElectionTimeouts, LeaderContact};
 use crate::raft::peers::Peers;
 use crate::raft::{NodeId, Raft, SharedState};
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::RaftMessage;
-use crate::scheduler::model::TaskState;
 use crate::scheduler::requests::RequestId;
 use crate::scheduler::{format, settings, Command, Proposal, Response};
 
@@ -63,6 +63,9 @@ pub struct Replica {
     /// Set when the replica stops on request (SIGTERM): it takes no more
     /// writes or reads, and a leader hands over (server/src/raft/handoff.rs).
     pub stopping: std::sync::atomic::AtomicBool,
+    /// When this replica last heard from a leader: its election timer.
+    pub contact: LeaderContact,
+    pub election: ElectionTimeouts,
 }
 
 /// Milliseconds since the Unix epoch; stamped on proposals by the leader.
@@ -185,12 +188,53 @@ impl Replica {
         command: Command,
         request: Option<RequestId>,
     ) -> Result<Response, ReplicaError> {
-        match self.propose_local(command.clone(), request).await {
-            Err(ReplicaError::NotLeader { leader_addr, .. }) => {
-                self.forward_propose(&leader_addr, command, request).await
+        let deadline = Instant::now() + self.election_wait();
+        loop {
+            let (error, gone) = match self.propose_local(command.clone(), request).await {
+                Err(ReplicaError::NotLeader {
+                    leader_id,
+                    leader_addr,
+                }) => match self
+                    .forward_propose(&leader_addr, command.clone(), request)
+                    .await
+                {
+                    // The leader may have died: with a request id the write
+                    // applies once however often it is sent, so wait for
+                    // the next leader and send it again.
+                    Err(e @ ReplicaError::Forward { .. }) if request.is_some() => {
+                        (e, Some(leader_id))
+                    }
+                    other => return other,
+                },
+                Err(e @ ReplicaError::NoLeader) => (e, None),
+                other => return other,
+            };
+            if !self.wait_for_leader(gone, deadline).await {
+                return Err(error);
             }
-            other => other,
         }
+    }
+
+    /// During an election a call waits this long for the next leader before
+    /// it fails: one election's worth, so a client sees a slow answer
+    /// instead of a retry loop with backoff.
+    fn election_wait(&self) -> Duration {
+        self.election.max + self.election.min
+    }
+
+    /// Waits until a leader other than `gone` is known; false at `deadline`.
+    async fn wait_for_leader(&self, gone: Option<NodeId>, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        !left.is_zero()
+            && self
+                .raft
+                .wait(Some(left))
+                .metrics(
+                    |m| m.current_leader.is_some() && m.current_leader != gone,
+                    "a new leader",
+                )
+                .await
+                .is_ok()
     }
 
     /// Proposes on this replica only; fails with `NotLeader` on a follower.
@@ -236,12 +280,7 @@ impl Replica {
         let (runtime, pending) = {
             let applied = self.state.read();
             let s = &applied.state;
-            let pending = s
-                .tasks
-                .values()
-                .filter(|t| matches!(t.state, TaskState::Queued | TaskState::Waiting))
-                .count();
-            (Runtime::read(s), pending)
+            (Runtime::read(s), s.pending())
         };
         let now = std::time::Instant::now();
         let rate = (runtime.admission_rate_per_second, runtime.admission_burst);
@@ -314,11 +353,22 @@ impl Replica {
         if stale {
             return Ok(self.applied_index());
         }
-        let read_index = match self.read_index_local().await {
-            Err(ReplicaError::NotLeader { leader_addr, .. }) => {
-                self.forward_read_index(&leader_addr).await?
+        let deadline = Instant::now() + self.election_wait();
+        let read_index = loop {
+            let (error, gone) = match self.read_index_local().await {
+                Err(ReplicaError::NotLeader {
+                    leader_id,
+                    leader_addr,
+                }) => match self.forward_read_index(&leader_addr).await {
+                    Err(e @ ReplicaError::Forward { .. }) => (e, Some(leader_id)),
+                    other => break other?,
+                },
+                Err(e @ ReplicaError::NoLeader) => (e, None),
+                other => break other?,
+            };
+            if !self.wait_for_leader(gone, deadline).await {
+                return Err(error);
             }
-            other => other?,
         };
         if self.applied_index() < read_index {
             self.raft

@@ -67,8 +67,6 @@ pub struct Running {
     scheduler: SchedulerSettings,
     /// The listener's TLS; `None` only under --insecure.
     tls: Option<ServerTls>,
-    /// openraft's leader lease: `raft.election_timeout_max_ms`.
-    leader_lease: Duration,
     /// Synced once Raft has stopped, so a clean stop leaves an exact watermark.
     watermark: autoglm_storage::WatermarkWriter,
 }
@@ -168,6 +166,8 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         committed,
         admission: Default::default(),
         stopping: Default::default(),
+        contact: Default::default(),
+        election: config.election_timeouts(),
     });
     Ok(Running {
         replica,
@@ -176,7 +176,6 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         max_message_bytes,
         scheduler: config.scheduler.clone(),
         tls,
-        leader_lease: Duration::from_millis(config.raft.election_timeout_max_ms),
         watermark,
     })
 }
@@ -195,6 +194,7 @@ impl Running {
         let hub = Arc::new(AgentHub::default());
         let supervisor =
             crate::leader::spawn_supervisor(replica.clone(), hub.clone(), self.scheduler.clone());
+        let elections = super::election::spawn(replica.clone(), replica.election);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
         let http = axum::serve(self.http, crate::http::router(replica.clone()))
@@ -243,12 +243,13 @@ impl Running {
         let stop_started = std::time::Instant::now();
         tracing::info!("shutting down");
         supervisor.abort();
+        elections.abort();
         // A leader hands over while its port still answers (UNAVAILABLE, so
         // clients retry elsewhere). Anyone else stops taking calls and lets
         // the ones in flight finish before Raft stops under them.
         let stopped = if replica.is_leader() {
             let started = std::time::Instant::now();
-            let handed = super::handoff::step_down(&replica, &hub, self.leader_lease).await;
+            let handed = super::handoff::step_down(&replica, &hub, replica.election.lease()).await;
             tracing::info!(
                 successor = ?handed.successor,
                 caught_up = handed.caught_up,

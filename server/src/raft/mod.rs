@@ -2,6 +2,7 @@
 //! replicas and the service that receives it, and the replica bootstrap.
 
 pub mod bootstrap;
+pub mod election;
 pub mod handoff;
 pub mod network;
 pub mod offline;
@@ -40,6 +41,10 @@ impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
     type Previous = crate::scheduler::state::SchedulerStateV1;
     fn upgrade(previous: Self::Previous) -> Self {
         previous.into()
+    }
+
+    fn restored(&mut self) {
+        self.reindex();
     }
 }
 

@@ -7,8 +7,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use std::time::Instant;
+
+use openraft::raft::AppendEntriesRequest;
+
+use super::election::{answer_pre_vote, PreVoteRequest, VoterView};
 use super::handoff::{campaign_later, HandOff};
-use super::PROTOCOL_VERSION;
+use super::{TypeConfig, PROTOCOL_VERSION};
 use crate::raft_proto::raft_service_server::RaftService;
 use crate::raft_proto::{HelloRequest, HelloResponse, RaftMessage};
 use crate::replica::Replica;
@@ -81,13 +86,31 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = self.open(request.get_ref())?;
-        self.seal(&self.replica.raft.append_entries(rpc).await)
+        let rpc: AppendEntriesRequest<TypeConfig> = self.open(request.get_ref())?;
+        // Heard on arrival, as Raft resets its election timer: a large entry
+        // may take longer to append than an election timeout.
+        let current = self.replica.raft.metrics().borrow().vote;
+        if rpc.vote.is_committed() && rpc.vote >= current {
+            self.replica.contact.heard(Instant::now());
+        }
+        // openraft gives up on an AppendEntries after one heartbeat interval
+        // and sends it again; appending runs to the end regardless, so a
+        // large entry is written once instead of cancelled on every retry.
+        let replica = self.replica.clone();
+        let reply = tokio::spawn(async move { replica.raft.append_entries(rpc).await })
+            .await
+            .map_err(|e| Status::internal(format!("append entries: {e}")))?;
+        self.seal(&reply)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(request.get_ref())?;
-        self.seal(&self.replica.raft.vote(rpc).await)
+        let reply = self.replica.raft.vote(rpc).await;
+        // Granting a vote restarts the election timer, as in Raft.
+        if reply.as_ref().is_ok_and(|r| r.vote_granted) {
+            self.replica.contact.heard(Instant::now());
+        }
+        self.seal(&reply)
     }
 
     async fn install_snapshot(
@@ -95,7 +118,11 @@ impl RaftService for RaftRpc {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc = self.open(request.get_ref())?;
-        self.seal(&self.replica.raft.install_snapshot(rpc).await)
+        let reply = self.replica.raft.install_snapshot(rpc).await;
+        if reply.is_ok() {
+            self.replica.contact.heard(Instant::now());
+        }
+        self.seal(&reply)
     }
 
     async fn propose(
@@ -122,5 +149,24 @@ impl RaftService for RaftRpc {
         let handoff: HandOff = self.open(request.get_ref())?;
         campaign_later(self.replica.clone(), handoff);
         self.seal(&())
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let pre_vote: PreVoteRequest = self.open(request.get_ref())?;
+        let replica = &self.replica;
+        let voter = VoterView {
+            leading: replica.is_leader(),
+            since_contact: Instant::now().saturating_duration_since(replica.contact.last()),
+            lease: replica.election.lease(),
+            last_log: replica.raft.data_metrics().borrow().last_log,
+        };
+        let answer = answer_pre_vote(&pre_vote, &voter);
+        if !answer.granted {
+            tracing::debug!(candidate = pre_vote.candidate, reason = %answer.reason, "pre-vote refused");
+        }
+        self.seal(&answer)
     }
 }

@@ -104,6 +104,7 @@ pub const TABLE: &[(&str, Access)] = &[
     ("/autoglm.raft.v1.RaftService/Propose", Access::Member),
     ("/autoglm.raft.v1.RaftService/ReadIndex", Access::Member),
     ("/autoglm.raft.v1.RaftService/HandOff", Access::Member),
+    ("/autoglm.raft.v1.RaftService/PreVote", Access::Member),
     (
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         Access::Roles(EVERYONE),
