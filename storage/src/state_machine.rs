@@ -34,6 +34,10 @@ pub trait StateMachine<C: StoredTypeConfig>:
     /// snapshots of that version still restore.
     type Previous: DeserializeOwned;
     fn upgrade(previous: Self::Previous) -> Self;
+
+    /// Rebuilds what the state derives rather than stores (indexes, counts)
+    /// after it has been decoded from a snapshot.
+    fn restored(&mut self) {}
 }
 
 /// [`Applied`] around the previous version of the state.
@@ -49,17 +53,19 @@ struct AppliedV1<P> {
 pub fn decode_snapshot<C: StoredTypeConfig, S: StateMachine<C>>(
     bytes: &[u8],
 ) -> Result<Applied<S>, codec::DecodeError> {
-    match codec::snapshot_body(bytes)? {
+    let mut applied: Applied<S> = match codec::snapshot_body(bytes)? {
         (codec::SnapshotLayout::V1, body) => {
             let old: AppliedV1<S::Previous> = codec::decode(body)?;
-            Ok(Applied {
+            Applied {
                 last_applied: old.last_applied,
                 membership: old.membership,
                 state: S::upgrade(old.state),
-            })
+            }
         }
-        (codec::SnapshotLayout::Current, body) => codec::decode(body),
-    }
+        (codec::SnapshotLayout::Current, body) => codec::decode(body)?,
+    };
+    applied.state.restored();
+    Ok(applied)
 }
 
 /// The state machine plus what Raft needs to know about it.
@@ -163,7 +169,11 @@ async fn persist_snapshot(
     let mut batch = sled::Batch::default();
     batch.insert(SNAPSHOT_META_KEY, meta_bytes);
     batch.insert(SNAPSHOT_DATA_KEY, data);
-    tree.apply_batch(batch)
+    // A large blob is a long synchronous write: off the async workers.
+    let writer = tree.clone();
+    tokio::task::spawn_blocking(move || writer.apply_batch(batch))
+        .await
+        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?
         .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
     tree.flush_async()
         .await
@@ -186,17 +196,27 @@ where
     S: StateMachine<C>,
 {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
-        let data = codec::encode_snapshot(&self.copy)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        let snapshot_id = match self.copy.last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.seq),
-            None => format!("empty-{}", self.seq),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.copy.last_applied,
-            last_membership: self.copy.membership.clone(),
-            snapshot_id,
-        };
+        let copy = std::mem::take(&mut self.copy);
+        let seq = self.seq;
+        // Encoding a large state takes long enough to starve the runtime's
+        // few workers (and with them heartbeats): a blocking thread does it,
+        // and the copy is dropped as soon as it is encoded.
+        let (meta, data) = tokio::task::spawn_blocking(move || {
+            let data = codec::encode_snapshot(&copy)
+                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+            let snapshot_id = match copy.last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
+                None => format!("empty-{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: copy.last_applied,
+                last_membership: copy.membership.clone(),
+                snapshot_id,
+            };
+            Ok::<_, StorageError<u64>>((meta, data))
+        })
+        .await
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
         persist_snapshot(&self.snapshots, &meta, &data).await?;
         Ok(Snapshot {
             meta,
@@ -272,8 +292,15 @@ where
     ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        // Decoding a large state is long: off the async workers, like encoding.
+        let (decoded, data) = tokio::task::spawn_blocking(move || {
+            let decoded = decode_snapshot::<C, S>(&data);
+            (decoded, data)
+        })
+        .await
+        .map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
         let mut incoming: Applied<S> =
-            decode_snapshot::<C, S>(&data).map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
+            decoded.map_err(|e| io_err(subject(), ErrorVerb::Read, e))?;
         // The meta is authoritative for what the snapshot covers.
         incoming.last_applied = meta.last_log_id;
         incoming.membership = meta.last_membership.clone();

@@ -152,7 +152,6 @@ impl Placer {
             // The highest queued task that fits nowhere may evict much lower priorities.
             let first_unplaced =
                 crate::scheduler::placement::queue_order(state, runtime.placement.aging_ms, now)
-                    .into_iter()
                     .find(|t| !placed.contains(&t.id) && t.not_before_ms <= now);
             if let Some(task) = first_unplaced {
                 for (victim, attempt) in preemption_victims(state, task, runtime.preemption_gap) {

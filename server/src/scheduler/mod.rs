@@ -13,6 +13,7 @@ pub mod limits;
 pub mod model;
 mod nodes;
 pub mod placement;
+pub mod queue;
 pub mod requests;
 pub mod reservations;
 pub mod settings;

@@ -9,7 +9,7 @@ pub type JobId = u64;
 pub type TaskId = u64;
 pub type NodeName = String;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Resources {
     pub gpus: u32,
     /// Per GPU.

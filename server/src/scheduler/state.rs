@@ -16,6 +16,7 @@ use super::acl::Acl;
 use super::command::{Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
 use super::model::{Job, JobId, Node, NodeName, Task, TaskId, TaskState};
+use super::queue::Queue;
 use super::requests::AppliedRequests;
 use super::reservations::Held;
 
@@ -34,8 +35,11 @@ pub struct SchedulerState {
     pub config: ConfigStore,
     pub jobs: BTreeMap<JobId, Job>,
     pub tasks: BTreeMap<TaskId, Task>,
-    /// Queued tasks, in no particular order: placement orders them.
-    pub queue: BTreeSet<TaskId>,
+    /// Queued tasks, indexed in queue order (`queue.rs`).
+    pub queue: Queue,
+    /// Tasks waiting on dependencies; derived from `tasks`, so not snapshotted.
+    #[serde(skip)]
+    pub(super) waiting: usize,
     pub nodes: BTreeMap<NodeName, Node>,
     /// Placed attempts per node.
     pub placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
@@ -72,7 +76,8 @@ impl From<SchedulerStateV1> for SchedulerState {
             config: v1.config,
             jobs: v1.jobs,
             tasks: v1.tasks,
-            queue: v1.queue,
+            queue: Queue::from_ids(v1.queue),
+            waiting: 0,
             nodes: v1.nodes,
             placed: v1.placed,
             idempotency: v1.idempotency,
@@ -84,6 +89,22 @@ impl From<SchedulerStateV1> for SchedulerState {
 }
 
 impl SchedulerState {
+    /// Rebuilds what is derived from the tasks rather than snapshotted: the
+    /// queue's order index and the waiting count. Run after a restore.
+    pub fn reindex(&mut self) {
+        self.queue.reindex(&self.tasks);
+        self.waiting = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Waiting)
+            .count();
+    }
+
+    /// Tasks not yet placed or finished: what admission bounds. O(1).
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.waiting
+    }
+
     /// Applies one committed proposal at log `index`. Deterministic.
     pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Response {
         self.now_ms = self.now_ms.max(proposal.at_ms);
@@ -237,6 +258,22 @@ impl SchedulerState {
             {
                 return Err(format!("task {id} does not belong to its job {}", t.job_id));
             }
+        }
+        let waiting = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Waiting)
+            .count();
+        if waiting != self.waiting {
+            return Err(format!(
+                "{waiting} tasks are waiting but the count says {}",
+                self.waiting
+            ));
+        }
+        let mut fresh = self.queue.clone();
+        fresh.reindex(&self.tasks);
+        if !fresh.same_index(&self.queue) {
+            return Err("the queue's order index disagrees with the tasks".into());
         }
         let placed_count: usize = self.placed.values().map(BTreeSet::len).sum();
         if placed_count != self.tasks.values().filter(|t| t.state.is_placed()).count() {

@@ -401,7 +401,6 @@ fn queue_orders_by_priority_then_age_and_ages_low_priorities() {
     let high_id = job_tasks(&h.submit("", vec![high]))["high"];
     let second_mid = job_tasks(&h.submit("", vec![spec("m2", &[])]))["m2"];
     let order: Vec<TaskId> = queue_order(&h.state, 1_000_000, h.state.now_ms)
-        .iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(order, vec![high_id, first_mid, second_mid, low_id]);
@@ -409,7 +408,6 @@ fn queue_orders_by_priority_then_age_and_ages_low_priorities() {
     h.now += 45_000;
     let fresh_mid = job_tasks(&h.submit("", vec![spec("m3", &[])]))["m3"];
     let aged: Vec<TaskId> = queue_order(&h.state, 1_000, h.state.now_ms)
-        .iter()
         .map(|t| t.id)
         .collect();
     let at = |id| aged.iter().position(|x| *x == id).unwrap();
@@ -575,7 +573,7 @@ proptest! {
             h.submit("", vec![s]);
         }
         let now = h.state.now_ms + 10_000;
-        let order = queue_order(&h.state, aging_ms, now);
+        let order: Vec<&Task> = queue_order(&h.state, aging_ms, now).collect();
         let effective = |t: &Task| (t.spec.priority as u64 + (now - t.queued_ms) / aging_ms).min(100);
         for pair in order.windows(2) {
             let (a, b) = (pair[0], pair[1]);
@@ -773,6 +771,7 @@ fn a_version_1_snapshot_restores_with_an_empty_acl() {
         next_task_id: TaskId,
         applied_requests: &'a super::requests::AppliedRequests,
     }
+    let queue_ids: BTreeSet<TaskId> = s.queue.ids().copied().collect();
     let v1 = postcard::to_stdvec(&V1 {
         last_applied: None,
         membership: StoredMembership::default(),
@@ -780,7 +779,7 @@ fn a_version_1_snapshot_restores_with_an_empty_acl() {
         config: &s.config,
         jobs: &s.jobs,
         tasks: &s.tasks,
-        queue: &s.queue,
+        queue: &queue_ids,
         nodes: &s.nodes,
         placed: &s.placed,
         idempotency: &s.idempotency,
@@ -795,6 +794,10 @@ fn a_version_1_snapshot_restores_with_an_empty_acl() {
         "version 1 restores the same state"
     );
     assert_eq!(restored.state.acl, super::acl::Acl::default());
+    restored
+        .state
+        .check_invariants()
+        .expect("the queue index and counts are rebuilt on restore");
 
     // The current format round-trips, tagged with its version.
     let mut s2 = s.clone();
@@ -808,6 +811,7 @@ fn a_version_1_snapshot_restores_with_an_empty_acl() {
     assert_eq!(&current[..4], b"AGLS");
     let back = decode_snapshot::<crate::raft::TypeConfig, SchedulerState>(&current).unwrap();
     assert_eq!(back.state.digest(), s2.digest());
+    back.state.check_invariants().unwrap();
     let mut newer = current.clone();
     newer[4] = 9;
     assert!(decode_snapshot::<crate::raft::TypeConfig, SchedulerState>(&newer).is_err());

@@ -18,6 +18,7 @@ pub use policies::{policy_by_name, Policy, POLICY_NAMES};
 
 use super::command::Assignment;
 use super::model::{Liveness, Node, NodeAdmin, NodeName, Task};
+use super::queue::QueueOrder;
 use super::reservations::{choose_gpus, Held};
 use super::state::SchedulerState;
 
@@ -124,15 +125,8 @@ impl Default for PlacementOptions {
 }
 
 /// Queue order: effective priority (priority plus aging) first, then age, then id.
-pub fn queue_order(state: &SchedulerState, aging_ms: u64, now_ms: u64) -> Vec<&Task> {
-    let now = now_ms;
-    let mut tasks: Vec<&Task> = state.queue.iter().map(|id| &state.tasks[id]).collect();
-    let effective = |t: &Task| {
-        let aged = now.saturating_sub(t.queued_ms) / aging_ms.max(1);
-        (t.spec.priority as u64 + aged).min(super::limits::PRIORITY_MAX as u64)
-    };
-    tasks.sort_by_key(|t| (std::cmp::Reverse(effective(t)), t.queued_ms, t.id));
-    tasks
+pub fn queue_order(state: &SchedulerState, aging_ms: u64, now_ms: u64) -> QueueOrder<'_> {
+    state.queue.in_order(&state.tasks, aging_ms, now_ms)
 }
 
 /// Builds the nodes' views from the replicated state and the leader's live data.
@@ -216,15 +210,15 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Where `task` goes, if anywhere; the capacity is held in this round's view.
+    /// Where `task` goes; the capacity is held in this round's view.
     pub fn decide(
         &mut self,
         task: &Task,
         policy: &mut dyn Policy,
         rng: &mut dyn RngCore,
-    ) -> Option<Assignment> {
+    ) -> Result<Assignment, Unplaced> {
         if task.not_before_ms > self.now_ms {
-            return None;
+            return Err(Unplaced::BackingOff);
         }
         let candidates: Vec<usize> = self
             .views
@@ -234,21 +228,33 @@ impl<'a> Round<'a> {
             .map(|(i, _)| i)
             .collect();
         if candidates.is_empty() {
-            return None;
+            return Err(Unplaced::FitsNowhere);
         }
         let chosen = policy.pick(task, &self.views, &candidates, rng);
         let view = &mut self.views[chosen];
-        let gpus = choose_gpus(&task.spec, view.node, &view.held)?;
+        let gpus = choose_gpus(&task.spec, view.node, &view.held).ok_or(Unplaced::NoGpus)?;
         view.held.add(&task.spec, &gpus);
         view.free_gpu_mb = free_gpu_mb(view.node, &view.held);
         view.outstanding += 1;
-        Some(Assignment {
+        Ok(Assignment {
             task: task.id,
             attempt: task.attempt + 1,
             node: view.node.name.clone(),
             gpus,
         })
     }
+}
+
+/// Why a round left a task queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplaced {
+    /// Its retry backoff has not run out.
+    BackingOff,
+    /// No node passes the filters. Holds for its whole shape for the rest
+    /// of the round: capacity only shrinks within a round.
+    FitsNowhere,
+    /// The chosen node's GPUs could not be picked (fragmented slots).
+    NoGpus,
 }
 
 /// One placement round: assignments for as many queued tasks as fit, in
@@ -264,11 +270,14 @@ pub fn place(
 ) -> Vec<Assignment> {
     let mut round = Round::new(state, live, opts, now_ms);
     let mut out = Vec::new();
-    for task in queue_order(state, opts.aging_ms, now_ms) {
-        if out.len() >= opts.batch_max {
-            break;
+    let mut order = queue_order(state, opts.aging_ms, now_ms);
+    while out.len() < opts.batch_max {
+        let Some(task) = order.next() else { break };
+        match round.decide(task, policy, rng) {
+            Ok(assignment) => out.push(assignment),
+            Err(Unplaced::FitsNowhere) => order.skip_shape_of(task),
+            Err(Unplaced::BackingOff | Unplaced::NoGpus) => {}
         }
-        out.extend(round.decide(task, policy, rng));
     }
     out
 }
@@ -281,6 +290,10 @@ pub fn preemption_victims(
     task: &Task,
     gap: u32,
 ) -> Vec<(super::model::TaskId, u32)> {
+    if task.spec.priority < gap {
+        // Nothing can be `gap` below it: skip the walk over every placed attempt.
+        return Vec::new();
+    }
     let mut best: Option<Vec<(super::model::TaskId, u32)>> = None;
     for node in state.nodes.values() {
         if node.liveness != Liveness::Up || node.admin != NodeAdmin::Active {
