@@ -128,7 +128,7 @@ fn timed(
         let mut round = Round::new(state, live, &opts, 10_000);
         for _ in 0..PER_ROUND.min(n - out.len()) {
             let t = Instant::now();
-            black_box(round.decide(task, p.as_mut(), &mut rng));
+            let _ = black_box(round.decide(task, p.as_mut(), &mut rng));
             out.push(t.elapsed());
         }
     }
@@ -152,7 +152,7 @@ fn bench(c: &mut Criterion) {
                     let k = left.min(PER_ROUND);
                     let t = Instant::now();
                     for _ in 0..k {
-                        black_box(round.decide(&task, p.as_mut(), &mut rng));
+                        let _ = black_box(round.decide(&task, p.as_mut(), &mut rng));
                     }
                     total += t.elapsed();
                     left -= k;

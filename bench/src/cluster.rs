@@ -64,3 +64,10 @@ impl DerefMut for BenchCluster {
         &mut self.cluster
     }
 }
+
+/// Resident memory of process `pid`, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use autoglm_client::{Client, ClientOptions};
 use clap::Args;
 
-use crate::cluster::BenchCluster;
+use crate::cluster::{rss_bytes, BenchCluster};
 use crate::throughput::drive;
 
 #[derive(Args)]
@@ -25,12 +25,6 @@ pub struct FootprintArgs {
     json: Option<std::path::PathBuf>,
 }
 
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 fn disk_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
@@ -45,7 +39,7 @@ fn disk_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-fn mib(b: u64) -> String {
+pub fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 

@@ -7,7 +7,9 @@
 mod cluster;
 mod failover;
 mod footprint;
+mod large_job;
 mod placement_time;
+mod queue_depth;
 mod sim;
 mod stats;
 mod submit;
@@ -37,6 +39,10 @@ enum BenchCommand {
     PlacementTime(placement_time::PlacementTimeArgs),
     /// Submissions per second and submit -> assigned latency with many clients.
     Submit(submit::SubmitArgs),
+    /// Whether applying a 10,000-task job causes an election.
+    LargeJob(large_job::LargeJobArgs),
+    /// Submission rate, memory and restart time as the queue grows to a million tasks.
+    QueueDepth(queue_depth::QueueDepthArgs),
     /// Placement quality: one simulated GPU-fleet scenario through the real scheduler core.
     Sim(sim::SimArgs),
     /// Placement quality: a grid of simulated scenarios; CSV, JSON, SVG and tables.
@@ -63,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
         BenchCommand::Footprint(a) => footprint::run(a).await,
         BenchCommand::PlacementTime(a) => placement_time::run(a),
         BenchCommand::Submit(a) => submit::run(a).await,
+        BenchCommand::QueueDepth(a) => queue_depth::run(a).await,
+        BenchCommand::LargeJob(a) => large_job::run(a).await,
         BenchCommand::Sim(a) => sim::run_one(a),
         BenchCommand::SimSweep(a) => sim::sweep::run(a),
         BenchCommand::Agent { config } => {

@@ -144,7 +144,7 @@ pub fn run(args: PlacementTimeArgs) -> anyhow::Result<()> {
             );
             let id = *state
                 .queue
-                .iter()
+                .ids()
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("nothing queued"))?;
             let started = Instant::now();
@@ -153,7 +153,10 @@ pub fn run(args: PlacementTimeArgs) -> anyhow::Result<()> {
             let started = Instant::now();
             let assignment = round.decide(&state.tasks[&id], policy.as_mut(), &mut rng);
             decisions.push(started.elapsed());
-            anyhow::ensure!(assignment.is_some(), "policy {name} placed nothing");
+            anyhow::ensure!(
+                assignment.is_ok(),
+                "policy {name} placed nothing: {assignment:?}"
+            );
             apply(&mut state, &mut index, Command::CancelTask { task: id });
         }
         let (s, r) = (summarize(&decisions), summarize(&rounds));
