@@ -18,6 +18,7 @@
 pub mod backup;
 pub mod codec;
 pub mod damage;
+mod flusher;
 pub mod identity;
 pub mod integrity;
 pub mod log_store;

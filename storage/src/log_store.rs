@@ -2,9 +2,10 @@
 //! sled's byte order is log order. Vote, committed and last-purged ids live in
 //! the `meta` tree.
 //!
-//! Durability: `append` and `save_vote` return to openraft only after
-//! `flush_async` has written the whole database, because sled otherwise syncs
-//! only every 500 ms and a `kill -9` would lose acknowledged entries.
+//! Durability: an append is reported written to openraft, and `save_vote`,
+//! `truncate` and `purge` return, only after sled has flushed the whole
+//! database (`flusher.rs`), because sled otherwise syncs only every 500 ms and
+//! a `kill -9` would lose acknowledged entries.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -16,6 +17,7 @@ use openraft::{ErrorSubject, ErrorVerb, LogId, RaftLogReader, StorageError, Vote
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::flusher::Flusher;
 use crate::integrity::{COMMITTED_KEY, LAST_PURGED_KEY, LOG_TREE, META_TREE, VOTE_KEY};
 use crate::watermark::WatermarkWriter;
 use crate::{codec, io_err, StoredTypeConfig};
@@ -31,6 +33,7 @@ pub struct LogStore<C: StoredTypeConfig> {
     meta: sled::Tree,
     committed: Arc<AtomicU64>,
     watermark: WatermarkWriter,
+    flusher: Flusher<C>,
     _config: std::marker::PhantomData<C>,
 }
 
@@ -42,6 +45,7 @@ impl<C: StoredTypeConfig> Clone for LogStore<C> {
             meta: self.meta.clone(),
             committed: self.committed.clone(),
             watermark: self.watermark.clone(),
+            flusher: self.flusher.clone(),
             _config: std::marker::PhantomData,
         }
     }
@@ -55,6 +59,7 @@ impl<C: StoredTypeConfig> LogStore<C> {
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
             committed: Arc::new(AtomicU64::new(NONE_INDEX)),
+            flusher: Flusher::start(db.clone(), watermark.clone())?,
             watermark,
             _config: std::marker::PhantomData,
         };
@@ -101,12 +106,12 @@ impl<C: StoredTypeConfig> LogStore<C> {
         Ok(())
     }
 
+    /// Flushes everything written so far, after every append queued before.
     async fn flush(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError<u64>> {
-        self.db
-            .flush_async()
+        self.flusher
+            .sync()
             .await
-            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
-        Ok(())
+            .map_err(|e| io_err(subject, ErrorVerb::Write, std::io::Error::other(e)))
     }
 
     fn decode_entry(bytes: &[u8]) -> Result<C::Entry, StorageError<u64>> {
@@ -235,19 +240,15 @@ impl<C: StoredTypeConfig> RaftLogStorage<C> for LogStore<C> {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let flushed = self.db.flush_async().await;
-        if let (Ok(_), Some(last)) = (&flushed, last) {
-            // Durable and about to be acknowledged: the log must reach it.
-            self.watermark.acknowledged(last);
-        }
-        let result = flushed.map(|_| ()).map_err(std::io::Error::other);
-        callback.log_io_completed(result);
+        self.flusher.appended(last, callback);
         Ok(())
     }
 
     /// The one legitimate way for the log to shrink (a conflicting,
     /// uncommitted tail): the watermark is lowered first, durably.
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        // Appends still queued are reported before the watermark moves down.
+        self.flush(ErrorSubject::Logs).await?;
         self.watermark.lower(log_id.index.checked_sub(1));
         let mut batch = sled::Batch::default();
         for item in self.log.range(key(log_id.index)..) {
