@@ -224,7 +224,15 @@ pub async fn run_schedule(
     let main: Vec<Kind> = kinds.iter().copied().filter(|k| !k.is_overlay()).collect();
     let overlays: Vec<Kind> = kinds.iter().copied().filter(|k| k.is_overlay()).collect();
     loop {
-        tokio::time::sleep(between(rng, settings.quiet)).await;
+        // Until every requested fault has run once, stretches take their
+        // shortest lengths, so a short run holds all of them.
+        let first_round = !unrun.is_empty();
+        let quiet = if first_round {
+            settings.quiet.0
+        } else {
+            between(rng, settings.quiet)
+        };
+        tokio::time::sleep(quiet).await;
         if tokio::time::Instant::now() >= end {
             break;
         }
@@ -256,7 +264,12 @@ pub async fn run_schedule(
             }
             active.push((*kind, started));
         }
-        let hold = between(rng, settings.fault).min(
+        let fault = if first_round {
+            settings.fault.0
+        } else {
+            between(rng, settings.fault)
+        };
+        let hold = fault.min(
             end.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(1),
         );
         tokio::time::sleep(hold).await;
