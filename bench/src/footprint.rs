@@ -58,6 +58,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
             args.writers,
             Duration::from_secs(5),
             args.keys / args.writers as u64 + 1,
+            None,
         )
         .await;
         committed += latencies.len() as u64;

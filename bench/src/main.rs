@@ -5,6 +5,7 @@
 //! runs the server library exactly as `autoglm-server` does.
 
 mod cluster;
+mod etcd;
 mod failover;
 mod footprint;
 mod large_job;
