@@ -13,7 +13,7 @@ impl Client {
             name: name.to_string(),
         };
         let id = fresh_request_id();
-        self.with_retry(|ch| {
+        self.with_retry_on(Retry::Idempotent, |ch| {
             let req = with_request_id(req.clone(), &id);
             async move { AclServiceClient::new(ch).bootstrap(req).await }
         })
@@ -33,7 +33,7 @@ impl Client {
             ttl_seconds,
         };
         let id = fresh_request_id();
-        self.with_retry(|ch| {
+        self.with_retry_on(Retry::Idempotent, |ch| {
             let req = with_request_id(req.clone(), &id);
             async move { AclServiceClient::new(ch).create_token(req).await }
         })
@@ -55,7 +55,7 @@ impl Client {
             accessor: accessor.to_string(),
         };
         let id = fresh_request_id();
-        self.with_retry(|ch| {
+        self.with_retry_on(Retry::Idempotent, |ch| {
             let req = with_request_id(req.clone(), &id);
             async move { AclServiceClient::new(ch).revoke_token(req).await }
         })

@@ -56,7 +56,6 @@ pub struct Client {
     token: BearerToken,
 }
 
-/// Failures worth another replica: it is down, has no leader, or is not the leader.
 /// Which failures a call may be retried on elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retry {
@@ -64,7 +63,8 @@ pub(crate) enum Retry {
     /// or was not the leader.
     Unavailable,
     /// Also when the outcome is unknown (connection reset, timeout): for reads
-    /// and for writes made idempotent by a key.
+    /// and for writes made idempotent by a key or a request id (`apply` answers
+    /// a request id it has seen with the first answer).
     Idempotent,
 }
 
@@ -256,7 +256,7 @@ impl Client {
         };
         let id = fresh_request_id();
         let response = self
-            .with_retry(|ch| {
+            .with_retry_on(Retry::Idempotent, |ch| {
                 let req = with_request_id(req.clone(), &id);
                 async move { ConfigServiceClient::new(ch).put(req).await }
             })
@@ -278,7 +278,7 @@ impl Client {
             expected_version,
         };
         let id = fresh_request_id();
-        self.with_retry(|ch| {
+        self.with_retry_on(Retry::Idempotent, |ch| {
             let req = with_request_id(req.clone(), &id);
             async move { ConfigServiceClient::new(ch).compare_and_set(req).await }
         })
