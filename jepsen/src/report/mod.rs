@@ -6,6 +6,7 @@
 //! - `index.html` with `latency.svg`, `throughput.svg`, `timeline.svg`;
 //! - each host's logs under `<host>/`.
 
+pub mod heals;
 mod html;
 pub mod metrics;
 mod plots;
@@ -38,6 +39,9 @@ pub struct Summary {
     pub operations: BTreeMap<String, BTreeMap<String, u64>>,
     pub unavailability: metrics::Unavailability,
     pub nemesis_windows: Vec<(String, f64, f64)>,
+    /// What healing each `partition-one` cost (leader changes, write gap).
+    #[serde(default)]
+    pub heals: Vec<heals::Heal>,
     pub queue: Option<QueueReport>,
     pub linearizable: Option<LinearizableReport>,
     pub cluster: ClusterReport,
@@ -99,6 +103,7 @@ impl Results {
             operations: metrics::by_outcome(&e.history),
             unavailability: metrics::unavailability(&e.history),
             nemesis_windows: metrics::nemesis_windows(&e.history),
+            heals: heals::heals(&e.history, &e.samples),
             queue: e.queue,
             linearizable: e.linearizable,
             cluster: e.cluster,
