@@ -52,6 +52,24 @@ impl BenchCluster {
     }
 }
 
+impl BenchCluster {
+    /// SIGKILLs `follower`, starts it again on its data dir and times it:
+    /// (until it answers, until it has caught up with `leader`).
+    pub async fn restart_timed(
+        &mut self,
+        follower: u64,
+        leader: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<(Duration, Duration)> {
+        self.kill(follower);
+        let restarted = std::time::Instant::now();
+        self.spawn(follower)?;
+        let answering = self.wait_answering(follower, timeout).await?;
+        self.wait_caught_up(follower, leader, timeout).await?;
+        Ok((answering, restarted.elapsed()))
+    }
+}
+
 impl Deref for BenchCluster {
     type Target = LocalCluster;
     fn deref(&self) -> &LocalCluster {

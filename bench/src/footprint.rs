@@ -79,16 +79,9 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
         println!("replica {id}: RSS {}  disk {}", mib(rss), mib(disk));
         rows.push(serde_json::json!({"id": id, "rss_bytes": rss, "disk_bytes": disk}));
     }
-    cluster.kill(follower);
-    let restarted = Instant::now();
-    cluster.spawn(follower)?;
-    let answering = cluster
-        .wait_answering(follower, Duration::from_secs(120))
+    let (answering, caught_up) = cluster
+        .restart_timed(follower, leader, Duration::from_secs(120))
         .await?;
-    cluster
-        .wait_caught_up(follower, leader, Duration::from_secs(120))
-        .await?;
-    let caught_up = restarted.elapsed();
     println!(
         "{committed} entries (last log index {:?}, snapshot at {:?}, purged to {:?}) in {:.0} s",
         status.last_log_index,

@@ -136,16 +136,9 @@ pub async fn run(args: QueueDepthArgs) -> anyhow::Result<()> {
     cluster
         .wait_caught_up(follower, leader, Duration::from_secs(120))
         .await?;
-    cluster.kill(follower);
-    let restarted = Instant::now();
-    cluster.spawn(follower)?;
-    let answering = cluster
-        .wait_answering(follower, Duration::from_secs(300))
+    let (answering, caught_up) = cluster
+        .restart_timed(follower, leader, Duration::from_secs(300))
         .await?;
-    cluster
-        .wait_caught_up(follower, leader, Duration::from_secs(300))
-        .await?;
-    let caught_up = restarted.elapsed();
     println!(
         "restart of replica {follower} with {total} tasks: answering after {answering:?}, caught up after {caught_up:?}"
     );
