@@ -192,32 +192,50 @@ where
     })
 }
 
+/// How long opening waits for a lock to be released.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn is_lock(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 /// Opens sled. Its I/O errors (a lock held by a running replica, no
 /// permission) say nothing about the contents; anything else it reports is
 /// damage.
 fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, OpenError> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(options.cache_capacity_bytes)
-        .open()
-        .map_err(|source| match source {
-            // A lock held by a running replica, or no permission: nothing is
-            // known about the contents. Any other I/O error while sled
-            // recovers the files (a missing blob, a short read) is damage.
-            sled::Error::Io(ref e)
-                if e.kind() == std::io::ErrorKind::PermissionDenied
-                    || e.to_string().contains("could not acquire lock") =>
-            {
-                OpenError::Sled {
-                    path: dir.display().to_string(),
-                    source,
-                }
+    let started = std::time::Instant::now();
+    let opened = loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .open();
+        match &opened {
+            // sled's I/O threads release a database closed a moment ago in
+            // this process shortly after; a lock held by another running
+            // replica is still there after the wait.
+            Err(sled::Error::Io(e)) if is_lock(e) && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => Damage {
-                file: dir.join("db"),
-                index: None,
-                problem: format!("sled cannot recover it: {other}"),
+            _ => break opened,
+        }
+    };
+    opened.map_err(|source| match source {
+        // A lock held by a running replica, or no permission: nothing is
+        // known about the contents. Any other I/O error while sled
+        // recovers the files (a missing blob, a short read) is damage.
+        sled::Error::Io(ref e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied || is_lock(e) =>
+        {
+            OpenError::Sled {
+                path: dir.display().to_string(),
+                source,
             }
-            .into(),
-        })
+        }
+        other => Damage {
+            file: dir.join("db"),
+            index: None,
+            problem: format!("sled cannot recover it: {other}"),
+        }
+        .into(),
+    })
 }
