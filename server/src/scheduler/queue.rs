@@ -148,6 +148,7 @@ impl Queue {
             shapes: Vec::with_capacity(self.bands.len()),
             skipped: BTreeSet::new(),
             heads: BinaryHeap::with_capacity(self.bands.len()),
+            last: None,
         };
         for ((shape, priority), band) in &self.bands {
             let index = order.bands.len();
@@ -171,6 +172,8 @@ pub struct QueueOrder<'a> {
     shapes: Vec<&'a Shape>,
     skipped: BTreeSet<&'a Shape>,
     heads: BinaryHeap<Head>,
+    /// Band of the task returned last.
+    last: Option<usize>,
 }
 
 impl<'a> QueueOrder<'a> {
@@ -190,10 +193,11 @@ impl<'a> QueueOrder<'a> {
         }
     }
 
-    /// Leaves out every remaining task of `task`'s shape.
-    pub fn skip_shape_of(&mut self, task: &Task) {
-        if let Some(shape) = self.shapes.iter().find(|s| ***s == Shape::of(task)) {
-            self.skipped.insert(shape);
+    /// Leaves out every remaining task of the shape of the task `next`
+    /// returned last.
+    pub fn skip_last_shape(&mut self) {
+        if let Some(index) = self.last {
+            self.skipped.insert(self.shapes[index]);
         }
     }
 }
@@ -208,6 +212,7 @@ impl<'a> Iterator for QueueOrder<'a> {
             }
             self.advance(index);
             if let Some(task) = self.tasks.get(&id) {
+                self.last = Some(index);
                 return Some(task);
             }
         }
@@ -291,7 +296,7 @@ mod tests {
                 let mut order = queue.in_order(&tasks, aging_ms, now_ms);
                 let mut seen: Vec<TaskId> = order.by_ref().take(at + 1).map(|t| t.id).collect();
                 let skipped = Shape::of(&tasks[&seen[at]]);
-                order.skip_shape_of(&tasks[&seen[at]]);
+                order.skip_last_shape();
                 seen.extend(order.map(|t| t.id));
                 let want: Vec<TaskId> = expected
                     .iter()

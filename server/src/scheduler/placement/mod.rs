@@ -275,7 +275,7 @@ pub fn place(
         let Some(task) = order.next() else { break };
         match round.decide(task, policy, rng) {
             Ok(assignment) => out.push(assignment),
-            Err(Unplaced::FitsNowhere) => order.skip_shape_of(task),
+            Err(Unplaced::FitsNowhere) => order.skip_last_shape(),
             Err(Unplaced::BackingOff | Unplaced::NoGpus) => {}
         }
     }
