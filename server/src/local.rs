@@ -72,13 +72,22 @@ pub struct LocalCluster {
 /// The name of the admin user certificate every local cluster issues.
 pub const ADMIN_USER: &str = "admin";
 
+/// Ports below Linux's ephemeral range (32768–60999 by default): a port the
+/// kernel hands out for binding 0 is next in line for some outgoing
+/// connection, which can take it before the replica binds it (seen in CI as
+/// "Address already in use"). A random one that binds now is free.
+const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
 fn free_port(host: &str) -> Result<u16, LocalError> {
-    let listener =
-        std::net::TcpListener::bind((host, 0)).map_err(|e| err(format!("no free port: {e}")))?;
-    Ok(listener
-        .local_addr()
-        .map_err(|e| err(e.to_string()))?
-        .port())
+    let mut last = None;
+    for _ in 0..100 {
+        let port = rand::random_range(LISTEN_PORTS);
+        match std::net::TcpListener::bind((host, port)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(err(format!("no free port: {last:?}")))
 }
 
 impl LocalCluster {
