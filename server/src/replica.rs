@@ -16,12 +16,13 @@ use tonic::transport::Channel;
 use crate::leader::admission::Admission;
 use crate::leader::runtime::Runtime;
 use crate::raft::election::{ElectionTimeouts, LeaderContact};
+use crate::raft::group_commit::{GroupCommit, WriteResult};
 use crate::raft::peers::Peers;
 use crate::raft::{NodeId, Raft, SharedState};
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::RaftMessage;
 use crate::scheduler::requests::RequestId;
-use crate::scheduler::{format, settings, Command, Proposal, Response};
+use crate::scheduler::{format, Command, Response};
 
 /// How long a follower waits to apply up to a leader's read index.
 const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
@@ -66,6 +67,8 @@ pub struct Replica {
     /// When this replica last heard from a leader: its election timer.
     pub contact: LeaderContact,
     pub election: ElectionTimeouts,
+    /// Every proposal goes through it: writes under load share entries.
+    pub group_commit: GroupCommit,
 }
 
 /// Milliseconds since the Unix epoch; stamped on proposals by the leader.
@@ -243,6 +246,19 @@ impl Replica {
         command: Command,
         request: Option<RequestId>,
     ) -> Result<Response, ReplicaError> {
+        let answer = self.enqueue_local(command, request)?;
+        self.written(answer.await)
+    }
+
+    /// [`Self::propose_local`] in two steps: admits and queues `command` for
+    /// the next log entry now, so commands queued one after another apply in
+    /// that order; the future is the answer, for [`Self::written`]. Lets a
+    /// caller keep many writes in flight without losing their order.
+    pub fn enqueue_local(
+        &self,
+        command: Command,
+        request: Option<RequestId>,
+    ) -> Result<impl std::future::Future<Output = WriteResult> + Send + 'static, ReplicaError> {
         self.check_not_stopping()?;
         match &command {
             Command::SubmitJob {
@@ -253,19 +269,13 @@ impl Replica {
             Command::SubmitOwnedJob { owner, tasks, .. } => self.admit(owner, tasks.len())?,
             _ => {}
         }
-        // Time and randomness enter the log here, on the leader, and nowhere else.
-        let active = settings::count_value(&self.state.read().state, &settings::ENTRY_FORMAT);
-        #[allow(unused_mut)] // build B fills in a field of its newer format
-        let mut proposal = Proposal {
-            format: format::entry_format_to_write(active),
-            ..Proposal::new(wall_clock_ms(), rand::random(), command, request)
-        };
-        #[cfg(feature = "format-next")]
-        if proposal.format >= 3 {
-            proposal.proposed_by = Some(self.id);
-        }
-        match self.raft.client_write(proposal).await {
-            Ok(written) => Ok(written.data),
+        Ok(self.group_commit.enqueue(command, request))
+    }
+
+    /// What a queued write's answer means to a caller.
+    pub fn written(&self, result: WriteResult) -> Result<Response, ReplicaError> {
+        match result {
+            Ok(response) => Ok(response),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f)),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(
                 ReplicaError::Stopped(format!("unexpected membership error for a command: {e}")),

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use autoglm_client::ClientError;
-use autoglm_server::scheduler::format::{ENTRY_FORMAT_DEFAULT, ENTRY_FORMAT_MAX};
+use autoglm_server::scheduler::format::ENTRY_FORMAT_MAX;
 use common::TestCluster;
 use tonic::Code;
 
@@ -17,10 +17,22 @@ async fn the_entry_format_is_raised_only_to_what_every_member_reads() {
     let mut cluster = TestCluster::new("");
     cluster.start_and_init(&[1, 2, 3]).await;
     let client = cluster.client();
+    // A new cluster starts at the newest format all its first members read.
     for id in [1, 2, 3] {
-        let s = cluster.status(id).await.unwrap();
-        assert_eq!(s.entry_format, u32::from(ENTRY_FORMAT_DEFAULT));
-        assert_eq!(s.entry_format_max, u32::from(ENTRY_FORMAT_MAX));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = cluster.status(id).await.unwrap();
+            assert_eq!(s.entry_format_max, u32::from(ENTRY_FORMAT_MAX));
+            if s.entry_format == u32::from(ENTRY_FORMAT_MAX) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {id} is still at entry format {}",
+                s.entry_format
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let newer = (ENTRY_FORMAT_MAX + 1).to_string();
     match client.config_put("cluster/entry_format", &newer).await {
@@ -37,7 +49,7 @@ async fn the_entry_format_is_raised_only_to_what_every_member_reads() {
     }
     // A member that cannot be asked blocks the change too.
     cluster.kill(3);
-    let current = ENTRY_FORMAT_DEFAULT.to_string();
+    let current = ENTRY_FORMAT_MAX.to_string();
     match client.config_put("cluster/entry_format", &current).await {
         Err(ClientError::Rpc(s)) => {
             assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");

@@ -17,7 +17,7 @@ use super::{replica_status, FORWARDED_METADATA};
 use crate::raft::NodeId;
 use crate::replica::Replica;
 use crate::scheduler::limits::ADDRESS_LEN_MAX;
-use crate::scheduler::settings;
+use crate::scheduler::{format, settings, Command};
 use crate::security::Principal;
 
 /// How long a snapshot request waits for the snapshot to be written.
@@ -26,6 +26,9 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 pub struct AdminApi {
     replica: Arc<Replica>,
 }
+
+/// How long `Init` tries to make its first write (the entry format).
+const INIT_WRITE_WAIT: Duration = Duration::from_secs(10);
 
 impl AdminApi {
     pub fn new(replica: Arc<Replica>) -> Self {
@@ -50,6 +53,37 @@ impl AdminApi {
                 Ok(Some(AdminServiceClient::new(channel)))
             }
             Err(e) => Err(replica_status(e)),
+        }
+    }
+
+    /// A new cluster starts at the newest log-entry format all its first
+    /// members read, so group commit is on from its first write; setting it
+    /// is that first write. Retried through the first election.
+    async fn start_at_entry_format(&self, version: u16) -> Result<(), Status> {
+        if version <= format::ENTRY_FORMAT_DEFAULT {
+            return Ok(());
+        }
+        let command = Command::SetConfig {
+            key: settings::ENTRY_FORMAT.key.to_string(),
+            value: version.to_string(),
+            expected_version: None,
+        };
+        let request = rand::random();
+        let deadline = tokio::time::Instant::now() + INIT_WRITE_WAIT;
+        loop {
+            let error = match self.replica.propose(command.clone(), Some(request)).await {
+                Ok(crate::scheduler::Response::ConfigWritten(_)) => return Ok(()),
+                Ok(other) => format!("answered {other:?}"),
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "the cluster is initialized, but setting its log-entry format to {version} \
+                     failed ({error}); set it with `autoglm config put {} {version}`",
+                    settings::ENTRY_FORMAT.key
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -183,15 +217,22 @@ impl AdminService for AdminApi {
                 "this replica already belongs to an initialized cluster",
             ));
         }
+        // The newest log-entry format every first member reads.
+        let mut entry_format = format::ENTRY_FORMAT_MAX;
         for m in &members {
-            self.replica
+            let reads = self
+                .replica
                 .peers
                 .hello(&m.addr, m.id)
                 .await
                 .map_err(|e| Status::failed_precondition(format!("members: {e}")))?;
+            entry_format = entry_format.min(reads);
         }
         match self.replica.raft.initialize(nodes).await {
-            Ok(()) => Ok(Response::new(InitResponse {})),
+            Ok(()) => {
+                self.start_at_entry_format(entry_format).await?;
+                Ok(Response::new(InitResponse {}))
+            }
             Err(RaftError::APIError(InitializeError::NotAllowed(e))) => Err(
                 Status::failed_precondition(format!("already initialized: {e}")),
             ),

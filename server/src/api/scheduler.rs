@@ -326,22 +326,27 @@ impl SchedulerService for SchedulerApi {
             tasks,
             secret_env,
         };
-        match self.commit(command, id).await? {
+        let (job, tasks, duplicate, revision) = match self.commit(command, id).await? {
+            // Before entry format 3 a job's id is the index it was created at.
             Applied::JobAccepted {
                 job,
                 tasks,
                 duplicate,
-            } => {
-                // A job's id is the log index its submission was applied at.
-                Ok(Response::new(pb::SubmitJobResponse {
-                    job_id: job,
-                    task_ids: tasks.into_iter().collect(),
-                    duplicate,
-                    revision: job,
-                }))
-            }
-            other => Err(Status::internal(format!("unexpected response {other:?}"))),
-        }
+            } => (job, tasks, duplicate, job),
+            Applied::JobAcceptedAt {
+                job,
+                tasks,
+                duplicate,
+                index,
+            } => (job, tasks, duplicate, index),
+            other => return Err(Status::internal(format!("unexpected response {other:?}"))),
+        };
+        Ok(Response::new(pb::SubmitJobResponse {
+            job_id: job,
+            task_ids: tasks.into_iter().collect(),
+            duplicate,
+            revision,
+        }))
     }
 
     async fn get_job(

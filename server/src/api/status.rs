@@ -88,6 +88,7 @@ pub fn status(replica: &Replica) -> StatusResponse {
         purged_index: metrics.purged.map(|id| id.index),
         replication,
         state_digest,
+        state_digest_version: crate::scheduler::state::DIGEST_VERSION,
         joint: membership.get_joint_config().len() > 1,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
         entry_format_max: format::ENTRY_FORMAT_MAX.into(),

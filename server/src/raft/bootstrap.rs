@@ -16,6 +16,7 @@ use autoglm_client::security::Transport;
 use autoglm_storage::{DataDirIdentity, StoreOptions};
 use tokio::net::TcpListener;
 
+use super::group_commit::GroupCommit;
 use super::network::NetworkFactory;
 use super::peers::Peers;
 use super::service::RaftRpc;
@@ -158,6 +159,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    let group_commit = GroupCommit::start(config.node_id, raft.clone(), state.clone());
     let replica = Arc::new(Replica {
         id: config.node_id,
         raft,
@@ -168,6 +170,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         stopping: Default::default(),
         contact: Default::default(),
         election: config.election_timeouts(),
+        group_commit,
     });
     Ok(Running {
         replica,

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod election;
+pub mod group_commit;
 pub mod handoff;
 pub mod network;
 pub mod offline;

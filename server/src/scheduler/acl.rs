@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::command::Response;
+use super::digested::DigestedMap;
 use super::model::{JobId, Payload, Task, TaskId};
 use super::state::SchedulerState;
 
@@ -25,9 +26,9 @@ pub struct Acl {
     /// Whether the first admin token has been issued (once per cluster).
     pub bootstrapped: bool,
     /// The principal that submitted each job, for jobs submitted with one.
-    pub job_owners: BTreeMap<JobId, String>,
+    pub job_owners: DigestedMap<JobId, String>,
     /// Env names each task's submission marked secret (`secret_env`).
-    pub secret_env: BTreeMap<TaskId, BTreeSet<String>>,
+    pub secret_env: DigestedMap<TaskId, BTreeSet<String>>,
 }
 
 /// What a secret env value reads as for anyone but its owner and admins.

@@ -40,7 +40,7 @@ impl SchedulerState {
         for a in assignments {
             if self.assignment_fits(a) {
                 let (now, index) = (self.now_ms, self.index);
-                let task = self
+                let mut task = self
                     .tasks
                     .get_mut(&a.task)
                     .expect("checked by assignment_fits");
@@ -55,7 +55,7 @@ impl SchedulerState {
                 });
                 task.revision = index;
                 // Still under the queued_ms it was indexed with.
-                self.queue.remove(task);
+                self.queue.remove(&task);
                 self.placed
                     .entry(a.node.clone())
                     .or_default()
@@ -136,7 +136,7 @@ impl SchedulerState {
         match update {
             AttemptUpdate::Running => {
                 let (now, index) = (self.now_ms, self.index);
-                let t = self.tasks.get_mut(&task).expect("checked current");
+                let mut t = self.tasks.get_mut(&task).expect("checked current");
                 if t.state == TaskState::Assigned {
                     t.state = TaskState::Running;
                     if let Some(p) = t.placement.as_mut() {

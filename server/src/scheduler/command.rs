@@ -19,7 +19,7 @@ pub struct Proposal {
     pub command: Command,
     /// Set on client writes: applied once however often it reaches the log.
     pub request: Option<super::requests::RequestId>,
-    /// Format 3: the replica that proposed it (build B of the rolling
+    /// Format 4: the replica that proposed it (build B of the rolling
     /// upgrade test: a field that only a newer build knows).
     #[cfg(feature = "format-next")]
     pub proposed_by: Option<u64>,
@@ -66,7 +66,7 @@ impl Serialize for Proposal {
         t.serialize_element(&self.command)?;
         t.serialize_element(&self.request)?;
         #[cfg(feature = "format-next")]
-        if self.format >= 3 {
+        if self.format >= 4 {
             t.serialize_element(&self.proposed_by)?;
         }
         t.end()
@@ -118,7 +118,7 @@ impl<'de> serde::de::Visitor<'de> for ProposalVisitor {
         let command = required(seq.next_element()?, "command")?;
         let request = required(seq.next_element()?, "request")?;
         #[cfg(feature = "format-next")]
-        let proposed_by = if format >= 3 {
+        let proposed_by = if format >= 4 {
             required(seq.next_element()?, "proposed_by")?
         } else {
             None
@@ -268,6 +268,21 @@ pub enum Command {
         value: String,
         expected_version: Option<u64>,
     },
+    /// Writes proposed at about the same time, applied in order as if each
+    /// had its own entry (group commit: one entry, one flush, one round of
+    /// replication for all of them). Entry format 3 and later. A batch never
+    /// holds a batch.
+    Batch {
+        writes: Vec<BatchedWrite>,
+    },
+}
+
+/// One write of a [`Command::Batch`]: what its own proposal would carry,
+/// less the time, which is the batch's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchedWrite {
+    pub command: Command,
+    pub request: Option<super::requests::RequestId>,
 }
 
 /// What `apply` answers. Domain outcomes are values, not errors.
@@ -294,4 +309,16 @@ pub enum Response {
     },
     Done,
     NotFound(String),
+    /// A batch's responses, one per write, in order.
+    Batch(Vec<Response>),
+    /// `JobAccepted` as entries of format 3 and later answer it: job ids are
+    /// no longer log indexes once writes share entries, so the index the job
+    /// was created at comes along (0 for a duplicate by idempotency key,
+    /// whose creation index is not kept).
+    JobAcceptedAt {
+        job: JobId,
+        tasks: BTreeMap<String, TaskId>,
+        duplicate: bool,
+        index: u64,
+    },
 }

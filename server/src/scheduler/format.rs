@@ -13,8 +13,9 @@
 //! | version | written by | layout |
 //! |---|---|---|
 //! | 1 | releases before versioning | at_ms, seed, command, request (no tag) |
-//! | 2 | this release | tag, 2, at_ms, seed, command, request |
-//! | 3 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 2, then `proposed_by` |
+//! | 2 | releases up to 2026-11-29 | tag, 2, at_ms, seed, command, request |
+//! | 3 | this release | as 2; the command may be a `Batch` (group commit) |
+//! | 4 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 3, then `proposed_by` |
 
 /// The tag that starts a versioned proposal: a first field no unversioned
 /// proposal can have (its first field is a wall-clock time in ms).
@@ -23,14 +24,19 @@ pub const VERSIONED_TAG: u64 = u64::MAX;
 /// The first version that carries the tag.
 pub const ENTRY_FORMAT_TAGGED: u16 = 2;
 
-/// What a cluster writes until an operator raises it.
+/// What a cluster writes while its active version was never set: clusters
+/// initialized before 2026-11-30, until an operator raises it. `Init` sets
+/// a new cluster's version to the newest every first member reads.
 pub const ENTRY_FORMAT_DEFAULT: u16 = 2;
+
+/// The first version whose command may be a `Batch`.
+pub const ENTRY_FORMAT_BATCH: u16 = 3;
 
 /// The newest entry format this build reads and may write.
 #[cfg(not(feature = "format-next"))]
-pub const ENTRY_FORMAT_MAX: u16 = 2;
-#[cfg(feature = "format-next")]
 pub const ENTRY_FORMAT_MAX: u16 = 3;
+#[cfg(feature = "format-next")]
+pub const ENTRY_FORMAT_MAX: u16 = 4;
 
 /// The highest version the setting may ever name, in any build: `apply`
 /// must not depend on the build, or replicas of two builds would disagree on

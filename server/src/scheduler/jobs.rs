@@ -60,18 +60,22 @@ impl SchedulerState {
                         .iter()
                         .map(|id| (self.tasks[id].spec.name.clone(), *id))
                         .collect();
-                    return Response::JobAccepted {
-                        job: *job,
-                        tasks,
-                        duplicate: true,
-                    };
+                    return self.job_accepted(*job, tasks, None);
                 }
             }
         }
         if let Err(reason) = validate_job(specs, self.nodes.values(), self.payload_bytes_max()) {
             return Response::Rejected(reason);
         }
-        let job_id = self.index;
+        // The entry's index, as before group commit; the writes of a batch
+        // share one index, so a later one takes the next id after the newest
+        // job. Replays of older logs get the same ids (their index is always
+        // above every job id), and from format 3 on the newest job is never
+        // collected, so an id is never given twice.
+        let job_id = self
+            .jobs
+            .last_key_value()
+            .map_or(self.index, |(newest, _)| self.index.max(newest + 1));
         let ids: BTreeMap<String, TaskId> = specs
             .iter()
             .enumerate()
@@ -145,10 +149,30 @@ impl SchedulerState {
                 self.enqueue(*id, 0);
             }
         }
-        Response::JobAccepted {
-            job: job_id,
-            tasks: ids,
-            duplicate: false,
+        self.job_accepted(job_id, ids, Some(self.index))
+    }
+
+    /// The answer to a submission: created at `index`, or a duplicate (`None`).
+    fn job_accepted(
+        &self,
+        job: JobId,
+        tasks: BTreeMap<String, TaskId>,
+        index: Option<u64>,
+    ) -> Response {
+        let duplicate = index.is_none();
+        if self.format >= super::format::ENTRY_FORMAT_BATCH {
+            Response::JobAcceptedAt {
+                job,
+                tasks,
+                duplicate,
+                index: index.unwrap_or(0),
+            }
+        } else {
+            Response::JobAccepted {
+                job,
+                tasks,
+                duplicate,
+            }
         }
     }
 
@@ -190,10 +214,16 @@ impl SchedulerState {
     }
 
     pub(super) fn apply_collect_garbage(&mut self, finished_before_ms: u64) -> Response {
+        // From entry format 3 (batches) the newest job stays, so its id is
+        // never given again; older entries collect as they always did.
+        let newest = (self.format >= super::format::ENTRY_FORMAT_BATCH)
+            .then(|| self.jobs.last_key_value().map(|(id, _)| *id))
+            .flatten();
         let old: Vec<JobId> = self
             .jobs
             .values()
             .filter(|j| j.finished_ms.is_some_and(|f| f < finished_before_ms))
+            .filter(|j| Some(j.id) != newest)
             .map(|j| j.id)
             .collect();
         for id in &old {
@@ -212,9 +242,9 @@ impl SchedulerState {
     /// Puts a task in the queue, placeable from `not_before_ms`.
     pub(super) fn enqueue(&mut self, id: TaskId, not_before_ms: u64) {
         let (now, index) = (self.now_ms, self.index);
-        let task = self.tasks.get_mut(&id).expect("enqueue of a known task");
+        let mut task = self.tasks.get_mut(&id).expect("enqueue of a known task");
         // A task's place in the queue index depends on `queued_ms`: out first.
-        self.queue.remove(task);
+        self.queue.remove(&task);
         if task.state == TaskState::Waiting {
             self.waiting -= 1;
         }
@@ -222,13 +252,13 @@ impl SchedulerState {
         task.queued_ms = now;
         task.not_before_ms = not_before_ms;
         task.revision = index;
-        self.queue.insert(task);
+        self.queue.insert(&task);
     }
 
     /// Takes a placed task off its node, recording the attempt's result.
     pub(super) fn release(&mut self, id: TaskId, result: &str) {
         let now = self.now_ms;
-        let task = self.tasks.get_mut(&id).expect("release of a known task");
+        let mut task = self.tasks.get_mut(&id).expect("release of a known task");
         if let Some(p) = task.placement.take() {
             if let Some(set) = self.placed.get_mut(&p.node) {
                 set.remove(&id);
@@ -265,8 +295,8 @@ impl SchedulerState {
             }
             self.release(id, &outcome.reason);
             let (now, index) = (self.now_ms, self.index);
-            let task = self.tasks.get_mut(&id).expect("finish of a known task");
-            self.queue.remove(task);
+            let mut task = self.tasks.get_mut(&id).expect("finish of a known task");
+            self.queue.remove(&task);
             if task.state == TaskState::Waiting {
                 self.waiting -= 1;
             }
@@ -276,6 +306,8 @@ impl SchedulerState {
             task.revision = index;
             changed.push(id);
             let (job_id, dependents) = (task.job_id, task.dependents.clone());
+            // Rehashes the task before the dependents are read.
+            drop(task);
             for d in dependents {
                 if self.tasks[&d].state != TaskState::Waiting {
                     continue;
@@ -336,7 +368,7 @@ impl SchedulerState {
             .iter()
             .all(|t| self.tasks[t].state.is_terminal());
         let (now, index) = (self.now_ms, self.index);
-        let job = self.jobs.get_mut(&id).expect("job of a task");
+        let mut job = self.jobs.get_mut(&id).expect("job of a task");
         if done && job.finished_ms.is_none() {
             job.finished_ms = Some(now);
         }

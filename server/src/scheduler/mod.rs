@@ -7,6 +7,7 @@ pub mod acl;
 mod attempts;
 pub mod command;
 pub mod config_store;
+pub mod digested;
 pub mod format;
 pub mod jobs;
 pub mod limits;
@@ -23,5 +24,7 @@ pub mod validate;
 pub use attempts::backoff_ms;
 pub use command::{Command, Proposal, Response};
 pub use state::SchedulerState;
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod tests;

@@ -13,11 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::acl::Acl;
-use super::command::{Command, Proposal, Response};
+use super::command::{BatchedWrite, Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
+use super::digested::DigestedMap;
 use super::model::{Job, JobId, Node, NodeName, Task, TaskId, TaskState};
 use super::queue::Queue;
-use super::requests::AppliedRequests;
+use super::requests::{AppliedRequests, RequestId};
 use super::reservations::Held;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,9 +33,12 @@ pub struct SchedulerState {
     /// Log index of the command being applied; likewise transient.
     #[serde(skip)]
     pub(super) index: u64,
+    /// Entry format of the command being applied; likewise transient.
+    #[serde(skip)]
+    pub(super) format: u16,
     pub config: ConfigStore,
-    pub jobs: BTreeMap<JobId, Job>,
-    pub tasks: BTreeMap<TaskId, Task>,
+    pub jobs: DigestedMap<JobId, Job>,
+    pub tasks: DigestedMap<TaskId, Task>,
     /// Queued tasks, indexed in queue order (`queue.rs`).
     pub queue: Queue,
     /// Tasks waiting on dependencies; derived from `tasks`, so not snapshotted.
@@ -44,7 +48,7 @@ pub struct SchedulerState {
     /// Placed attempts per node.
     pub placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
     /// (client id, idempotency key) -> job.
-    pub idempotency: BTreeMap<(String, String), JobId>,
+    pub idempotency: DigestedMap<(String, String), JobId>,
     pub next_task_id: TaskId,
     /// Responses of recent client writes, by request id.
     pub applied_requests: AppliedRequests,
@@ -73,19 +77,56 @@ impl From<SchedulerStateV1> for SchedulerState {
             now_ms: v1.now_ms,
             seed: 0,
             index: 0,
+            format: 0,
             config: v1.config,
-            jobs: v1.jobs,
-            tasks: v1.tasks,
+            jobs: v1.jobs.into(),
+            tasks: v1.tasks.into(),
             queue: Queue::from_ids(v1.queue),
             waiting: 0,
             nodes: v1.nodes,
             placed: v1.placed,
-            idempotency: v1.idempotency,
+            idempotency: v1.idempotency.into(),
             next_task_id: v1.next_task_id,
             applied_requests: v1.applied_requests,
             acl: Acl::default(),
         }
     }
+}
+
+/// The seed of the `i`th write of a batch whose entry carries `seed`:
+/// distinct per write, as if each had its own entry (SplitMix64's finalizer).
+fn batched_seed(seed: u64, i: usize) -> u64 {
+    let mut z = seed.wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// How [`SchedulerState::digest`] is computed, reported beside it by
+/// `Status`: digests are comparable only between equal versions.
+/// 1 (builds before 2026-11-30): the SHA-256 of the whole state's encoding.
+/// 2: [`DigestInput`].
+pub const DIGEST_VERSION: u32 = 2;
+
+/// What the digest hashes: the bounded parts of the state as they are, the
+/// parts that grow with tasks and jobs by their maps' kept digests. The
+/// queue and `placed` are left out: both are derived from the tasks (see
+/// the invariants above), so the tasks' digest covers them.
+#[derive(Serialize)]
+struct DigestInput<'a> {
+    version: u32,
+    now_ms: u64,
+    config: &'a ConfigStore,
+    nodes: &'a BTreeMap<NodeName, Node>,
+    next_task_id: TaskId,
+    applied_requests: &'a AppliedRequests,
+    tokens: &'a BTreeMap<String, super::acl::TokenRecord>,
+    bootstrapped: bool,
+    tasks: u64,
+    jobs: u64,
+    idempotency: u64,
+    job_owners: u64,
+    secret_env: u64,
 }
 
 impl SchedulerState {
@@ -108,19 +149,44 @@ impl SchedulerState {
     /// Applies one committed proposal at log `index`. Deterministic.
     pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Response {
         self.now_ms = self.now_ms.max(proposal.at_ms);
-        self.seed = proposal.seed;
         self.index = index;
-        if let Some(done) = proposal
-            .request
-            .and_then(|id| self.applied_requests.get(id))
-        {
+        self.format = proposal.format;
+        self.apply_write(proposal.seed, &proposal.command, proposal.request)
+    }
+
+    /// One client write: once per request id, then its response is replayed.
+    fn apply_write(
+        &mut self,
+        seed: u64,
+        command: &Command,
+        request: Option<RequestId>,
+    ) -> Response {
+        self.seed = seed;
+        if let Some(done) = request.and_then(|id| self.applied_requests.get(id)) {
             return done.clone();
         }
-        let response = self.apply_command(&proposal.command);
-        if let Some(id) = proposal.request {
+        let response = self.apply_command(command);
+        if let Some(id) = request {
             self.applied_requests.record(id, response.clone());
         }
         response
+    }
+
+    /// Each write as if it had its own entry, seeded apart.
+    fn apply_batch(&mut self, writes: &[BatchedWrite]) -> Response {
+        let seed = self.seed;
+        let responses = writes
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match w.command {
+                Command::Batch { .. } => {
+                    Response::Rejected(format!("writes[{i}].command: a batch cannot hold a batch"))
+                }
+                _ => self.apply_write(batched_seed(seed, i), &w.command, w.request),
+            })
+            .collect();
+        self.seed = seed;
+        Response::Batch(responses)
     }
 
     fn apply_command(&mut self, command: &Command) -> Response {
@@ -182,6 +248,7 @@ impl SchedulerState {
                 Ok(()) => self.apply_config_put(key, value, *expected_version),
                 Err(reason) => Response::Rejected(reason),
             },
+            Command::Batch { writes } => self.apply_batch(writes),
         }
     }
 
@@ -208,13 +275,30 @@ impl SchedulerState {
     }
 
     /// A digest of the whole state: the first 8 bytes (big endian) of the
-    /// SHA-256 of its encoding. Replicas at the same applied index must
+    /// SHA-256 of [`DigestInput`]. Replicas at the same applied index must
     /// report the same digest; tests and the jepsen checker compare them. A
     /// specified hash, not `std`'s `DefaultHasher`, whose output may change
     /// between Rust releases: replicas built by different compilers agree.
+    /// O(1) in tasks and jobs, whose maps keep their own digests up to date,
+    /// so `Status` can report it on every call.
     pub fn digest(&self) -> u64 {
         use sha2::{Digest, Sha256};
-        let bytes = postcard::to_stdvec(self).expect("state is always encodable");
+        let input = DigestInput {
+            version: DIGEST_VERSION,
+            now_ms: self.now_ms,
+            config: &self.config,
+            nodes: &self.nodes,
+            next_task_id: self.next_task_id,
+            applied_requests: &self.applied_requests,
+            tokens: &self.acl.tokens,
+            bootstrapped: self.acl.bootstrapped,
+            tasks: self.tasks.digest(),
+            jobs: self.jobs.digest(),
+            idempotency: self.idempotency.digest(),
+            job_owners: self.acl.job_owners.digest(),
+            secret_env: self.acl.secret_env.digest(),
+        };
+        let bytes = postcard::to_stdvec(&input).expect("state is always encodable");
         let hash = Sha256::digest(&bytes);
         let mut first = [0u8; 8];
         first.copy_from_slice(&hash[..8]);

@@ -77,8 +77,16 @@ impl Harness {
     }
 
     pub fn apply(&mut self, command: Command) -> Response {
+        self.apply_as(super::format::ENTRY_FORMAT_DEFAULT, command, None)
+    }
+
+    /// Applies `command` in an entry of `format`, with a request id.
+    pub fn apply_as(&mut self, format: u16, command: Command, request: Option<u128>) -> Response {
         self.now += 10;
-        let p = Proposal::new(self.now, self.now * 31, command, None);
+        let p = Proposal {
+            format,
+            ..Proposal::new(self.now, self.now * 31, command, request)
+        };
         self.log.push(p.clone());
         let r = self.state.apply(self.log.len() as u64, &p);
         self.state

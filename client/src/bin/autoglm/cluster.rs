@@ -108,6 +108,7 @@ fn status_json(addr: &str, s: &StatusResponse) -> serde_json::Value {
         "leader_id": s.leader_id, "leader_addr": s.leader_addr, "last_log_index": s.last_log_index,
         "committed_index": s.committed_index, "applied_index": s.applied_index,
         "snapshot_index": s.snapshot_index, "purged_index": s.purged_index, "state_digest": format!("{:016x}", s.state_digest),
+        "state_digest_version": s.state_digest_version,
         "joint": s.joint, "millis_since_quorum_ack": s.millis_since_quorum_ack,
         "entry_format": s.entry_format, "entry_format_max": s.entry_format_max,
         "replication": s.replication.iter().map(|r| json!({"id": r.id, "matched_index": r.matched_index, "lag": r.lag})).collect::<Vec<_>>(),
