@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::replica_status;
 use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
+use crate::raft::group_commit::WriteResult;
 use crate::replica::Replica;
 use crate::scheduler::command::AttemptUpdate;
 use crate::scheduler::limits::*;
@@ -201,7 +202,17 @@ impl AgentService for AgentApi {
                     Ok(Some(AgentMessage {
                         kind: Some(AgentKind::Report(report)),
                     })) => {
-                        handle_report(&replica, &hub, &node, &tx, report).await;
+                        // Queued here, in the order the agent sent them (an
+                        // attempt's `running` before its end); answered in
+                        // the background, so one agent's reports share
+                        // entries instead of waiting for each other's commit.
+                        if let Some(report) = queue_report(&replica, &node, report) {
+                            let (replica, hub, node, tx) =
+                                (replica.clone(), hub.clone(), node.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                report.answered(&replica, &hub, &node, &tx).await;
+                            });
+                        }
                     }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,
@@ -224,13 +235,22 @@ fn leading_with_quorum(replica: &Replica, within_ms: u64) -> bool {
                 .is_some_and(|ms| ms < within_ms))
 }
 
-async fn handle_report(
+/// A report queued for the log, waiting for its answer.
+struct QueuedReport<F> {
+    task: u64,
+    attempt: u32,
+    duration_ms: u64,
+    finished: bool,
+    answer: F,
+}
+
+/// Turns an agent's report into a `ReportAttempt` and queues it; `None` for
+/// a status that reports nothing, or when this replica takes no writes.
+fn queue_report(
     replica: &Replica,
-    hub: &AgentHub,
     node: &str,
-    tx: &crate::leader::hub::Outbound,
     r: pb::AttemptReport,
-) {
+) -> Option<QueuedReport<impl std::future::Future<Output = WriteResult> + Send + 'static>> {
     let update = match pb::AttemptStatus::try_from(r.status) {
         Ok(pb::AttemptStatus::Running) => AttemptUpdate::Running,
         Ok(pb::AttemptStatus::Succeeded) => AttemptUpdate::Succeeded {
@@ -242,7 +262,7 @@ async fn handle_report(
             message: r.message.clone(),
             output_tail: r.output_tail.clone(),
         },
-        _ => return,
+        _ => return None,
     };
     let finished = !matches!(update, AttemptUpdate::Running);
     let command = Command::ReportAttempt {
@@ -251,19 +271,43 @@ async fn handle_report(
         node: node.to_string(),
         update,
     };
-    match replica.propose_local(command, None).await {
-        Ok(Applied::Stale { current_attempt }) => {
-            let stale = pb::Stale {
-                task_id: r.task_id,
-                attempt: r.attempt,
-                current_attempt,
-            };
-            let _ = tx.send(message(LeaderKind::Stale(stale))).await;
-            hub.finished(node, r.task_id, r.attempt, r.duration_ms);
+    match replica.enqueue_local(command, None) {
+        Ok(answer) => Some(QueuedReport {
+            task: r.task_id,
+            attempt: r.attempt,
+            duration_ms: r.duration_ms,
+            finished,
+            answer,
+        }),
+        Err(e) => {
+            tracing::warn!(node, task = r.task_id, "report not queued: {e}");
+            None
         }
-        Ok(_) if finished => hub.finished(node, r.task_id, r.attempt, r.duration_ms),
-        Ok(_) => {}
-        // Leadership lost: the agent reconnects and reports again to the new leader.
-        Err(e) => tracing::warn!(node, task = r.task_id, "report not committed: {e}"),
+    }
+}
+
+impl<F: std::future::Future<Output = WriteResult>> QueuedReport<F> {
+    async fn answered(
+        self,
+        replica: &Replica,
+        hub: &AgentHub,
+        node: &str,
+        tx: &crate::leader::hub::Outbound,
+    ) {
+        match replica.written(self.answer.await) {
+            Ok(Applied::Stale { current_attempt }) => {
+                let stale = pb::Stale {
+                    task_id: self.task,
+                    attempt: self.attempt,
+                    current_attempt,
+                };
+                let _ = tx.send(message(LeaderKind::Stale(stale))).await;
+                hub.finished(node, self.task, self.attempt, self.duration_ms);
+            }
+            Ok(_) if self.finished => hub.finished(node, self.task, self.attempt, self.duration_ms),
+            Ok(_) => {}
+            // Leadership lost: the agent reconnects and reports again to the new leader.
+            Err(e) => tracing::warn!(node, task = self.task, "report not committed: {e}"),
+        }
     }
 }
