@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
 use autoglm_agent::AgentConfig;
-use autoglm_client::proto::ListTasksRequest;
+use autoglm_client::proto::{ListTasksRequest, TaskState};
 use autoglm_client::{Client, ClientOptions, JobBuilder, TaskBuilder};
 use clap::Args;
 
@@ -45,6 +45,9 @@ struct Measured {
     submit: crate::stats::Summary,
     assigned: usize,
     to_assigned: crate::stats::Summary,
+    /// Tasks that ran to success by the time they were read (3 s after the run).
+    succeeded: usize,
+    to_succeeded: crate::stats::Summary,
 }
 
 fn now_ms() -> u64 {
@@ -110,11 +113,19 @@ fn print(label: &str, args: &SubmitArgs, m: &Measured) {
         m.submitted,
         m.to_assigned.line()
     );
+    println!(
+        "submit -> succeeded ({} of {} succeeded, {:.0}/s over the run): {}",
+        m.succeeded,
+        m.submitted,
+        m.succeeded as f64 / args.seconds as f64,
+        m.to_succeeded.line()
+    );
 }
 
 fn as_json(m: &Measured) -> serde_json::Value {
     serde_json::json!({"submitted": m.submitted, "per_second": m.per_second,
-        "submit": m.submit.json(), "submit_to_assigned": m.to_assigned.json()})
+        "submit": m.submit.json(), "submit_to_assigned": m.to_assigned.json(),
+        "succeeded": m.succeeded, "submit_to_succeeded": m.to_succeeded.json()})
 }
 
 async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
@@ -183,6 +194,7 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
     // Wait for the queue to drain, then read every task's assignment time.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut assigned: HashMap<u64, u64> = HashMap::new();
+    let mut succeeded: HashMap<u64, u64> = HashMap::new();
     let mut token = String::new();
     loop {
         let page = client
@@ -198,6 +210,9 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
             if first > 0 {
                 assigned.insert(t.id, first);
             }
+            if t.state == TaskState::Succeeded as i32 {
+                succeeded.insert(t.id, t.finished_ms);
+            }
         }
         if page.next_page_token.is_empty() {
             break;
@@ -212,6 +227,14 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
                 .map(|a| Duration::from_millis(a.saturating_sub(*at)))
         })
         .collect();
+    let to_succeeded: Vec<Duration> = submitted
+        .iter()
+        .filter_map(|(id, at, _)| {
+            succeeded
+                .get(id)
+                .map(|f| Duration::from_millis(f.saturating_sub(*at)))
+        })
+        .collect();
     Ok(Measured {
         leader,
         submitted: submitted.len(),
@@ -219,5 +242,7 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
         submit,
         assigned: to_assigned.len(),
         to_assigned: summarize(&to_assigned),
+        succeeded: to_succeeded.len(),
+        to_succeeded: summarize(&to_succeeded),
     })
 }
