@@ -91,3 +91,49 @@ async fn writes_sent_together_share_entries_and_keep_their_own_answers() {
         .unwrap();
     cluster.assert_no_panic();
 }
+
+/// A cluster still on entry format 2 (created before batches, or an
+/// operator who set it back) writes one entry per write, in queue order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_format_3_each_write_is_its_own_entry() {
+    let mut cluster = TestCluster::new("");
+    let leader = cluster.start_and_init(&[1, 2, 3]).await;
+    let client = Arc::new(cluster.client());
+    client
+        .config_put("cluster/entry_format", "2")
+        .await
+        .unwrap();
+    let before = cluster
+        .status(leader)
+        .await
+        .unwrap()
+        .last_log_index
+        .unwrap();
+    let puts: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .config_put(&format!("kv/single/{i}"), &format!("v{i}"))
+                    .await
+            })
+        })
+        .collect();
+    for (i, put) in puts.into_iter().enumerate() {
+        let entry = put.await.unwrap().unwrap();
+        assert_eq!(entry.value, format!("v{i}"));
+        assert_eq!(entry.version, 1);
+    }
+    let after = cluster
+        .status(leader)
+        .await
+        .unwrap()
+        .last_log_index
+        .unwrap();
+    assert!(
+        after - before >= WRITES,
+        "{WRITES} writes in {} entries on format 2",
+        after - before
+    );
+    cluster.assert_no_panic();
+}

@@ -81,7 +81,6 @@ impl GroupCommit {
     }
 }
 
-#[derive(Clone)]
 struct Writer {
     #[cfg_attr(not(feature = "format-next"), allow(dead_code))]
     id: NodeId,
@@ -129,31 +128,39 @@ impl Writer {
         proposal
     }
 
-    async fn client_write(&self, proposal: Proposal) -> WriteResult {
-        self.raft.client_write(proposal).await.map(|w| w.data)
-    }
-
     async fn commit(&self, mut batch: Vec<Pending>) {
         let active = settings::count_value(&self.state.read().state, &settings::ENTRY_FORMAT);
         let format = format::entry_format_to_write(active);
         if batch.len() == 1 || format < format::ENTRY_FORMAT_BATCH {
-            let mut each = tokio::task::JoinSet::new();
+            // One entry per write, all handed to openraft in queue order
+            // before any answer is awaited: the order holds and they still
+            // pipeline through openraft's core.
+            let mut sent = Vec::with_capacity(batch.len());
             for p in batch {
-                let writer = self.clone();
-                each.spawn(async move {
-                    let proposal = writer.proposal(p.write.command, p.write.request, format);
-                    let _ = p.answer.send(writer.client_write(proposal).await);
-                });
+                let proposal = self.proposal(p.write.command, p.write.request, format);
+                sent.push((p.answer, self.raft.client_write_ff(proposal).await));
             }
-            while each.join_next().await.is_some() {}
+            for (answer, receiver) in sent {
+                let result = match receiver {
+                    Err(fatal) => Err(RaftError::Fatal(fatal)),
+                    Ok(receiver) => match receiver.await {
+                        Ok(Ok(written)) => Ok(written.data),
+                        Ok(Err(e)) => Err(RaftError::APIError(e)),
+                        Err(_) => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
+                    },
+                };
+                let _ = answer.send(result);
+            }
             return;
         }
         let (writes, answers): (Vec<BatchedWrite>, Vec<_>) =
             batch.drain(..).map(|p| (p.write, p.answer)).unzip();
         let count = writes.len();
         let result = self
+            .raft
             .client_write(self.proposal(Command::Batch { writes }, None, format))
-            .await;
+            .await
+            .map(|w| w.data);
         match result {
             Ok(Response::Batch(responses)) if responses.len() == count => {
                 for (answer, response) in answers.into_iter().zip(responses) {
