@@ -151,7 +151,11 @@ fn base(queued: usize) -> Bench {
 
 /// Runs `step` `iters` times; `step` applies untimed what it needs and
 /// returns the time of the one apply it measures.
-fn measure(bench: &mut Bench, iters: u64, mut step: impl FnMut(&mut Bench) -> Duration) -> Duration {
+fn measure(
+    bench: &mut Bench,
+    iters: u64,
+    mut step: impl FnMut(&mut Bench) -> Duration,
+) -> Duration {
     (0..iters).map(|_| step(bench)).sum()
 }
 
@@ -163,7 +167,9 @@ fn apply_by_kind(c: &mut Criterion) {
     for size in sizes {
         let mut bench = base(size);
         let mut group = c.benchmark_group(format!("apply at {size} queued"));
-        group.sample_size(30).measurement_time(Duration::from_secs(3));
+        group
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(3));
         group.bench_function(BenchmarkId::from_parameter("submit one task"), |b| {
             b.iter_custom(|iters| {
                 measure(&mut bench, iters, |bench| {
@@ -221,19 +227,22 @@ fn apply_by_kind(c: &mut Criterion) {
                 })
             })
         });
-        group.bench_function(BenchmarkId::from_parameter("batch of 64 config writes"), |b| {
-            b.iter_custom(|iters| {
-                measure(&mut bench, iters, |bench| {
-                    let writes = (0..64)
-                        .map(|i| BatchedWrite {
-                            command: set_config(i),
-                            request: Some(u128::from(bench.index) << 8 | u128::from(i)),
-                        })
-                        .collect();
-                    bench.timed(Command::Batch { writes })
+        group.bench_function(
+            BenchmarkId::from_parameter("batch of 64 config writes"),
+            |b| {
+                b.iter_custom(|iters| {
+                    measure(&mut bench, iters, |bench| {
+                        let writes = (0..64)
+                            .map(|i| BatchedWrite {
+                                command: set_config(i),
+                                request: Some(u128::from(bench.index) << 8 | u128::from(i)),
+                            })
+                            .collect();
+                        bench.timed(Command::Batch { writes })
+                    })
                 })
-            })
-        });
+            },
+        );
         group.bench_function(BenchmarkId::from_parameter("state digest"), |b| {
             b.iter(|| black_box(bench.state.digest()))
         });
