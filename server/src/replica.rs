@@ -261,6 +261,12 @@ impl Replica {
     ) -> Result<impl std::future::Future<Output = WriteResult> + Send + 'static, ReplicaError> {
         self.check_not_stopping()?;
         match &command {
+            // Batches are formed below, from what is proposed here.
+            Command::Batch { .. } => {
+                return Err(ReplicaError::Stopped(
+                    "command: a batch is formed by the leader, not proposed".into(),
+                ))
+            }
             Command::SubmitJob {
                 client_id, tasks, ..
             } => self.admit(client_id, tasks.len())?,

@@ -174,3 +174,27 @@ fn a_batch_changes_the_digest_as_its_writes_would() {
     decoded.reindex();
     assert_eq!(decoded.digest(), h.state.digest());
 }
+
+/// A batch nested 100,000 deep, as bytes: decoding refuses it at the second
+/// level instead of recursing until the stack overflows (found by fuzzing).
+#[test]
+fn a_deeply_nested_batch_is_refused_when_decoded() {
+    fn nested(variant: u8) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for _ in 0..100_000 {
+            bytes.extend([variant, 1]); // the variant, then a list of one
+        }
+        bytes
+    }
+    let batch_command = postcard::to_stdvec(&Command::Batch { writes: vec![] }).unwrap()[0];
+    let error = postcard::from_bytes::<Command>(&nested(batch_command)).unwrap_err();
+    assert!(matches!(error, postcard::Error::SerdeDeCustom), "{error:?}");
+    let batch_response = postcard::to_stdvec(&Response::Batch(vec![])).unwrap()[0];
+    assert!(postcard::from_bytes::<Response>(&nested(batch_response)).is_err());
+    // One level still decodes, and the guard is reset after an error.
+    let one = Command::Batch {
+        writes: vec![submit("a", Some(1))],
+    };
+    let bytes = postcard::to_stdvec(&one).unwrap();
+    assert_eq!(postcard::from_bytes::<Command>(&bytes).unwrap(), one);
+}

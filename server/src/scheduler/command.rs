@@ -271,10 +271,36 @@ pub enum Command {
     /// Writes proposed at about the same time, applied in order as if each
     /// had its own entry (group commit: one entry, one flush, one round of
     /// replication for all of them). Entry format 3 and later. A batch never
-    /// holds a batch.
+    /// holds a batch: decoding refuses one.
     Batch {
+        #[serde(deserialize_with = "decode_batch")]
         writes: Vec<BatchedWrite>,
     },
+}
+
+thread_local! {
+    static DECODING_BATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Decodes the contents of a batch, refusing a batch inside it before it
+/// recurses: a deeply nested encoding would otherwise overflow the stack
+/// (found by fuzzing `raft_message`).
+fn decode_batch<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DECODING_BATCH.set(false);
+        }
+    }
+    if DECODING_BATCH.replace(true) {
+        return Err(serde::de::Error::custom("a batch cannot hold a batch"));
+    }
+    let _reset = Reset;
+    T::deserialize(deserializer)
 }
 
 /// One write of a [`Command::Batch`]: what its own proposal would carry,
@@ -310,7 +336,7 @@ pub enum Response {
     Done,
     NotFound(String),
     /// A batch's responses, one per write, in order.
-    Batch(Vec<Response>),
+    Batch(#[serde(deserialize_with = "decode_batch")] Vec<Response>),
     /// `JobAccepted` as entries of format 3 and later answer it: job ids are
     /// no longer log indexes once writes share entries, so the index the job
     /// was created at comes along (0 for a duplicate by idempotency key,
