@@ -219,22 +219,19 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
         }
         token = page.next_page_token;
     }
-    let to_assigned: Vec<Duration> = submitted
-        .iter()
-        .filter_map(|(id, at, _)| {
-            assigned
-                .get(id)
-                .map(|a| Duration::from_millis(a.saturating_sub(*at)))
-        })
-        .collect();
-    let to_succeeded: Vec<Duration> = submitted
-        .iter()
-        .filter_map(|(id, at, _)| {
-            succeeded
-                .get(id)
-                .map(|f| Duration::from_millis(f.saturating_sub(*at)))
-        })
-        .collect();
+    // From each submission to the time `reached` records for its task.
+    let since_submit = |reached: &HashMap<u64, u64>| -> Vec<Duration> {
+        submitted
+            .iter()
+            .filter_map(|(id, at, _)| {
+                reached
+                    .get(id)
+                    .map(|t| Duration::from_millis(t.saturating_sub(*at)))
+            })
+            .collect()
+    };
+    let to_assigned = since_submit(&assigned);
+    let to_succeeded = since_submit(&succeeded);
     Ok(Measured {
         leader,
         submitted: submitted.len(),
