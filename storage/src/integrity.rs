@@ -9,19 +9,22 @@
 //!   damaged file by rolling back to an earlier consistent point, silently; a
 //!   log that ends before the watermark is how that shows.
 //!
-//! Store format 1 (before checksums) is read and converted in place once it
-//! verified ([`migrate`]).
+//! Older store formats are read and converted in place once they verified
+//! ([`migrate`]): format 1 had no checksums, format 2 kept the snapshot in a
+//! sled tree; format 3 keeps it in a file beside the database
+//! ([`crate::snapshot_file`]).
 
 use std::path::{Path, PathBuf};
 
-use openraft::{LogId, SnapshotMeta, Vote};
+use openraft::{LogId, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{codec, watermark, OpenError, StoredTypeConfig};
+use crate::{codec, snapshot_file, watermark, OpenError, StoredTypeConfig};
 
 pub(crate) const LOG_TREE: &str = "log";
 pub(crate) const META_TREE: &str = "meta";
+/// Where formats 1 and 2 kept the snapshot.
 pub(crate) const SNAPSHOT_TREE: &str = "snapshot";
 pub(crate) const VOTE_KEY: &[u8] = b"vote";
 pub(crate) const COMMITTED_KEY: &[u8] = b"committed";
@@ -33,7 +36,7 @@ pub(crate) const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 /// The store format: its own key in the meta tree, a single raw byte so it
 /// reads the same in every format. Absent means format 1 (no checksums).
 const FORMAT_KEY: &[u8] = b"format";
-pub const STORE_FORMAT: u8 = 2;
+pub const STORE_FORMAT: u8 = 3;
 
 /// Why a store cannot be trusted: the file, the log index where known, what is
 /// wrong. Printed as the one line a replica exits with.
@@ -186,7 +189,11 @@ pub fn verify<C: StoredTypeConfig>(db: &sled::Db, dir: &Path) -> Result<Verified
         .map(|id| id.index);
     checker.meta::<crate::DataDirIdentity>(&meta, IDENTITY_KEY)?;
 
-    verify_snapshot(&checker, db, &mut v)?;
+    if format >= 3 {
+        verify_snapshot_file(dir, &mut v)?;
+    } else {
+        verify_snapshot_tree(&checker, db, &mut v)?;
+    }
     verify_log::<C>(&checker, db, &mut v)?;
 
     let known = v.known_index();
@@ -225,29 +232,97 @@ fn describe(index: Option<u64>) -> String {
     index.map_or("nothing (an empty store)".into(), |i| i.to_string())
 }
 
-fn verify_snapshot(checker: &Checker, db: &sled::Db, v: &mut Verified) -> Result<(), OpenError> {
+/// The snapshot of a format 1 or 2 store, in its sled tree.
+fn verify_snapshot_tree(
+    checker: &Checker,
+    db: &sled::Db,
+    v: &mut Verified,
+) -> Result<(), OpenError> {
     let tree = checker.sled(db.open_tree(SNAPSHOT_TREE))?;
     let meta = checker.sled(tree.get(SNAPSHOT_META_KEY))?;
     let data = checker.sled(tree.get(SNAPSHOT_DATA_KEY))?;
     match (meta, data) {
         (None, None) => Ok(()),
         (Some(meta), Some(data)) => {
-            let meta: SnapshotMeta<u64, openraft::BasicNode> =
-                checker.decode(&meta, None, "the snapshot's meta")?;
-            let index = meta.last_log_id.map(|id| id.index);
-            codec::snapshot_body(&data).map_err(|e| match e {
-                codec::DecodeError::Version(v) if v.contains("newer") => OpenError::Incompatible {
-                    path: checker.db_file.display().to_string(),
-                    reason: format!("{v}; run the newer build"),
-                },
-                e => checker.damage(index, format!("the snapshot: {e}")),
-            })?;
-            v.snapshot_index = index;
-            v.snapshot_bytes = data.len() as u64;
-            Ok(())
+            let meta: snapshot_file::Meta = checker.decode(&meta, None, "the snapshot's meta")?;
+            check_snapshot_data(&checker.db_file, &meta, &data, v)
         }
         _ => Err(checker.damage(None, "the snapshot's meta and data are not both there")),
     }
+}
+
+/// The snapshot of a format 3 store, in its own file.
+fn verify_snapshot_file(dir: &Path, v: &mut Verified) -> Result<(), OpenError> {
+    match read_snapshot_file(dir)? {
+        None => Ok(()),
+        Some((meta, data)) => check_snapshot_data(&snapshot_file::path(dir), &meta, &data, v),
+    }
+}
+
+/// The snapshot file, its failures as damage or as a newer layout.
+fn read_snapshot_file(dir: &Path) -> Result<Option<(snapshot_file::Meta, Vec<u8>)>, OpenError> {
+    let file = snapshot_file::path(dir);
+    snapshot_file::read(dir).map_err(|e| match e {
+        snapshot_file::ReadError::Newer(version) => OpenError::Incompatible {
+            path: file.display().to_string(),
+            reason: format!(
+                "snapshot file layout {version} is newer than this build reads; run the newer build"
+            ),
+        },
+        e => Damage {
+            file,
+            index: None,
+            problem: format!("the snapshot file is {e}"),
+        }
+        .into(),
+    })
+}
+
+/// Where a verified store of `format` keeps its snapshot, and the state
+/// bytes there (none for a store without a snapshot).
+pub(crate) fn stored_snapshot_data(
+    db: &sled::Db,
+    dir: &Path,
+    format: u8,
+) -> Result<(PathBuf, Option<Vec<u8>>), OpenError> {
+    if format >= 3 {
+        let data = read_snapshot_file(dir)?.map(|(_, data)| data);
+        return Ok((snapshot_file::path(dir), data));
+    }
+    let data = db
+        .open_tree(SNAPSHOT_TREE)
+        .and_then(|t| t.get(SNAPSHOT_DATA_KEY))
+        .map_err(|source| OpenError::Sled {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    Ok((dir.join("db"), data.map(|d| d.to_vec())))
+}
+
+/// The state bytes' version and checksum (decoding them whole is left to
+/// the restore, which does it once).
+fn check_snapshot_data(
+    file: &Path,
+    meta: &snapshot_file::Meta,
+    data: &[u8],
+    v: &mut Verified,
+) -> Result<(), OpenError> {
+    let index = meta.last_log_id.map(|id| id.index);
+    codec::snapshot_body(data).map_err(|e| match e {
+        codec::DecodeError::Version(v) if v.contains("newer") => OpenError::Incompatible {
+            path: file.display().to_string(),
+            reason: format!("{v}; run the newer build"),
+        },
+        e => Damage {
+            file: file.to_path_buf(),
+            index,
+            problem: format!("the snapshot: {e}"),
+        }
+        .into(),
+    })?;
+    v.snapshot_index = index;
+    v.snapshot_bytes = data.len() as u64;
+    Ok(())
 }
 
 fn verify_log<C: StoredTypeConfig>(
@@ -317,14 +392,23 @@ pub(crate) fn mark_current_format(db: &sled::Db) -> Result<(), sled::Error> {
     Ok(())
 }
 
-/// Converts a verified format-1 store to the current format: every record
-/// gets its checksum, in one transaction over the three trees.
-pub(crate) fn migrate(db: &sled::Db, from: u8) -> Result<(), sled::Error> {
-    use sled::transaction::{ConflictableTransactionError, TransactionError};
-    use sled::Transactional;
-    if from >= STORE_FORMAT {
-        return Ok(());
+/// Converts a verified store of an older format to the current one, a step
+/// per format, each durable before the next.
+pub(crate) fn migrate(db: &sled::Db, dir: &Path, from: u8) -> Result<(), sled::Error> {
+    if from < 2 {
+        add_checksums(db)?;
     }
+    if from < 3 {
+        move_snapshot_to_file(db, dir)?;
+    }
+    Ok(())
+}
+
+/// Format 1 → 2: every record gets its checksum, in one transaction over the
+/// three trees.
+fn add_checksums(db: &sled::Db) -> Result<(), sled::Error> {
+    use sled::transaction::ConflictableTransactionError;
+    use sled::Transactional;
     let frame = |bytes: &[u8]| {
         let mut out = crc32fast::hash(bytes).to_le_bytes().to_vec();
         out.extend_from_slice(bytes);
@@ -356,13 +440,48 @@ pub(crate) fn migrate(db: &sled::Db, from: u8) -> Result<(), sled::Error> {
             for (k, v) in &snapshot_meta {
                 s.insert(k, v.as_slice())?;
             }
-            m.insert(FORMAT_KEY, &[STORE_FORMAT])?;
+            m.insert(FORMAT_KEY, &[2])?;
             Ok::<_, ConflictableTransactionError<()>>(())
         })
-        .map_err(|e| match e {
-            TransactionError::Storage(e) => e,
-            TransactionError::Abort(()) => sled::Error::Unsupported("migration aborted".into()),
-        })?;
+        .map_err(migration_error)?;
     db.flush()?;
     Ok(())
+}
+
+/// Format 2 → 3: the snapshot moves from its sled tree into its file. The
+/// file is durable before the tree is emptied and the format raised (one
+/// transaction); a crash in between leaves a format-2 store whose next open
+/// moves it again.
+fn move_snapshot_to_file(db: &sled::Db, dir: &Path) -> Result<(), sled::Error> {
+    use sled::transaction::ConflictableTransactionError;
+    use sled::Transactional;
+    let meta_tree = db.open_tree(META_TREE)?;
+    let snapshots = db.open_tree(SNAPSHOT_TREE)?;
+    if let (Some(meta), Some(data)) = (
+        snapshots.get(SNAPSHOT_META_KEY)?,
+        snapshots.get(SNAPSHOT_DATA_KEY)?,
+    ) {
+        let meta: snapshot_file::Meta = codec::decode_record(&meta)
+            .map_err(|e| sled::Error::Unsupported(format!("the snapshot's meta: {e}")))?;
+        snapshot_file::write(dir, &meta, &data)?;
+    }
+    (&meta_tree, &snapshots)
+        .transaction(|(m, s)| {
+            s.remove(SNAPSHOT_META_KEY)?;
+            s.remove(SNAPSHOT_DATA_KEY)?;
+            m.insert(FORMAT_KEY, &[3])?;
+            Ok::<_, ConflictableTransactionError<()>>(())
+        })
+        .map_err(migration_error)?;
+    db.flush()?;
+    Ok(())
+}
+
+fn migration_error(e: sled::transaction::TransactionError<()>) -> sled::Error {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => e,
+        sled::transaction::TransactionError::Abort(()) => {
+            sled::Error::Unsupported("migration aborted".into())
+        }
+    }
 }

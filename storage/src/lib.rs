@@ -5,12 +5,15 @@
 //! - [`log_store`]: the Raft log, the vote, the committed and last-purged log ids.
 //!   Every append and vote is flushed to disk before openraft hears it is durable.
 //! - [`state_machine`]: the in-memory replicated state, generic over
-//!   [`StateMachine`], with snapshots kept in their own sled tree.
+//!   [`StateMachine`]; its snapshots live in a file beside the database
+//!   ([`snapshot_file`]), so writing one never holds up the log.
 //! - [`identity`]: which cluster and replica a data directory belongs to.
 //! - [`codec`]: the compact binary encoding (postcard) of everything stored.
 //!
-//! Why sled trees rather than files: one database gives atomic batches and one
-//! flush for the log, the metadata and the snapshot together.
+//! Why sled trees for the log and its metadata: one database gives atomic
+//! batches and one flush for both. The snapshot, a single large value
+//! replaced whole, is a file: in sled it went through the log's buffers and
+//! flushes and stalled them.
 
 // openraft's storage traits fix `StorageError` (large) as the error type.
 #![allow(clippy::result_large_err)]
@@ -24,6 +27,7 @@ pub mod integrity;
 pub mod log_store;
 mod panics;
 pub mod seed;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod watermark;
 
@@ -124,21 +128,17 @@ where
         path: path.clone(),
         source,
     };
-    let (db, verified, sm) = panics::as_damage(dir, || {
+    let (db, verified) = panics::as_damage(dir, || {
         let db = open_db(dir, options)?;
         let verified = integrity::verify::<C>(&db, dir)?;
-        let sm = StateMachineStore::<C, S>::new(&db).map_err(|e| match e {
-            state_machine::RestoreError::Sled(source) => sled_err(source),
-            state_machine::RestoreError::Decode(e) => Damage {
-                file: dir.join("db"),
-                index: verified.snapshot_index,
-                problem: format!("the snapshot does not decode: {e}"),
-            }
-            .into(),
-        })?;
-        Ok((db, verified, sm))
+        Ok((db, verified))
     })?;
-    integrity::migrate(&db, verified.format).map_err(sled_err)?;
+    integrity::migrate(&db, dir, verified.format).map_err(sled_err)?;
+    let sm = StateMachineStore::<C, S>::new(dir).map_err(|e| Damage {
+        file: snapshot_file::path(dir),
+        index: verified.snapshot_index,
+        problem: e.to_string(),
+    })?;
     let watermark =
         WatermarkWriter::spawn(dir.to_path_buf(), verified.watermark.unwrap_or_default()).map_err(
             |source| OpenError::Watermark {
@@ -174,16 +174,10 @@ where
     panics::as_damage(dir, || {
         let db = open_db(dir, &StoreOptions::default())?;
         let verified = integrity::verify::<C>(&db, dir)?;
-        if let Some(data) = db
-            .open_tree(integrity::SNAPSHOT_TREE)
-            .and_then(|t| t.get(integrity::SNAPSHOT_DATA_KEY))
-            .map_err(|source| OpenError::Sled {
-                path: dir.display().to_string(),
-                source,
-            })?
-        {
+        let (file, data) = integrity::stored_snapshot_data(&db, dir, verified.format)?;
+        if let Some(data) = data {
             state_machine::decode_snapshot::<C, S>(&data).map_err(|e| Damage {
-                file: dir.join("db"),
+                file,
                 index: verified.snapshot_index,
                 problem: format!("the snapshot's state does not decode: {e}"),
             })?;

@@ -10,13 +10,10 @@ use std::path::{Path, PathBuf};
 use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, LogId, Membership, RaftLogReader, SnapshotMeta, StoredMembership, Vote};
 
-use crate::integrity::{
-    COMMITTED_KEY, LAST_PURGED_KEY, META_TREE, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SNAPSHOT_TREE,
-    VOTE_KEY,
-};
+use crate::integrity::{COMMITTED_KEY, LAST_PURGED_KEY, META_TREE, VOTE_KEY};
 use crate::state_machine::Applied;
 use crate::watermark::{self, Watermark};
-use crate::{codec, OpenError, StateMachine, StoreOptions, StoredTypeConfig};
+use crate::{codec, snapshot_file, OpenError, StateMachine, StoreOptions, StoredTypeConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
@@ -152,22 +149,17 @@ fn write_store<S: serde::Serialize + serde::de::DeserializeOwned>(
     let last = meta.last_log_id.ok_or("a seed snapshot covers a log id")?;
     let db = sled::Config::new().path(path).open().map_err(text)?;
     let meta_tree = db.open_tree(META_TREE).map_err(text)?;
-    let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(text)?;
     let vote = Vote::<u64>::new(last.leader_id.term, node_id);
-    let writes: [(&sled::Tree, &[u8], Vec<u8>); 5] = [
-        (&meta_tree, VOTE_KEY, record(&vote)?),
-        (&meta_tree, COMMITTED_KEY, record(&last)?),
-        (&meta_tree, LAST_PURGED_KEY, record(&last)?),
-        (&snapshots, SNAPSHOT_META_KEY, record(meta)?),
-        (
-            &snapshots,
-            SNAPSHOT_DATA_KEY,
-            codec::encode_snapshot(seeded).map_err(|e| e.to_string())?,
-        ),
+    let writes: [(&[u8], Vec<u8>); 3] = [
+        (VOTE_KEY, record(&vote)?),
+        (COMMITTED_KEY, record(&last)?),
+        (LAST_PURGED_KEY, record(&last)?),
     ];
-    for (tree, key, value) in writes {
-        tree.insert(key, value).map_err(text)?;
+    for (key, value) in writes {
+        meta_tree.insert(key, value).map_err(text)?;
     }
+    let data = codec::encode_snapshot(seeded).map_err(|e| e.to_string())?;
+    snapshot_file::write(path, meta, &data).map_err(|e| e.to_string())?;
     crate::integrity::mark_current_format(&db).map_err(text)?;
     db.flush().map_err(text)?;
     Ok(())

@@ -1,11 +1,13 @@
 //! The replicated state machine store. The state itself lives in memory behind
 //! an `RwLock` that the server reads for queries; snapshots are the state
-//! encoded whole, kept in their own sled tree (never in the log tree) and
-//! restored on open.
+//! encoded whole, kept in a file beside the database ([`snapshot_file`]),
+//! never in it, and restored on open.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -15,7 +17,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::integrity::{SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SNAPSHOT_TREE};
+use crate::snapshot_file::{self, Meta};
 use crate::{codec, io_err, StoredTypeConfig};
 
 /// The application state replicated through Raft. `apply` must be
@@ -100,35 +102,38 @@ impl<S> SharedState<S> {
 
 pub struct StateMachineStore<C: StoredTypeConfig, S> {
     shared: SharedState<S>,
-    snapshots: sled::Tree,
+    snapshots: SnapshotWriter,
     snapshot_seq: Arc<AtomicU64>,
     _config: std::marker::PhantomData<C>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error(transparent)]
-    Sled(#[from] sled::Error),
-    #[error(transparent)]
+    #[error("the snapshot file is {0}")]
+    File(#[from] snapshot_file::ReadError),
+    #[error("the snapshot does not decode: {0}")]
     Decode(codec::DecodeError),
 }
-
-type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 
 impl<C, S> StateMachineStore<C, S>
 where
     C: StoredTypeConfig,
     S: StateMachine<C>,
 {
-    pub(crate) fn new(db: &sled::Db) -> Result<Self, RestoreError> {
-        let snapshots = db.open_tree(SNAPSHOT_TREE)?;
-        let applied = match snapshots.get(SNAPSHOT_DATA_KEY)? {
-            Some(data) => decode_snapshot::<C, S>(&data).map_err(RestoreError::Decode)?,
+    /// Restores the state from the snapshot file in `dir`, if there is one.
+    pub(crate) fn new(dir: &Path) -> Result<Self, RestoreError> {
+        let stored = snapshot_file::read(dir)?;
+        let persisted = stored.as_ref().and_then(|(meta, _)| meta.last_log_id);
+        let applied = match stored {
+            Some((_, data)) => decode_snapshot::<C, S>(&data).map_err(RestoreError::Decode)?,
             None => Applied::default(),
         };
         Ok(Self {
             shared: SharedState(Arc::new(RwLock::new(applied))),
-            snapshots,
+            snapshots: SnapshotWriter {
+                dir: dir.to_path_buf(),
+                persisted: Arc::new(Mutex::new(persisted)),
+            },
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             _config: std::marker::PhantomData,
         })
@@ -138,54 +143,56 @@ where
     pub fn shared(&self) -> SharedState<S> {
         self.shared.clone()
     }
+}
 
-    fn stored_snapshot(&self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
-        let read = |k| {
-            self.snapshots
-                .get(k)
-                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
-        };
-        let (Some(meta), Some(data)) = (read(SNAPSHOT_META_KEY)?, read(SNAPSHOT_DATA_KEY)?) else {
-            return Ok(None);
-        };
-        let meta: Meta = codec::decode_record(&meta)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
-        }))
+/// Writes snapshots to the file, one at a time, and never replaces one with
+/// a snapshot covering less of the log (a slow build finishing after an
+/// installed snapshot).
+#[derive(Clone)]
+struct SnapshotWriter {
+    dir: PathBuf,
+    persisted: Arc<Mutex<Option<LogId<u64>>>>,
+}
+
+impl SnapshotWriter {
+    /// Persists `meta` and `data` and flushes before returning; hands `data`
+    /// back for the snapshot openraft keeps.
+    async fn persist(&self, meta: &Meta, data: Vec<u8>) -> Result<Vec<u8>, StorageError<u64>> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let writer = self.clone();
+        let meta_copy = meta.clone();
+        // A large file is a long synchronous write: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut persisted = writer.persisted.lock().unwrap_or_else(|e| e.into_inner());
+            if *persisted <= meta_copy.last_log_id {
+                snapshot_file::write(&writer.dir, &meta_copy, &data)?;
+                *persisted = meta_copy.last_log_id;
+            }
+            Ok::<_, std::io::Error>(data)
+        })
+        .await
+        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?
+        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))
     }
 }
 
-/// Persists meta and data in one atomic batch and flushes before returning.
-async fn persist_snapshot(
-    tree: &sled::Tree,
-    meta: &Meta,
-    data: &[u8],
-) -> Result<(), StorageError<u64>> {
-    let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-    let meta_bytes =
-        codec::encode_record(meta).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
-    let mut batch = sled::Batch::default();
-    batch.insert(SNAPSHOT_META_KEY, meta_bytes);
-    batch.insert(SNAPSHOT_DATA_KEY, data);
-    // A large blob is a long synchronous write: off the async workers.
-    let writer = tree.clone();
-    tokio::task::spawn_blocking(move || writer.apply_batch(batch))
-        .await
-        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?
-        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
-    tree.flush_async()
-        .await
-        .map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
-    Ok(())
+/// Runs `work`, which blocks for long, on this thread without holding up
+/// the tasks queued on this async worker (a multi-threaded runtime moves
+/// them to another worker first); elsewhere it simply runs it.
+fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// Builds a snapshot from a copy of the state taken between two applies, so it
 /// never races `apply`; encoding and writing happen off the apply path.
 pub struct SnapshotBuilder<C: StoredTypeConfig, S> {
     copy: Applied<S>,
-    snapshots: sled::Tree,
+    /// How long taking the copy held up `apply`.
+    copy_time: Duration,
+    snapshots: SnapshotWriter,
     seq: u64,
     _config: std::marker::PhantomData<C>,
 }
@@ -198,6 +205,7 @@ where
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
         let copy = std::mem::take(&mut self.copy);
         let seq = self.seq;
+        let started = Instant::now();
         // Encoding a large state takes long enough to starve the runtime's
         // few workers (and with them heartbeats): a blocking thread does it,
         // and the copy is dropped as soon as it is encoded.
@@ -217,7 +225,16 @@ where
         })
         .await
         .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
-        persist_snapshot(&self.snapshots, &meta, &data).await?;
+        let encoded = started.elapsed();
+        let data = self.snapshots.persist(&meta, data).await?;
+        tracing::info!(
+            index = meta.last_log_id.map(|id| id.index),
+            bytes = data.len(),
+            copy_ms = self.copy_time.as_millis() as u64,
+            encode_ms = encoded.as_millis() as u64,
+            write_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -269,8 +286,14 @@ where
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let started = Instant::now();
+        // Even with shared entries the copy takes a while at a million tasks;
+        // it runs on this worker (it must not race `apply`), so the worker
+        // first hands its other tasks (the Raft core among them) to another.
+        let copy = off_the_worker(|| self.shared.read().clone());
         SnapshotBuilder {
-            copy: self.shared.read().clone(),
+            copy,
+            copy_time: started.elapsed(),
             snapshots: self.snapshots.clone(),
             seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
             _config: std::marker::PhantomData,
@@ -304,12 +327,23 @@ where
         // The meta is authoritative for what the snapshot covers.
         incoming.last_applied = meta.last_log_id;
         incoming.membership = meta.last_membership.clone();
-        persist_snapshot(&self.snapshots, meta, &data).await?;
-        *self.shared.write() = incoming;
+        self.snapshots.persist(meta, data).await?;
+        let replaced = std::mem::replace(&mut *self.shared.write(), incoming);
+        // Freeing a large state takes as long as building it: not here.
+        tokio::task::spawn_blocking(move || drop(replaced));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
-        self.stored_snapshot()
+        let dir = self.snapshots.dir.clone();
+        let read_err = |e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
+        let stored = tokio::task::spawn_blocking(move || snapshot_file::read(&dir))
+            .await
+            .map_err(read_err)?
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

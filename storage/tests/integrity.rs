@@ -308,3 +308,115 @@ fn a_truncated_uncommitted_tail_lowers_the_watermark_first() {
     let opened = open(tmp.path()).expect("a legitimately shorter log is not damage");
     assert_eq!(opened.verified.last_index, Some(ENTRIES - 10));
 }
+
+/// A store holding `ENTRIES` entries, all applied and snapshotted (the
+/// snapshot in its file), closed.
+fn snapshotted() -> tempfile::TempDir {
+    use openraft::storage::RaftStateMachine;
+    use openraft::RaftSnapshotBuilder;
+    let tmp = filled(100);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let opened = open(tmp.path()).unwrap();
+        let mut log = opened.log;
+        let mut sm = opened.state_machine;
+        let entries = log.try_get_log_entries(1..=ENTRIES).await.unwrap();
+        sm.apply(entries).await.unwrap();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await;
+        assert_eq!(snapshot.unwrap().meta.last_log_id.unwrap().index, ENTRIES);
+    });
+    tmp
+}
+
+#[test]
+fn a_snapshot_lives_in_its_file_and_restores_from_it() {
+    let tmp = snapshotted();
+    let file = autoglm_storage::snapshot_file::path(tmp.path());
+    assert!(file.is_file(), "no snapshot file at {}", file.display());
+    let opened = open(tmp.path()).unwrap();
+    assert_eq!(opened.verified.snapshot_index, Some(ENTRIES));
+    let file_len = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        opened.verified.snapshot_bytes > 0 && opened.verified.snapshot_bytes < file_len,
+        "{} state bytes in a file of {file_len}",
+        opened.verified.snapshot_bytes
+    );
+    let state = opened.state_machine.shared();
+    let applied = state.read();
+    assert_eq!(applied.last_applied.map(|id| id.index), Some(ENTRIES));
+    assert_eq!(applied.state.0.len() as u64, ENTRIES);
+}
+
+#[test]
+fn a_damaged_or_cut_snapshot_file_is_refused_naming_it() {
+    let file = |dir: &Path| autoglm_storage::snapshot_file::path(dir);
+    let tmp = snapshotted();
+    let len = std::fs::metadata(file(tmp.path())).unwrap().len();
+    flip_bytes(&file(tmp.path()), len / 2, 16).unwrap();
+    let line = refused(tmp.path(), "flipped snapshot state");
+    assert!(line.contains("raft-snapshot"), "{line}");
+
+    let tmp = snapshotted();
+    flip_bytes(&file(tmp.path()), 8, 4).unwrap();
+    let line = refused(tmp.path(), "flipped snapshot meta");
+    assert!(line.contains("raft-snapshot"), "{line}");
+
+    let tmp = snapshotted();
+    set_len(&file(tmp.path()), len - 4096).unwrap();
+    let line = refused(tmp.path(), "cut snapshot file");
+    assert!(line.contains("raft-snapshot"), "{line}");
+}
+
+#[test]
+fn a_store_of_format_2_moves_its_snapshot_into_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let last = LogId::new(CommittedLeaderId::<u64>::new(1, 1), 10);
+    let applied = autoglm_storage::Applied {
+        last_applied: Some(last),
+        membership: Default::default(),
+        state: Kv([("k".to_string(), "v".to_string())].into()),
+    };
+    let meta = openraft::SnapshotMeta::<u64, openraft::BasicNode> {
+        last_log_id: Some(last),
+        last_membership: Default::default(),
+        snapshot_id: "1-10-0".into(),
+    };
+    {
+        // Format 2: checksummed records, the snapshot in the "snapshot" tree.
+        let db = sled::open(tmp.path()).unwrap();
+        let meta_tree = db.open_tree("meta").unwrap();
+        meta_tree.insert("format", &[2u8]).unwrap();
+        meta_tree
+            .insert("vote", record(&Vote::<u64>::new(1, 1)))
+            .unwrap();
+        meta_tree.insert("committed", record(&last)).unwrap();
+        meta_tree.insert("last_purged", record(&last)).unwrap();
+        let snapshots = db.open_tree("snapshot").unwrap();
+        snapshots.insert("meta", record(&meta)).unwrap();
+        snapshots
+            .insert(
+                "data",
+                autoglm_storage::codec::encode_snapshot(&applied).unwrap(),
+            )
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let opened = open(tmp.path()).unwrap();
+    assert_eq!(opened.verified.format, 2);
+    assert_eq!(opened.verified.snapshot_index, Some(10));
+    assert_eq!(opened.state_machine.shared().read().state, applied.state);
+    assert!(autoglm_storage::snapshot_file::path(tmp.path()).is_file());
+    drop(opened);
+    let again = open(tmp.path()).unwrap();
+    assert_eq!(
+        again.verified.format,
+        autoglm_storage::integrity::STORE_FORMAT
+    );
+    assert_eq!(again.verified.snapshot_index, Some(10));
+    assert_eq!(again.state_machine.shared().read().state, applied.state);
+    assert!(again.db.open_tree("snapshot").unwrap().is_empty());
+}
+
+fn record<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    autoglm_storage::codec::encode_record(value).unwrap()
+}
