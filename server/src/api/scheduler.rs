@@ -188,7 +188,7 @@ fn changes(
         .iter()
         .map(|id| &state.tasks[id])
         .filter(|t| t.revision > from)
-        .cloned()
+        .map(|t| Task::clone(t))
         .collect();
     changed.sort_by_key(|t| (t.revision, t.id));
     let done = ids.iter().all(|id| state.tasks[id].state.is_terminal());
@@ -455,7 +455,7 @@ impl SchedulerService for SchedulerApi {
             let mut page: Vec<&Task> = s
                 .tasks
                 .range(after..)
-                .map(|(_, t)| t)
+                .map(|(_, t)| &**t)
                 .filter(matches)
                 .take(page_size + 1)
                 .collect();

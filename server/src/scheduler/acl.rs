@@ -123,7 +123,9 @@ impl Acl {
     /// Whether `principal` owns `job`. Jobs submitted before ownership was
     /// recorded have no owner: only roles that act on any job reach them.
     pub fn owns(&self, principal: &str, job: JobId) -> bool {
-        self.job_owners.get(&job).is_some_and(|o| o == principal)
+        self.job_owners
+            .get(&job)
+            .is_some_and(|o| o.as_str() == principal)
     }
 }
 

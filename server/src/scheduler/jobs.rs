@@ -48,7 +48,7 @@ impl SchedulerState {
                 .get(&(client_id.to_string(), key.to_string()))
             {
                 // A key never answers with another principal's job.
-                if owner.is_some_and(|o| !self.acl.owns(o, *job)) {
+                if owner.is_some_and(|o| !self.acl.owns(o, **job)) {
                     return Response::Rejected(
                         "idempotency_key: already used by another principal with this client_id"
                             .into(),
@@ -60,7 +60,7 @@ impl SchedulerState {
                         .iter()
                         .map(|id| (self.tasks[id].spec.name.clone(), *id))
                         .collect();
-                    return self.job_accepted(*job, tasks, None);
+                    return self.job_accepted(**job, tasks, None);
                 }
             }
         }

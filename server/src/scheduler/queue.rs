@@ -16,6 +16,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -123,7 +124,7 @@ impl Queue {
     }
 
     /// Rebuilds the bands from the ids, after a snapshot is restored.
-    pub fn reindex(&mut self, tasks: &BTreeMap<TaskId, Task>) {
+    pub fn reindex(&mut self, tasks: &BTreeMap<TaskId, Arc<Task>>) {
         let ids = std::mem::take(&mut self.ids);
         self.bands.clear();
         for id in &ids {
@@ -136,7 +137,7 @@ impl Queue {
     /// The queued tasks in queue order at `now_ms`.
     pub fn in_order<'a>(
         &'a self,
-        tasks: &'a BTreeMap<TaskId, Task>,
+        tasks: &'a BTreeMap<TaskId, Arc<Task>>,
         aging_ms: u64,
         now_ms: u64,
     ) -> QueueOrder<'a> {
@@ -165,7 +166,7 @@ type Head = Reverse<(Reverse<u64>, u64, TaskId, usize)>;
 
 /// An iterator over the queue in order that can drop a whole shape.
 pub struct QueueOrder<'a> {
-    tasks: &'a BTreeMap<TaskId, Task>,
+    tasks: &'a BTreeMap<TaskId, Arc<Task>>,
     aging_ms: u64,
     now_ms: u64,
     bands: Vec<(u32, std::collections::btree_set::Iter<'a, (u64, TaskId)>)>,
@@ -252,8 +253,8 @@ mod tests {
     }
 
     /// The definition: sort the whole queue.
-    fn sorted(tasks: &BTreeMap<TaskId, Task>, aging_ms: u64, now_ms: u64) -> Vec<TaskId> {
-        let mut all: Vec<&Task> = tasks.values().collect();
+    fn sorted(tasks: &BTreeMap<TaskId, Arc<Task>>, aging_ms: u64, now_ms: u64) -> Vec<TaskId> {
+        let mut all: Vec<&Task> = tasks.values().map(|t| &**t).collect();
         let effective = |t: &Task| {
             let aged = now_ms.saturating_sub(t.queued_ms) / aging_ms.max(1);
             (t.spec.priority as u64 + aged).min(PRIORITY_MAX as u64)
@@ -276,7 +277,7 @@ mod tests {
             for (i, (priority, queued_ms, gpus)) in entries.iter().enumerate() {
                 let t = task(i as TaskId, *priority, *queued_ms, *gpus);
                 queue.insert(&t);
-                tasks.insert(t.id, t);
+                tasks.insert(t.id, Arc::new(t));
             }
             for r in &removed {
                 if tasks.is_empty() {

@@ -304,7 +304,7 @@ pub fn preemption_victims(
             .get(&node.name)
             .into_iter()
             .flatten()
-            .map(|id| &state.tasks[id])
+            .map(|id| &*state.tasks[id])
             .filter(|t| t.spec.priority + gap <= task.spec.priority)
             .collect();
         running.sort_by_key(|t| (t.spec.priority, std::cmp::Reverse(t.id)));
