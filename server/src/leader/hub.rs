@@ -10,15 +10,13 @@ use autoglm_client::proto::{self as pb, leader_message::Kind, LeaderMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::decide::{latency_ewma, AgentContact};
 use crate::api::convert::spec_to_proto;
 use crate::scheduler::model::{NodeName, TaskId};
 use crate::scheduler::placement::LiveNode;
 use crate::scheduler::SchedulerState;
 
 pub type Outbound = mpsc::Sender<Result<LeaderMessage, tonic::Status>>;
-
-/// Weight of the newest sample in the per-node latency EWMA.
-const LATENCY_EWMA_ALPHA: f64 = 0.3;
 
 struct Session {
     id: u64,
@@ -134,19 +132,23 @@ impl AgentHub {
         if let Some(session) = inner.sessions.get_mut(node) {
             session.sent.remove(&(task, attempt));
         }
-        let e = inner
+        let previous = inner.latency_ewma_ms.get(node).copied();
+        inner
             .latency_ewma_ms
-            .entry(node.to_string())
-            .or_insert(duration_ms as f64);
-        *e = LATENCY_EWMA_ALPHA * duration_ms as f64 + (1.0 - LATENCY_EWMA_ALPHA) * *e;
+            .insert(node.to_string(), latency_ewma(previous, duration_ms));
     }
 
-    pub fn last_seen(&self, node: &str) -> Option<Instant> {
-        self.lock().last_seen.get(node).copied()
-    }
-
-    pub fn is_connected(&self, node: &str) -> bool {
-        self.lock().sessions.contains_key(node)
+    /// What the hub knows of `node`'s agent, its times in milliseconds
+    /// since `epoch` (earlier contact counts as at `epoch`).
+    pub fn contact(&self, node: &str, epoch: Instant) -> AgentContact {
+        let inner = self.lock();
+        AgentContact {
+            last_seen_ms: inner
+                .last_seen
+                .get(node)
+                .map(|at| at.saturating_duration_since(epoch).as_millis() as u64),
+            connected: inner.sessions.contains_key(node),
+        }
     }
 
     /// Live metrics with their current age, for placement.

@@ -9,20 +9,19 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
+use super::decide;
 use super::hub::AgentHub;
 use super::runtime::Runtime;
 use super::SchedulerSettings;
 use crate::replica::{wall_clock_ms, Replica};
-use crate::scheduler::command::{Command, RequeueReason};
-use crate::scheduler::model::{Liveness, TaskId, TaskState};
-use crate::scheduler::placement::{place, policy_by_name, preemption_victims, Policy};
+use crate::scheduler::command::Command;
+use crate::scheduler::model::NodeName;
+use crate::scheduler::placement::{policy_by_name, Policy};
 
 /// How often dispatch, liveness and timers run.
 const DISPATCH_INTERVAL: Duration = Duration::from_millis(50);
-const LIVENESS_INTERVAL: Duration = Duration::from_millis(250);
-const TIMER_INTERVAL: Duration = Duration::from_millis(200);
-/// A node is not migrated from again within this long.
-const MIGRATION_COOLDOWN: Duration = Duration::from_secs(10);
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(decide::LIVENESS_INTERVAL_MS);
+const TIMER_INTERVAL: Duration = Duration::from_millis(decide::TIMER_INTERVAL_MS);
 
 pub fn start(
     replica: Arc<Replica>,
@@ -108,7 +107,8 @@ fn propose(replica: &Arc<Replica>, command: Command) {
 struct Placer {
     policy: Option<Box<dyn Policy>>,
     rng: rand::rngs::StdRng,
-    migrated: BTreeMap<String, Instant>,
+    /// When this leader last migrated an attempt off each node (wall ms).
+    migrated: BTreeMap<NodeName, u64>,
     /// Set while this placer's proposals are uncommitted: a round on a state
     /// that does not show them yet would propose the same tasks again.
     in_flight: Arc<AtomicBool>,
@@ -120,8 +120,7 @@ impl Placer {
             return;
         }
         let live = hub.live_view();
-        let mut commands = Vec::new();
-        {
+        let commands = {
             let applied = replica.state.read();
             let state = &applied.state;
             let runtime = Runtime::read(state);
@@ -136,59 +135,16 @@ impl Placer {
             let Some(policy) = self.policy.as_mut() else {
                 return;
             };
-            let now = wall_clock_ms();
-            let batch = place(
+            decide::placement_round(
                 state,
                 &live,
                 policy.as_mut(),
-                &runtime.placement,
-                now,
+                &runtime,
+                wall_clock_ms(),
                 &mut self.rng,
-            );
-            let placed: Vec<TaskId> = batch.iter().map(|a| a.task).collect();
-            if !batch.is_empty() {
-                commands.push(Command::Assign { assignments: batch });
-            }
-            // The highest queued task that fits nowhere may evict much lower priorities.
-            let first_unplaced =
-                crate::scheduler::placement::queue_order(state, runtime.placement.aging_ms, now)
-                    .find(|t| !placed.contains(&t.id) && t.not_before_ms <= now);
-            if let Some(task) = first_unplaced {
-                for (victim, attempt) in preemption_victims(state, task, runtime.preemption_gap) {
-                    commands.push(Command::Requeue {
-                        task: victim,
-                        attempt,
-                        reason: RequeueReason::Preempted,
-                    });
-                }
-            }
-            for (node, l) in &live {
-                let hot = l.gpu_mem_used > runtime.migration_threshold
-                    || l.mem_util > runtime.migration_threshold;
-                let cooled = self
-                    .migrated
-                    .get(node)
-                    .is_none_or(|t| t.elapsed() > MIGRATION_COOLDOWN);
-                if !(hot && cooled) {
-                    continue;
-                }
-                let lowest = state
-                    .placed
-                    .get(node)
-                    .into_iter()
-                    .flatten()
-                    .map(|id| &state.tasks[id])
-                    .min_by_key(|t| (t.spec.priority, std::cmp::Reverse(t.id)));
-                if let Some(t) = lowest {
-                    commands.push(Command::Requeue {
-                        task: t.id,
-                        attempt: t.attempt,
-                        reason: RequeueReason::Migrated,
-                    });
-                    self.migrated.insert(node.clone(), Instant::now());
-                }
-            }
-        }
+                &mut self.migrated,
+            )
+        };
         if commands.is_empty() {
             return;
         }
@@ -205,67 +161,22 @@ impl Placer {
     }
 }
 
+/// Liveness on a monotonic clock that starts with this leadership.
 fn liveness(replica: &Arc<Replica>, hub: &AgentHub, settings: &SchedulerSettings, since: Instant) {
-    let ttl = Duration::from_millis(settings.node_ttl_ms);
-    let mut commands = Vec::new();
-    {
-        let applied = replica.state.read();
-        let remove_after =
-            Duration::from_millis(Runtime::read(&applied.state).node_remove_after_ms);
-        for node in applied.state.nodes.values() {
-            // Never judge a node before a full TTL under this leadership.
-            let seen = hub.last_seen(&node.name).map_or(since, |s| s.max(since));
-            let silent = seen.elapsed() > ttl;
-            // Registered and then silent for long (never heartbeating, or
-            // gone for good): forgotten, so fake or dead nodes do not pile up.
-            if seen.elapsed() > remove_after && !hub.is_connected(&node.name) {
-                commands.push(Command::RemoveNode {
-                    name: node.name.clone(),
-                });
-                continue;
-            }
-            match node.liveness {
-                Liveness::Up if silent => commands.push(Command::SetNodeLiveness {
-                    name: node.name.clone(),
-                    up: false,
-                }),
-                Liveness::Down if !silent && hub.is_connected(&node.name) => {
-                    commands.push(Command::SetNodeLiveness {
-                        name: node.name.clone(),
-                        up: true,
-                    })
-                }
-                _ => {}
-            }
-        }
-    }
+    let commands = decide::liveness(
+        &replica.state.read().state,
+        |node| hub.contact(node, since),
+        since.elapsed().as_millis() as u64,
+        0,
+        settings.node_ttl_ms,
+    );
     for c in commands {
         propose(replica, c);
     }
 }
 
 fn timeouts(replica: &Arc<Replica>) {
-    let now = wall_clock_ms();
-    let expired: Vec<Command> = {
-        let applied = replica.state.read();
-        applied
-            .state
-            .placed
-            .values()
-            .flatten()
-            .map(|id| &applied.state.tasks[id])
-            .filter(|t| matches!(t.state, TaskState::Assigned | TaskState::Running))
-            .filter(|t| {
-                t.placement
-                    .as_ref()
-                    .is_some_and(|p| p.assigned_ms.saturating_add(t.spec.attempt_timeout_ms) < now)
-            })
-            .map(|t| Command::AttemptTimedOut {
-                task: t.id,
-                attempt: t.attempt,
-            })
-            .collect()
-    };
+    let expired = decide::timed_out_attempts(&replica.state.read().state, wall_clock_ms());
     for c in expired {
         propose(replica, c);
     }

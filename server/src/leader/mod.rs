@@ -7,6 +7,9 @@
 //! decision is proposed as a command and takes effect when `apply` runs it.
 
 pub mod admission;
+pub mod decide;
+#[cfg(test)]
+mod decide_tests;
 pub mod hub;
 mod loops;
 pub mod runtime;

@@ -27,4 +27,4 @@ pub use state::SchedulerState;
 #[cfg(test)]
 mod batch_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

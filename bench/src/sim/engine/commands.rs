@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use autoglm_server::leader::decide::latency_ewma;
 use autoglm_server::scheduler::command::{AttemptUpdate, Command, Response};
 use autoglm_server::scheduler::model::{
     Dependency, EdgeCondition, Payload, Resources, RetryPolicy, TaskId, TaskSpec,
@@ -18,8 +19,6 @@ use super::{Sim, TaskTrack};
 pub const MODEL_NAME: &str = "llama-3-8b";
 /// The `max_output_tokens` every simulated request asks for (trace max: 992).
 pub const MAX_OUTPUT_TOKENS: u32 = 1_024;
-/// The hub's latency EWMA weight (`leader::hub::LATENCY_EWMA_ALPHA`).
-const LATENCY_EWMA_ALPHA: f64 = 0.3;
 
 impl Sim {
     /// Applies a command now, through the real state machine.
@@ -147,13 +146,6 @@ impl Sim {
                             attempt: a.attempt,
                         },
                     );
-                    self.push(
-                        self.now + self.cfg.attempt_timeout_ms * 1000 + 1,
-                        Ev::Timeout {
-                            task: a.task,
-                            attempt: a.attempt,
-                        },
-                    );
                 }
             }
             (
@@ -165,11 +157,14 @@ impl Sim {
             ) => {
                 if let Some((node, ms)) = ran {
                     let name = self.nodes[node].name.clone();
-                    let e = self.ewma.entry(name).or_insert(ms as f64);
-                    *e = LATENCY_EWMA_ALPHA * ms as f64 + (1.0 - LATENCY_EWMA_ALPHA) * *e;
+                    let previous = self.ewma.get(&name).copied();
+                    self.ewma.insert(name, latency_ewma(previous, ms));
                 }
             }
-            (Command::AttemptTimedOut { task, .. }, Response::Changed(_)) => {
+            (
+                Command::AttemptTimedOut { task, .. } | Command::Requeue { task, .. },
+                Response::Changed(_),
+            ) => {
                 self.cancel_if_moved(*task);
             }
             (Command::SetNodeLiveness { .. }, Response::Changed(ids)) => {

@@ -32,10 +32,7 @@ pub(super) enum Ev {
         util: f64,
     },
     Liveness,
-    Timeout {
-        task: TaskId,
-        attempt: u32,
-    },
+    Timers,
     Crash(usize),
     Slow {
         node: usize,

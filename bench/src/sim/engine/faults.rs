@@ -1,20 +1,22 @@
-//! Failures: attempt timeouts, a node crash (its requests vanish; the
+//! Failures: attempt timeouts (the leader's timer, `leader::decide`), a node crash (its requests vanish; the
 //! leader notices through the liveness TTL), a straggler (a node slowed by a
 //! factor for a while) and a leader failover (soft state lost, commands and
 //! placement held for the pause).
 
-use autoglm_server::scheduler::command::Command;
-use autoglm_server::scheduler::model::TaskId;
+use autoglm_server::leader::decide::{self, TIMER_INTERVAL_MS};
 
 use super::events::Ev;
 use super::Sim;
 
 impl Sim {
-    pub(super) fn timeout(&mut self, task: TaskId, attempt: u32) {
-        let t = &self.state.tasks[&task];
-        if t.attempt == attempt && t.state.is_placed() {
-            self.propose(Command::AttemptTimedOut { task, attempt }, None);
+    /// The leader's attempt timers (none while there is no leader).
+    pub(super) fn timers(&mut self) {
+        if self.now >= self.paused_until {
+            for command in decide::timed_out_attempts(&self.state, self.now / 1000) {
+                self.propose(command, None);
+            }
         }
+        self.push(self.now + TIMER_INTERVAL_MS * 1000, Ev::Timers);
     }
 
     pub(super) fn crash(&mut self, i: usize) {
@@ -41,14 +43,13 @@ impl Sim {
         // The new leader starts with no soft state.
         self.live.clear();
         self.ewma.clear();
+        self.migrated.clear();
         self.push(self.paused_until, Ev::FailoverEnd);
     }
 
     pub(super) fn failover_end(&mut self) {
         // A new leader declares nothing down before a full TTL of its own.
-        for s in &mut self.last_seen {
-            *s = (*s).max(self.now);
-        }
+        self.leader_since = self.now;
         self.ensure_tick();
     }
 }

@@ -2,15 +2,12 @@
 //! every heartbeat period, delivered after a delay, and a node declared down
 //! once silent for the TTL (never while the leader is paused).
 
-use autoglm_server::scheduler::command::Command;
-use autoglm_server::scheduler::model::Liveness;
+use autoglm_server::leader::decide::{self, AgentContact, LIVENESS_INTERVAL_MS};
 use autoglm_server::scheduler::placement::LiveNode;
 
 use super::events::Ev;
 use super::Sim;
 
-/// The leader's liveness loop period.
-pub const LIVENESS_INTERVAL_US: u64 = 250_000;
 /// GPU memory used as NVML reports it: inference servers pre-allocate ~90%.
 const GPU_MEM_USED: f64 = 0.9;
 
@@ -47,18 +44,27 @@ impl Sim {
         self.last_seen[node] = self.now.max(self.last_seen[node]);
     }
 
+    /// The leader's liveness check (`leader::decide::liveness`), never while
+    /// there is no leader.
     pub(super) fn liveness(&mut self) {
         if self.now >= self.paused_until {
-            let ttl = self.cfg.effective_ttl_ms() * 1000;
-            for i in 0..self.nodes.len() {
-                let up = self.state.nodes[&self.nodes[i].name].liveness == Liveness::Up;
-                if up && !self.down_proposed[i] && self.now > self.last_seen[i] + ttl {
-                    self.down_proposed[i] = true;
-                    let name = self.nodes[i].name.clone();
-                    self.propose(Command::SetNodeLiveness { name, up: false }, None);
-                }
+            let commands = decide::liveness(
+                &self.state,
+                |name| {
+                    let i = self.node_index[name];
+                    AgentContact {
+                        last_seen_ms: Some(self.last_seen[i] / 1000),
+                        connected: self.nodes[i].up,
+                    }
+                },
+                self.now / 1000,
+                self.leader_since / 1000,
+                self.cfg.effective_ttl_ms(),
+            );
+            for command in commands {
+                self.propose(command, None);
             }
         }
-        self.push(self.now + LIVENESS_INTERVAL_US, Ev::Liveness);
+        self.push(self.now + LIVENESS_INTERVAL_MS * 1000, Ev::Liveness);
     }
 }

@@ -3,9 +3,11 @@
 //! same result, bit for bit.
 //!
 //! The scheduler is the real one: every task is submitted, assigned, reported
-//! and requeued through `SchedulerState::apply`, and every placement round is
-//! the real `placement::place` with a policy from `policy_by_name` (or the
-//! oracle, which implements the same `Policy` trait). What the simulator adds
+//! and requeued through `SchedulerState::apply`, and the leader's decisions
+//! are the leader's own pure functions (`leader::decide`): every placement
+//! round (with a policy from `policy_by_name`, or the oracle, which
+//! implements the same `Policy` trait), preemption, migration, liveness,
+//! attempt timeouts and the latency EWMA. What the simulator adds
 //! is the outside world: GPU nodes (see `model`), agents' heartbeats (period,
 //! delivery delay, NVML-style metrics), Raft commit delay, dispatch delay,
 //! crashes, stragglers and a leader failover.
@@ -27,6 +29,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+use autoglm_server::leader::decide::{LIVENESS_INTERVAL_MS, TIMER_INTERVAL_MS};
 use autoglm_server::scheduler::command::Command;
 use autoglm_server::scheduler::model::{Gpu, NodeCapacity, NodeName, TaskId};
 use autoglm_server::scheduler::placement::{policy_by_name, LiveNode, PlacementOptions};
@@ -39,7 +42,6 @@ use super::model::{Fleet, ServiceModel};
 use super::workload::JobSpec;
 use commands::MODEL_NAME;
 use events::{Ev, Scheduled};
-use heartbeats::LIVENESS_INTERVAL_US;
 pub use metrics::SimResult;
 use node::SimNode;
 pub use placement::policy_names;
@@ -135,8 +137,12 @@ pub struct Sim {
     /// Leader soft state: last heartbeat metrics and when they arrived.
     live: BTreeMap<NodeName, (LiveNode, u64)>,
     ewma: BTreeMap<NodeName, f64>,
+    /// When each node's agent was last heard from, µs.
     last_seen: Vec<u64>,
-    down_proposed: Vec<bool>,
+    /// When the current leadership began, µs.
+    leader_since: u64,
+    /// The leader's memory of migrations (wall ms per node).
+    migrated: BTreeMap<NodeName, u64>,
     paused_until: u64,
     tick_pending: bool,
     assign_in_flight: bool,
@@ -205,7 +211,8 @@ impl Sim {
             live: BTreeMap::new(),
             ewma: BTreeMap::new(),
             last_seen: vec![0; n],
-            down_proposed: vec![false; n],
+            leader_since: 0,
+            migrated: BTreeMap::new(),
             paused_until: 0,
             tick_pending: false,
             assign_in_flight: false,
@@ -255,7 +262,8 @@ impl Sim {
         }
         let last = self.jobs.last().map_or(0, |j| j.arrival_ms * 1000);
         self.push(last, Ev::EndOfArrivals);
-        self.push(LIVENESS_INTERVAL_US, Ev::Liveness);
+        self.push(LIVENESS_INTERVAL_MS * 1000, Ev::Liveness);
+        self.push(TIMER_INTERVAL_MS * 1000, Ev::Timers);
         self.push(1_000_000, Ev::Sweep);
         if let Some(s) = self.cfg.fleet.straggler.clone() {
             self.push(
@@ -326,7 +334,7 @@ impl Sim {
             Ev::Heartbeat(i) => self.heartbeat(i),
             Ev::HeartbeatArrives { node, util } => self.heartbeat_arrives(node, util),
             Ev::Liveness => self.liveness(),
-            Ev::Timeout { task, attempt } => self.timeout(task, attempt),
+            Ev::Timers => self.timers(),
             Ev::Crash(i) => self.crash(i),
             Ev::Slow { node, factor } => self.slow(node, factor),
             Ev::FailoverStart => self.failover_start(),

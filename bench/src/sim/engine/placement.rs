@@ -1,13 +1,16 @@
 //! The placement driver: a round every 50 ms, as the leader runs it, calling
-//! the real `placement::place` with the leader's soft state (heartbeat
-//! metrics with their age, latency EWMAs) and a server policy, or with the
-//! oracle, which sees the simulator's true state instead.
+//! the leader's own round (`leader::decide::placement_round`: placement,
+//! preemption, migration) with the leader's soft state (heartbeat metrics
+//! with their age, latency EWMAs) and a server policy, or with the oracle,
+//! which sees the simulator's true state instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use autoglm_server::leader::decide;
+use autoglm_server::leader::runtime::Runtime;
 use autoglm_server::scheduler::command::Command;
 use autoglm_server::scheduler::model::{Liveness, NodeName, Task};
-use autoglm_server::scheduler::placement::{place, LiveNode, NodeView, Policy};
+use autoglm_server::scheduler::placement::{LiveNode, NodeView, Policy};
 use rand::RngCore;
 
 use super::events::Ev;
@@ -127,17 +130,24 @@ impl Sim {
             SimPolicy::Real(p) => p.as_mut(),
             SimPolicy::Oracle(o) => o,
         };
-        let batch = place(
+        let runtime = Runtime {
+            placement: self.cfg.opts.clone(),
+            ..Runtime::read(&self.state)
+        };
+        let commands = decide::placement_round(
             &self.state,
             &live,
             policy,
-            &self.cfg.opts,
+            &runtime,
             now_ms,
             &mut self.rng,
+            &mut self.migrated,
         );
-        if !batch.is_empty() {
-            self.assign_in_flight = true;
-            self.propose(Command::Assign { assignments: batch }, None);
+        for command in commands {
+            if matches!(command, Command::Assign { .. }) {
+                self.assign_in_flight = true;
+            }
+            self.propose(command, None);
         }
         self.tick_pending = true;
         self.push(self.now + PLACEMENT_INTERVAL_US, Ev::Tick);
