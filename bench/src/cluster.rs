@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use autoglm_server::local::{Launcher, LocalCluster};
 
+/// Set (to anything), the cluster's directory (data dirs, every process's
+/// log) is kept after the run, for a look at what happened.
+const KEEP_ENV: &str = "AUTOGLM_BENCH_KEEP_DIR";
+
 pub struct BenchCluster {
     // Dropped first: the processes stop before their directory goes.
     cluster: LocalCluster,
@@ -22,7 +26,14 @@ impl BenchCluster {
     /// As [`Self::start`]; `secure: false` runs every process `--insecure`
     /// (plaintext, no authorization), to measure what security costs.
     pub async fn start_with(n: u64, extra_yaml: &str, secure: bool) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let mut dir = tempfile::tempdir()?;
+        if std::env::var_os(KEEP_ENV).is_some() {
+            dir.disable_cleanup(true);
+            eprintln!(
+                "{KEEP_ENV}: replica data and logs stay in {}",
+                dir.path().display()
+            );
+        }
         let launcher = Launcher {
             program: std::env::current_exe()?,
             args: vec!["replica".into()],

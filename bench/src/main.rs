@@ -75,10 +75,7 @@ async fn main() -> anyhow::Result<()> {
         BenchCommand::Sim(a) => sim::run_one(a),
         BenchCommand::SimSweep(a) => sim::sweep::run(a),
         BenchCommand::Agent { config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter("warn")
-                .with_writer(std::io::stderr)
-                .init();
+            init_child_logs();
             let config = autoglm_agent::AgentConfig::load(Some(&config), Default::default())?;
             autoglm_agent::run(config, async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -87,10 +84,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::Replica { config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter("warn")
-                .with_writer(std::io::stderr)
-                .init();
+            init_child_logs();
             let config =
                 autoglm_server::config::ServerConfig::load(Some(&config), Default::default())?;
             let running = autoglm_server::raft::bootstrap::start(&config).await?;
@@ -103,4 +97,15 @@ async fn main() -> anyhow::Result<()> {
                 .context("replica")
         }
     }
+}
+
+/// Replicas and agents started by a benchmark log warnings, or what
+/// `RUST_LOG` asks for (e.g. `warn,autoglm_storage=info` for snapshot timings).
+fn init_child_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
