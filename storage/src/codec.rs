@@ -31,11 +31,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 /// Encodes a value as a checksummed record: the CRC-32 of the body (4 bytes,
 /// little endian), then the body.
 pub fn encode_record<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
-    let mut out = vec![0; 4];
-    postcard::to_io(value, &mut out)?;
-    let crc = crc32fast::hash(&out[4..]);
-    out[..4].copy_from_slice(&crc.to_le_bytes());
+    let mut out = Vec::new();
+    append_record(&mut out, value)?;
     Ok(out)
+}
+
+/// [`encode_record`] written at the end of `out`, so a large record is
+/// never copied from one buffer to another.
+fn append_record<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), postcard::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    postcard::to_io(value, &mut *out)?;
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// The body of a checksummed record, once its checksum matches.
@@ -67,7 +79,7 @@ pub const SNAPSHOT_VERSION: u8 = 3;
 pub fn encode_snapshot<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
     let mut out = SNAPSHOT_TAG.to_vec();
     out.push(SNAPSHOT_VERSION);
-    out.extend(encode_record(value)?);
+    append_record(&mut out, value)?;
     Ok(out)
 }
 
