@@ -40,6 +40,12 @@ pub trait StateMachine<C: StoredTypeConfig>:
     /// Rebuilds what the state derives rather than stores (indexes, counts)
     /// after it has been decoded from a snapshot.
     fn restored(&mut self) {}
+
+    /// The copy a snapshot is encoded from. It may leave out what
+    /// [`Self::restored`] rebuilds: the copy is taken while `apply` waits.
+    fn copy_for_snapshot(&self) -> Self {
+        self.clone()
+    }
 }
 
 /// [`Applied`] around the previous version of the state.
@@ -290,7 +296,14 @@ where
         // Even with shared entries the copy takes a while at a million tasks;
         // it runs on this worker (it must not race `apply`), so the worker
         // first hands its other tasks (the Raft core among them) to another.
-        let copy = off_the_worker(|| self.shared.read().clone());
+        let copy = off_the_worker(|| {
+            let applied = self.shared.read();
+            Applied {
+                last_applied: applied.last_applied,
+                membership: applied.membership.clone(),
+                state: applied.state.copy_for_snapshot(),
+            }
+        });
         SnapshotBuilder {
             copy,
             copy_time: started.elapsed(),

@@ -47,6 +47,10 @@ impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
     fn restored(&mut self) {
         self.reindex();
     }
+
+    fn copy_for_snapshot(&self) -> Self {
+        SchedulerState::copy_for_snapshot(self)
+    }
 }
 
 pub type LogStore = autoglm_storage::LogStore<TypeConfig>;

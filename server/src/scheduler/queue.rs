@@ -118,6 +118,11 @@ impl Queue {
         }
     }
 
+    /// The ids without the order index, which [`Self::reindex`] rebuilds.
+    pub fn ids_only(&self) -> Self {
+        Self::from_ids(self.ids.clone())
+    }
+
     /// Whether both hold the same index (equality compares the ids only).
     pub fn same_index(&self, other: &Queue) -> bool {
         self.ids == other.ids && self.bands == other.bands

@@ -141,6 +141,29 @@ impl SchedulerState {
             .count();
     }
 
+    /// A copy without what [`Self::reindex`] rebuilds (the queue's order
+    /// index, a million entries at a million queued tasks): what a snapshot
+    /// encodes, taken while `apply` waits.
+    pub fn copy_for_snapshot(&self) -> Self {
+        SchedulerState {
+            now_ms: self.now_ms,
+            seed: self.seed,
+            index: self.index,
+            format: self.format,
+            config: self.config.clone(),
+            jobs: self.jobs.clone(),
+            tasks: self.tasks.clone(),
+            queue: self.queue.ids_only(),
+            waiting: self.waiting,
+            nodes: self.nodes.clone(),
+            placed: self.placed.clone(),
+            idempotency: self.idempotency.clone(),
+            next_task_id: self.next_task_id,
+            applied_requests: self.applied_requests.clone(),
+            acl: self.acl.clone(),
+        }
+    }
+
     /// Tasks not yet placed or finished: what admission bounds. O(1).
     pub fn pending(&self) -> usize {
         self.queue.len() + self.waiting

@@ -896,3 +896,21 @@ fn set_config_is_checked_by_the_registry_and_config_put_replays_unchecked() {
     assert!(matches!(h.apply(old), Response::ConfigWritten(_)));
     assert_eq!(h.state.payload_bytes_max(), 64 * 1024);
 }
+
+#[test]
+fn the_snapshot_copy_encodes_as_the_state_and_restores_its_queue_order() {
+    let mut h = Harness::new();
+    h.node("n", 1, 1);
+    for (i, priority) in [10u32, 50, 90, 50].into_iter().enumerate() {
+        let mut task = spec("t", &[]);
+        task.priority = priority;
+        h.submit(&format!("job-{i}"), vec![task]);
+    }
+    let copy = h.state.copy_for_snapshot();
+    let bytes = postcard::to_stdvec(&copy).unwrap();
+    assert_eq!(bytes, postcard::to_stdvec(&h.state).unwrap());
+    let mut restored: SchedulerState = postcard::from_bytes(&bytes).unwrap();
+    restored.reindex();
+    assert!(restored.queue.same_index(&h.state.queue));
+    assert_eq!(restored.digest(), h.state.digest());
+}
