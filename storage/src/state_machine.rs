@@ -328,6 +328,7 @@ where
     ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let started = Instant::now();
         // Decoding a large state is long: off the async workers, like encoding.
         let (decoded, data) = tokio::task::spawn_blocking(move || {
             let decoded = decode_snapshot::<C, S>(&data);
@@ -340,7 +341,15 @@ where
         // The meta is authoritative for what the snapshot covers.
         incoming.last_applied = meta.last_log_id;
         incoming.membership = meta.last_membership.clone();
-        self.snapshots.persist(meta, data).await?;
+        let decoded = started.elapsed();
+        let data = self.snapshots.persist(meta, data).await?;
+        tracing::info!(
+            index = meta.last_log_id.map(|id| id.index),
+            bytes = data.len(),
+            decode_ms = decoded.as_millis() as u64,
+            write_ms = (started.elapsed() - decoded).as_millis() as u64,
+            "snapshot installed"
+        );
         let replaced = std::mem::replace(&mut *self.shared.write(), incoming);
         // Freeing a large state takes as long as building it: not here.
         tokio::task::spawn_blocking(move || drop(replaced));
