@@ -234,9 +234,28 @@ fn cluster_checker_catches_split_brain_regressions_and_divergence() {
     let r = cluster::check(&good, &finals, &[], &[], &[]);
     assert!(r.valid, "{r:?}");
 
-    let mut two_leaders = good.clone();
-    two_leaders.push(sample(3, 2, "leader", 2, 6));
-    assert!(!cluster::check(&two_leaders, &finals, &[], &[], &[])
+    // A later leader of the same term with a higher id supersedes the
+    // earlier one (openraft's leader id is (term, node id)): reported, valid.
+    let mut superseded = good.clone();
+    superseded.push(sample(3, 2, "leader", 2, 6));
+    let r = cluster::check(&superseded, &finals, &[], &[], &[]);
+    assert!(r.valid, "{r:?}");
+    assert_eq!(r.terms_with_several_leaders.len(), 1);
+
+    // A lower id leading after a higher one in the same term: a vote went
+    // down, which openraft never grants.
+    let mut lower_after_higher = vec![sample(1, 2, "leader", 2, 5)];
+    lower_after_higher.push(sample(2, 1, "leader", 2, 6));
+    assert!(!cluster::check(&lower_after_higher, &finals, &[], &[], &[])
+        .split_brain
+        .is_empty());
+
+    // One Raft id leading on two hosts at once: one identity twice.
+    let mut twin = sample(3, 1, "leader", 2, 6);
+    twin.node = "n9".into();
+    let mut twins = good.clone();
+    twins.push(twin);
+    assert!(!cluster::check(&twins, &finals, &[], &[], &[])
         .split_brain
         .is_empty());
 

@@ -140,6 +140,11 @@ pub fn render(s: &Summary, logs: &[String], timeline_step: usize) -> String {
         }
     }
     list(&mut o, "split brain", &c.split_brain);
+    list(
+        &mut o,
+        "terms with several leaders (a later, higher leader id superseded an earlier one)",
+        &c.terms_with_several_leaders,
+    );
     list(&mut o, "went backwards", &c.went_backwards);
     list(&mut o, "digests differ", &c.digests_differ);
     list(&mut o, "panics", &c.panics);
