@@ -451,6 +451,67 @@ async fn a_revoked_token_fails_on_every_replica_once_applied() {
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
 }
 
+/// CreateToken for a reader "carol" at `addr`, with request id `id`.
+async fn create_token_with_id(
+    admin: &Client,
+    addr: &str,
+    id: &str,
+) -> autoglm_client::proto::CreateTokenResponse {
+    let channel = admin.channel(addr).unwrap();
+    let mut acl = autoglm_client::proto::acl_service_client::AclServiceClient::new(channel);
+    let mut request = tonic::Request::new(autoglm_client::proto::CreateTokenRequest {
+        name: "carol".into(),
+        role: "reader".into(),
+        ttl_seconds: 0,
+    });
+    request
+        .metadata_mut()
+        .insert(autoglm_client::REQUEST_ID_METADATA, id.parse().unwrap());
+    acl.create_token(request).await.unwrap().into_inner()
+}
+
+/// A token creation retried after its answer was lost (same request id):
+/// the retry's answer holds a working token, and the token of the first
+/// try, whose secret nobody received, is revoked rather than left live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_token_creation_answers_a_working_token_and_leaves_no_orphan() {
+    let mut cluster = TestCluster::new("");
+    cluster.start_and_init(&[1, 2, 3]).await;
+    let admin = cluster.client();
+    let leader = cluster
+        .wait_leader(&cluster.ids(), None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let request_id = format!("{:032x}", rand::random::<u128>());
+    // The first try is applied; pretend its answer never arrived. The retry
+    // goes to a follower, as a client failing over would.
+    let lost = create_token_with_id(&admin, &cluster.addr(leader), &request_id).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let retried = create_token_with_id(&admin, &cluster.addr(follower), &request_id).await;
+    assert_ne!(lost.secret, retried.secret);
+    let on = |secret: &str, cluster: &mut TestCluster| {
+        let credentials = cluster.token_credentials(secret).unwrap();
+        client(cluster, credentials)
+    };
+    let me = on(&retried.secret, &mut cluster).who_am_i().await.unwrap();
+    assert_eq!((me.name.as_str(), me.role.as_str()), ("carol", "reader"));
+    let e = on(&lost.secret, &mut cluster).who_am_i().await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unauthenticated), "{e}");
+    let carols: Vec<_> = admin
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.name == "carol")
+        .collect();
+    assert_eq!(carols.len(), 1, "one live token for carol: {carols:?}");
+    assert_eq!(
+        Some(&carols[0].accessor),
+        retried.info.as_ref().map(|i| &i.accessor)
+    );
+    cluster.assert_no_panic();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitter_reads_and_cancels_only_its_own_jobs() {
     let mut cluster = TestCluster::new("");
@@ -525,6 +586,13 @@ async fn the_probes_of_the_security_issue_are_refused() {
             .await
             .map(|_| ()),
         "config",
+    );
+    unauthenticated(
+        anonymous
+            .config_put("admission/rate_per_second", "1")
+            .await
+            .map(|_| ()),
+        "admission rate",
     );
     unauthenticated(
         anonymous.node_admin("gpu-1", Some(true)).await.map(|_| ()),

@@ -17,6 +17,7 @@ use super::{replica_status, request_id};
 use crate::replica::{wall_clock_ms, Replica};
 use crate::scheduler::acl::{format_token, token_hash, TokenRecord};
 use crate::scheduler::limits::TOKEN_TTL_SECONDS_MAX;
+use crate::scheduler::requests::RequestId;
 use crate::scheduler::{Command, Response as Applied};
 use crate::security::{Principal, Via};
 
@@ -40,6 +41,13 @@ impl AclApi {
     }
 
     /// Draws a token, proposes its hash and returns the secret once.
+    ///
+    /// The accessor comes from the request id, so every try of one request
+    /// names the same token. A try that meets a token of its own accessor
+    /// with another hash is a retry whose first try was applied but never
+    /// answered: that secret is lost with the answer, so the orphan is
+    /// revoked and a token made anew, and no live token is left that nobody
+    /// holds.
     async fn create<T>(
         &self,
         request: &Request<T>,
@@ -54,37 +62,98 @@ impl AclApi {
                 "ttl_seconds: {ttl_seconds} exceeds {TOKEN_TTL_SECONDS_MAX}"
             )));
         }
-        let now = wall_clock_ms();
-        let accessor_bits: u64 = rand::random();
-        let secret = format_token(accessor_bits, rand::random());
-        let accessor = format!("{accessor_bits:016x}");
-        let record = TokenRecord {
-            name: name.to_string(),
-            role,
-            secret_sha256: token_hash(&secret),
-            created_ms: now,
-            expires_ms: (ttl_seconds > 0).then(|| now + ttl_seconds * 1000),
-        };
-        let command = Command::CreateToken {
-            accessor: accessor.clone(),
-            token: record.clone(),
-            bootstrap,
-        };
-        match self
-            .replica
-            .propose(command, Some(request_id(request)?))
-            .await
-            .map_err(replica_status)?
-        {
-            Applied::Done => Ok(Response::new(CreateTokenResponse {
-                info: Some(info(&accessor, &record)),
-                secret,
-            })),
-            Applied::Rejected(reason) if bootstrap => Err(Status::failed_precondition(reason)),
-            Applied::Rejected(reason) => Err(Status::invalid_argument(reason)),
-            other => Err(Status::internal(format!("unexpected response {other:?}"))),
+        let (mut id, mut bootstrap) = (request_id(request)?, bootstrap);
+        // The second round runs only after an orphan was revoked; its fresh
+        // request id cannot meet one again.
+        for _ in 0..2 {
+            let now = wall_clock_ms();
+            let accessor = accessor_of(id);
+            let secret = format_token(accessor, rand::random());
+            let accessor = format!("{accessor:016x}");
+            let record = TokenRecord {
+                name: name.to_string(),
+                role,
+                secret_sha256: token_hash(&secret),
+                created_ms: now,
+                expires_ms: (ttl_seconds > 0).then(|| now + ttl_seconds * 1000),
+            };
+            let command = Command::CreateToken {
+                accessor: accessor.clone(),
+                token: record.clone(),
+                bootstrap,
+            };
+            let applied = self
+                .replica
+                .propose(command, Some(id))
+                .await
+                .map_err(replica_status)?;
+            // Read back even after a refusal: a retry applied anew (its first
+            // answer had left the recent-responses window) is refused as
+            // "taken" or "already bootstrapped" by its own first try.
+            match (applied, self.stored_hash(&accessor).await?) {
+                (Applied::Done, Some(hash)) if hash == record.secret_sha256 => {
+                    return Ok(Response::new(CreateTokenResponse {
+                        info: Some(info(&accessor, &record)),
+                        secret,
+                    }))
+                }
+                (Applied::Done | Applied::Rejected(_), Some(_)) => {
+                    tracing::warn!(
+                        accessor,
+                        "an earlier try created this token and its answer was lost; revoking it"
+                    );
+                    let revoke = Command::RevokeToken {
+                        accessor: accessor.clone(),
+                    };
+                    self.replica
+                        .propose(revoke, Some(rand::random()))
+                        .await
+                        .map_err(replica_status)?;
+                    // The caller may bootstrap, so it is an admin: the
+                    // cluster is bootstrapped now, and the new token is an
+                    // ordinary admin token.
+                    (id, bootstrap) = (rand::random(), false);
+                }
+                (Applied::Done, None) => {
+                    return Err(Status::aborted(format!(
+                        "token {accessor} was revoked before its creation was answered; \
+                         create another"
+                    )))
+                }
+                (Applied::Rejected(reason), None) if bootstrap => {
+                    return Err(Status::failed_precondition(reason))
+                }
+                (Applied::Rejected(reason), None) => return Err(Status::invalid_argument(reason)),
+                (other, _) => {
+                    return Err(Status::internal(format!("unexpected response {other:?}")))
+                }
+            }
         }
+        Err(Status::aborted(
+            "token creation met a lost answer twice; create another",
+        ))
     }
+
+    /// The secret hash stored under `accessor`, once this replica has applied
+    /// everything committed so far.
+    async fn stored_hash(&self, accessor: &str) -> Result<Option<[u8; 32]>, Status> {
+        self.replica
+            .read_barrier(false)
+            .await
+            .map_err(replica_status)?;
+        let applied = self.replica.state.read();
+        Ok(applied
+            .state
+            .acl
+            .tokens
+            .get(accessor)
+            .map(|t| t.secret_sha256))
+    }
+}
+
+/// A token's accessor drawn from the request that creates it.
+fn accessor_of(id: RequestId) -> u64 {
+    (id as u64) ^ ((id >> 64) as u64)
 }
 
 #[tonic::async_trait]
