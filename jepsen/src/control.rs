@@ -47,21 +47,25 @@ pub fn client(
     deadline: Duration,
     attempt: Duration,
 ) -> anyhow::Result<Client> {
-    client_from(endpoints, deadline, attempt, None)
+    client_from(endpoints, deadline, attempt, None, None)
 }
 
-/// [`client`], connecting from `local_address`.
+/// [`client`] with `credentials`, connecting from `local_address`.
 pub fn client_from(
     endpoints: Vec<String>,
     deadline: Duration,
     attempt: Duration,
     local_address: Option<std::net::IpAddr>,
+    credentials: Option<autoglm_client::security::Credentials>,
 ) -> anyhow::Result<Client> {
     let options = ClientOptions {
         deadline,
         attempt_timeout: attempt,
         connect_timeout: Duration::from_millis(500),
-        credentials: crate::credentials::admin()?,
+        credentials: match credentials {
+            Some(c) => c,
+            None => crate::credentials::admin()?,
+        },
         local_address,
     };
     Ok(Client::new(endpoints, options)?)

@@ -109,6 +109,7 @@ async fn run_on_hosts(
     let db = Arc::new(Mutex::new(db));
     let admin = patient_client(&endpoints)?;
     form_cluster(&admin, &endpoints[0], members).await?;
+    bootstrap_tokens(&admin, &endpoints).await?;
     {
         let mut db = db.lock().await;
         for h in &agent_hosts {
@@ -221,6 +222,38 @@ pub(crate) fn patient_client(endpoints: &[String]) -> Result<Client> {
         Duration::from_secs(10),
         Duration::from_secs(3),
     )
+}
+
+/// Bootstraps the cluster's first admin token with the harness's admin
+/// certificate, then creates the queue workload's submitter token with that
+/// token: the workloads speak with tokens from here on.
+async fn bootstrap_tokens(admin: &Client, endpoints: &[String]) -> Result<()> {
+    let root = admin
+        .acl_bootstrap("jepsen-root")
+        .await
+        .context("acl bootstrap")?;
+    crate::credentials::set_workload_tokens(crate::credentials::WorkloadTokens {
+        admin: root.secret.clone(),
+        submitter: String::new(),
+    });
+    let as_root = crate::control::client_from(
+        endpoints.to_vec(),
+        Duration::from_secs(10),
+        Duration::from_secs(3),
+        None,
+        Some(crate::credentials::workload(
+            crate::credentials::WorkloadRole::Admin,
+        )?),
+    )?;
+    let submitter = as_root
+        .create_token("jepsen-queue", "submitter", 0)
+        .await
+        .context("create the queue workload's token")?;
+    crate::credentials::set_workload_tokens(crate::credentials::WorkloadTokens {
+        admin: root.secret,
+        submitter: submitter.secret,
+    });
+    Ok(())
 }
 
 /// Waits for every replica to listen, then forms the cluster from the first.

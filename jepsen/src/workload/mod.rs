@@ -13,6 +13,7 @@ use autoglm_client::{Client, ClientError};
 use tokio::sync::watch;
 use tonic::Code;
 
+use crate::credentials::WorkloadRole;
 use crate::history::OpType;
 use crate::recorder::Recorder;
 
@@ -40,8 +41,8 @@ impl Ctx {
 /// A client that talks to one replica first: short deadlines, so a process
 /// stuck behind a fault gives up and records `info` instead of blocking.
 /// It connects from the clients' own address, which the client partition
-/// cuts off.
-pub fn client_for(addr: &str, all: &[String]) -> anyhow::Result<Client> {
+/// cuts off, and presents `role`'s bearer token.
+pub fn client_for(addr: &str, all: &[String], role: WorkloadRole) -> anyhow::Result<Client> {
     let mut endpoints = vec![addr.to_string()];
     endpoints.extend(all.iter().filter(|a| *a != addr).cloned());
     crate::control::client_from(
@@ -49,6 +50,7 @@ pub fn client_for(addr: &str, all: &[String]) -> anyhow::Result<Client> {
         Duration::from_secs(3),
         Duration::from_millis(1_500),
         crate::net::CLIENT_IP.parse().ok(),
+        Some(crate::credentials::workload(role)?),
     )
 }
 

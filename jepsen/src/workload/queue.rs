@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::{client_for, write_outcome, Ctx};
+use crate::credentials::WorkloadRole;
 use crate::history::OpType;
 use crate::recorder::Event;
 
@@ -62,7 +63,7 @@ async fn process_slot(
     let mut rng = StdRng::seed_from_u64(seed);
     let (node, addr) = ctx.replicas[slot % ctx.replicas.len()].clone();
     let all: Vec<String> = ctx.replicas.iter().map(|(_, a)| a.clone()).collect();
-    let Ok(client) = client_for(&addr, &all) else {
+    let Ok(client) = client_for(&addr, &all, WorkloadRole::Submitter) else {
         return;
     };
     let mut process = format!("q{}", next_process.fetch_add(1, Ordering::Relaxed));

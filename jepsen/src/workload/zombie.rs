@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use super::{client_for, Ctx};
+use crate::credentials::WorkloadRole;
 use crate::recorder::Event;
 
 /// Node-name prefix of zombie workers; the checker recognises their attempts by it.
@@ -47,7 +48,7 @@ async fn zombie(ctx: Arc<Ctx>, z: usize, seed: u64) {
     let name = format!("{ZOMBIE_PREFIX}{z}");
     let process = name.clone();
     let all: Vec<String> = ctx.replicas.iter().map(|(_, a)| a.clone()).collect();
-    let Ok(reader) = client_for(&all[z % all.len()], &all) else {
+    let Ok(reader) = client_for(&all[z % all.len()], &all, WorkloadRole::Admin) else {
         return;
     };
     while !ctx.stopped() {
