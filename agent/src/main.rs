@@ -5,6 +5,7 @@ use autoglm_agent::config::{AgentConfig, FlagOverrides, GpuSourceKind};
 use autoglm_agent::gpu::GpuSource;
 use autoglm_agent::probe;
 use autoglm_client::security::TlsFiles;
+use autoglm_telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 
 /// The Open-AutoGLM node agent: registers this node's GPUs with the
@@ -20,6 +21,15 @@ struct Args {
     command: Option<Mode>,
     #[command(flatten)]
     run: RunArgs,
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "AUTOGLM_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +64,9 @@ struct RunArgs {
     /// Plaintext, without a certificate: only against replicas run with --insecure.
     #[arg(long)]
     insecure: bool,
+    /// ip:port for /metrics and /healthz (default 127.0.0.1:9102).
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -71,13 +84,7 @@ struct ProbeArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,h2=warn,tower=warn,hyper=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    autoglm_telemetry::logging::init(args.log_format, "info,h2=warn,tower=warn,hyper=warn");
     match args.command {
         Some(Mode::Probe(p)) => run_probe(p).await,
         Some(Mode::Run(r)) => run_agent(r).await,
@@ -94,6 +101,7 @@ async fn run_agent(a: RunArgs) -> ExitCode {
         gpu_source: a.gpu_source,
         tls: a.tls,
         insecure: a.insecure,
+        http_listen: a.http_listen,
     };
     let config = match AgentConfig::load(a.config.as_deref(), flags) {
         Ok(c) => c,

@@ -8,6 +8,7 @@ use autoglm_server::config::{FlagOverrides, ServerConfig};
 use autoglm_server::demo::{self, LocalArgs};
 use autoglm_server::raft::{bootstrap, offline};
 use autoglm_server::replica::wall_clock_ms;
+use autoglm_telemetry::LogFormat;
 use clap::{Parser, Subcommand};
 
 /// One replica of the Open-AutoGLM scheduler, or (`local`) a whole local cluster.
@@ -22,6 +23,15 @@ struct Args {
     command: Option<Mode>,
     #[command(flatten)]
     replica: ReplicaArgs,
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "AUTOGLM_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
 }
 
 /// Where a replica's configuration comes from; also what `restore` and
@@ -39,7 +49,7 @@ struct ReplicaArgs {
     /// gRPC listen address (ip:port).
     #[arg(long)]
     listen: Option<String>,
-    /// HTTP listen address for /healthz and /readyz (ip:port).
+    /// HTTP listen address for /metrics, /healthz and /readyz (ip:port).
     #[arg(long)]
     http_listen: Option<String>,
     /// Directory holding everything this replica keeps.
@@ -122,13 +132,10 @@ fn exit<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn,tower=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    autoglm_telemetry::logging::init(
+        args.log_format,
+        "info,openraft=warn,sled=warn,h2=warn,tower=warn",
+    );
     match args.command {
         Some(Mode::Local(local)) => return exit(demo::run(local).await),
         Some(Mode::Agent { config }) => {

@@ -1,0 +1,36 @@
+//! One logging set-up for every binary: a filter from `RUST_LOG` (or the
+//! binary's default) and lines on stderr, as text for people or as one JSON
+//! object per line for log shippers (`--log-format json`).
+
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and every field of the event (`task`, `job`, `attempt`, `node`...) at
+    /// the top level, plus the fields of the span it happened in under `span`.
+    Json,
+}
+
+/// Installs the global subscriber. `default_filter` applies when `RUST_LOG`
+/// is unset or unreadable.
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
