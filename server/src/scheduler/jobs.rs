@@ -229,6 +229,9 @@ impl SchedulerState {
         for id in &old {
             let job = self.jobs.remove(id).expect("listed above");
             for t in &job.tasks {
+                if let Some(task) = self.tasks.get(t) {
+                    self.finished.remove(task.state);
+                }
                 self.tasks.remove(t);
                 self.acl.secret_env.remove(t);
             }
@@ -301,6 +304,7 @@ impl SchedulerState {
                 self.waiting -= 1;
             }
             task.state = state;
+            self.finished.add(state);
             task.finished_ms = Some(now);
             task.outcome = Some(outcome);
             task.revision = index;

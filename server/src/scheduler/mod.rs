@@ -7,6 +7,7 @@ pub mod acl;
 mod attempts;
 pub mod command;
 pub mod config_store;
+pub mod counts;
 pub mod digested;
 pub mod format;
 pub mod jobs;

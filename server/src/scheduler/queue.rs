@@ -110,6 +110,19 @@ impl Queue {
         }
     }
 
+    /// Queued tasks by base priority, and the oldest `queued_ms` of each.
+    /// O(bands): for metrics and the dashboard.
+    pub fn by_priority(&self) -> BTreeMap<u32, (usize, u64)> {
+        let mut out: BTreeMap<u32, (usize, u64)> = BTreeMap::new();
+        for ((_, priority), band) in &self.bands {
+            let oldest = band.first().map_or(u64::MAX, |(queued_ms, _)| *queued_ms);
+            let entry = out.entry(*priority).or_insert((0, u64::MAX));
+            entry.0 += band.len();
+            entry.1 = entry.1.min(oldest);
+        }
+        out
+    }
+
     /// A queue of these ids, not indexed until [`Queue::reindex`].
     pub fn from_ids(ids: BTreeSet<TaskId>) -> Self {
         Queue {
@@ -266,6 +279,22 @@ mod tests {
         };
         all.sort_by_key(|t| (Reverse(effective(t)), t.queued_ms, t.id));
         all.into_iter().map(|t| t.id).collect()
+    }
+
+    #[test]
+    fn by_priority_counts_each_priority_and_its_oldest_task_across_shapes() {
+        let mut queue = Queue::default();
+        for t in [
+            task(1, 50, 300, 1),
+            task(2, 50, 100, 2),
+            task(3, 50, 200, 1),
+            task(4, 90, 400, 0),
+        ] {
+            queue.insert(&t);
+        }
+        queue.remove(&task(2, 50, 100, 2));
+        let by = queue.by_priority();
+        assert_eq!(by, BTreeMap::from([(50, (2, 200)), (90, (1, 400))]));
     }
 
     proptest! {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::acl::Acl;
 use super::command::{BatchedWrite, Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
+use super::counts::{FinishedCounts, TASK_STATES};
 use super::digested::DigestedMap;
 use super::model::{Job, JobId, Node, NodeName, Task, TaskId, TaskState};
 use super::queue::Queue;
@@ -44,6 +45,9 @@ pub struct SchedulerState {
     /// Tasks waiting on dependencies; derived from `tasks`, so not snapshotted.
     #[serde(skip)]
     pub(super) waiting: usize,
+    /// Finished tasks by state; likewise derived (`counts.rs`).
+    #[serde(skip)]
+    pub(super) finished: FinishedCounts,
     pub nodes: BTreeMap<NodeName, Node>,
     /// Placed attempts per node.
     pub placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
@@ -83,6 +87,7 @@ impl From<SchedulerStateV1> for SchedulerState {
             tasks: v1.tasks.into(),
             queue: Queue::from_ids(v1.queue),
             waiting: 0,
+            finished: FinishedCounts::default(),
             nodes: v1.nodes,
             placed: v1.placed,
             idempotency: v1.idempotency.into(),
@@ -131,7 +136,8 @@ struct DigestInput<'a> {
 
 impl SchedulerState {
     /// Rebuilds what is derived from the tasks rather than snapshotted: the
-    /// queue's order index and the waiting count. Run after a restore.
+    /// queue's order index, the waiting and finished counts. Run after a
+    /// restore.
     pub fn reindex(&mut self) {
         self.queue.reindex(&self.tasks);
         self.waiting = self
@@ -139,6 +145,7 @@ impl SchedulerState {
             .values()
             .filter(|t| t.state == TaskState::Waiting)
             .count();
+        self.finished = FinishedCounts::of(self.tasks.values().map(|t| t.state));
     }
 
     /// A copy without what [`Self::reindex`] rebuilds (the queue's order
@@ -155,6 +162,7 @@ impl SchedulerState {
             tasks: self.tasks.clone(),
             queue: self.queue.ids_only(),
             waiting: self.waiting,
+            finished: self.finished,
             nodes: self.nodes.clone(),
             placed: self.placed.clone(),
             idempotency: self.idempotency.clone(),
@@ -375,6 +383,14 @@ impl SchedulerState {
             return Err(format!(
                 "{waiting} tasks are waiting but the count says {}",
                 self.waiting
+            ));
+        }
+        let scanned =
+            TASK_STATES.map(|s| (s, self.tasks.values().filter(|t| t.state == s).count()));
+        if scanned != self.tasks_by_state() {
+            return Err(format!(
+                "tasks by state are {scanned:?} but the counts say {:?}",
+                self.tasks_by_state()
             ));
         }
         let mut fresh = self.queue.clone();
