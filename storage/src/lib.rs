@@ -39,7 +39,7 @@ use openraft::{BasicNode, Entry, RaftTypeConfig};
 pub use identity::{DataDirIdentity, IdentityError};
 pub use integrity::{Damage, Verified};
 pub use log_store::LogStore;
-pub use state_machine::{Applied, SharedState, StateMachine, StateMachineStore};
+pub use state_machine::{Applied, SharedState, SnapshotStats, StateMachine, StateMachineStore};
 pub use watermark::{Watermark, WatermarkWriter};
 
 /// What the stores need from a type config: binary snapshots held in memory and

@@ -139,6 +139,7 @@ where
             snapshots: SnapshotWriter {
                 dir: dir.to_path_buf(),
                 persisted: Arc::new(Mutex::new(persisted)),
+                stats: SnapshotStats::default(),
             },
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             _config: std::marker::PhantomData,
@@ -149,6 +150,54 @@ where
     pub fn shared(&self) -> SharedState<S> {
         self.shared.clone()
     }
+
+    /// The figures of this store's snapshot builds.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.snapshots.stats.clone()
+    }
+}
+
+/// What this replica's snapshot builds took, for its metrics. Cheap to
+/// clone; every clone sees the same figures.
+#[derive(Clone, Default)]
+pub struct SnapshotStats(Arc<SnapshotStatsInner>);
+
+#[derive(Default)]
+struct SnapshotStatsInner {
+    built: AtomicU64,
+    last_build_us: AtomicU64,
+    last_copy_us: AtomicU64,
+    last_bytes: AtomicU64,
+}
+
+impl SnapshotStats {
+    /// Snapshots built since the process started.
+    pub fn built(&self) -> u64 {
+        self.0.built.load(Ordering::Relaxed)
+    }
+
+    /// The last build, from the copy to the file being synced.
+    pub fn last_build(&self) -> Duration {
+        Duration::from_micros(self.0.last_build_us.load(Ordering::Relaxed))
+    }
+
+    /// How long the last build's copy held up `apply`.
+    pub fn last_copy(&self) -> Duration {
+        Duration::from_micros(self.0.last_copy_us.load(Ordering::Relaxed))
+    }
+
+    /// Size of the last snapshot built, encoded.
+    pub fn last_bytes(&self) -> u64 {
+        self.0.last_bytes.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, copy: Duration, total: Duration, bytes: usize) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0.last_copy_us.store(us(copy), Ordering::Relaxed);
+        self.0.last_build_us.store(us(total), Ordering::Relaxed);
+        self.0.last_bytes.store(bytes as u64, Ordering::Relaxed);
+        self.0.built.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Writes snapshots to the file, one at a time, and never replaces one with
@@ -158,6 +207,7 @@ where
 struct SnapshotWriter {
     dir: PathBuf,
     persisted: Arc<Mutex<Option<LogId<u64>>>>,
+    stats: SnapshotStats,
 }
 
 impl SnapshotWriter {
@@ -233,6 +283,11 @@ where
         .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
         let encoded = started.elapsed();
         let data = self.snapshots.persist(&meta, data).await?;
+        self.snapshots.stats.record(
+            self.copy_time,
+            self.copy_time + started.elapsed(),
+            data.len(),
+        );
         tracing::info!(
             index = meta.last_log_id.map(|id| id.index),
             bytes = data.len(),
