@@ -105,6 +105,9 @@ pub struct AgentConfig {
     pub insecure: bool,
     /// Which `exec` tasks run here, and as whom; off by default.
     pub exec: ExecConfig,
+    /// ip:port of the agent's HTTP port: `/metrics` (Prometheus) and
+    /// `/healthz`. Port 0 picks a free one (agents built in code).
+    pub http_listen: String,
 }
 
 /// `exec:` in the agent's configuration.
@@ -146,6 +149,7 @@ impl Default for AgentConfig {
             tls: TlsFiles::default(),
             insecure: false,
             exec: ExecConfig::default(),
+            http_listen: "127.0.0.1:9102".into(),
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct FlagOverrides {
     /// Only `true` overrides.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
 }
 
 /// Prefix of environment overrides; nested keys use `__`, e.g.
@@ -194,6 +200,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tls",
     "insecure",
     "exec",
+    "http_listen",
 ];
 
 /// Largest `output_tail_bytes`: reports are small gRPC messages and the
@@ -206,11 +213,13 @@ pub struct ConfigError(String);
 
 impl AgentConfig {
     /// A configuration with every default, for agents built in code (tests,
-    /// demos); set `simulated_gpus` and `gpu_source` as needed.
+    /// demos); set `simulated_gpus` and `gpu_source` as needed. Several run
+    /// on one host, so the HTTP port is any free one.
     pub fn new(node: impl Into<String>, endpoints: Vec<String>) -> Self {
         Self {
             node: node.into(),
             endpoints,
+            http_listen: "127.0.0.1:0".into(),
             ..Self::default()
         }
     }
@@ -332,6 +341,12 @@ impl AgentConfig {
         }
         if self.http_timeout_ms == 0 {
             return fail("http_timeout_ms: must be positive".into());
+        }
+        if let Err(e) = self.http_listen.parse::<std::net::SocketAddr>() {
+            return fail(format!(
+                "http_listen: {:?} is not an ip:port ({e})",
+                self.http_listen
+            ));
         }
         if self.exec.enabled && self.exec.allow.is_empty() {
             return fail("exec.allow: required when exec.enabled: the programs an exec task may start (names or absolute paths), or \"*\" for any".into());
@@ -571,6 +586,7 @@ mod tests {
                 "simulated_gpus[0].memory_mb",
             ),
             ("output_tail_bytes: 0\n", "output_tail_bytes"),
+            ("http_listen: localhost\n", "http_listen"),
             ("exec:\n  enabled: true\n", "exec.allow"),
             ("exec:\n  run_as: x\n  bogus: 1\n", "bogus"),
             (

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use autoglm_client::proto::{Gpu, GpuSample};
+use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
@@ -57,10 +58,14 @@ pub struct GpuInfo {
     /// Uncorrected ECC errors since the driver loaded.
     pub ecc_uncorrected_volatile: Option<u64>,
     pub health: Health,
+    /// Why the clocks are held down now (`metrics::THROTTLE_REASONS` names);
+    /// None where the driver does not say.
+    pub throttle_reasons: Option<Vec<String>>,
 }
 
 impl GpuInfo {
-    fn sample(&self) -> GpuSample {
+    /// What a heartbeat carries of this reading.
+    pub fn sample(&self) -> GpuSample {
         GpuSample {
             index: self.index,
             util: self.util_gpu_percent.unwrap_or(0) as f64 / 100.0,
@@ -69,6 +74,7 @@ impl GpuInfo {
             temperature_c: self.temperature_c.unwrap_or(0),
             // Unknown health is not a reason to stop placing work.
             healthy: self.health != Health::Unhealthy,
+            power_mw: self.power_usage_mw.unwrap_or(0),
         }
     }
 }
@@ -151,19 +157,20 @@ impl GpuSource {
         }
     }
 
-    /// Live metrics for a heartbeat: only the cheap NVML queries (memory,
-    /// utilization, temperature, ECC), not processes nor power.
-    pub fn sample(&self, load: &GpuLoad) -> Vec<GpuSample> {
+    /// What each heartbeat reads: every field but the processes (the one
+    /// slow NVML query); the heartbeat sends [`GpuInfo::sample`] of each and
+    /// the agent's metrics show the rest.
+    pub fn reading(&self, load: &GpuLoad) -> Vec<GpuInfo> {
         match self {
-            GpuSource::Nvml(n) => n.sample(),
-            GpuSource::Simulated(s) => s.probe(load).iter().map(GpuInfo::sample).collect(),
+            GpuSource::Nvml(n) => n.read(false),
+            GpuSource::Simulated(s) => s.probe(load),
         }
     }
 
     /// Every field of every GPU.
     pub fn probe(&self, load: &GpuLoad) -> Vec<GpuInfo> {
         match self {
-            GpuSource::Nvml(n) => n.probe(),
+            GpuSource::Nvml(n) => n.read(true),
             GpuSource::Simulated(s) => s.probe(load),
         }
     }
@@ -197,33 +204,13 @@ impl NvmlGpus {
         Self { nvml, inventory }
     }
 
-    fn probe(&self) -> Vec<GpuInfo> {
+    fn read(&self, with_processes: bool) -> Vec<GpuInfo> {
         self.inventory
             .iter()
             .map(|gpu| match self.nvml.device_by_index(gpu.index) {
-                Ok(d) => read_device(gpu, &d),
+                Ok(d) => read_device(gpu, &d, with_processes),
                 // Fallen off the bus since start-up, typically.
                 Err(e) => lost(gpu, &e),
-            })
-            .collect()
-    }
-
-    fn sample(&self) -> Vec<GpuSample> {
-        self.inventory
-            .iter()
-            .map(|gpu| {
-                let read = self.nvml.device_by_index(gpu.index).and_then(|d| {
-                    let memory = d.memory_info()?;
-                    Ok(GpuSample {
-                        index: gpu.index,
-                        util: d.utilization_rates().map_or(0.0, |u| u.gpu as f64 / 100.0),
-                        memory_used_mb: memory.used / MIB,
-                        memory_total_mb: memory.total / MIB,
-                        temperature_c: d.temperature(TemperatureSensor::Gpu).unwrap_or(0),
-                        healthy: ecc(&d).1 != Health::Unhealthy,
-                    })
-                });
-                read.unwrap_or_else(|e| lost(gpu, &e).sample())
             })
             .collect()
     }
@@ -250,27 +237,30 @@ fn describe(index: u32, d: &Device<'_>) -> Result<Gpu, NvmlError> {
     })
 }
 
-fn read_device(gpu: &Gpu, d: &Device<'_>) -> GpuInfo {
+fn read_device(gpu: &Gpu, d: &Device<'_>, with_processes: bool) -> GpuInfo {
     let memory = match d.memory_info() {
         Ok(m) => m,
         Err(e) => return lost(gpu, &e),
     };
     let util = d.utilization_rates().ok();
     let (ecc_count, health) = ecc(d);
-    let processes = d
-        .running_compute_processes()
-        .map(|ps| {
-            ps.into_iter()
-                .map(|p| GpuProcess {
-                    pid: p.pid,
-                    used_memory_mb: match p.used_gpu_memory {
-                        UsedGpuMemory::Used(bytes) => Some(bytes / MIB),
-                        UsedGpuMemory::Unavailable => None,
-                    },
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let processes = if !with_processes {
+        Vec::new()
+    } else {
+        d.running_compute_processes()
+            .map(|ps| {
+                ps.into_iter()
+                    .map(|p| GpuProcess {
+                        pid: p.pid,
+                        used_memory_mb: match p.used_gpu_memory {
+                            UsedGpuMemory::Used(bytes) => Some(bytes / MIB),
+                            UsedGpuMemory::Unavailable => None,
+                        },
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     GpuInfo {
         index: gpu.index,
         uuid: gpu.uuid.clone(),
@@ -286,7 +276,19 @@ fn read_device(gpu: &Gpu, d: &Device<'_>) -> GpuInfo {
         processes,
         ecc_uncorrected_volatile: ecc_count,
         health,
+        throttle_reasons: d.current_throttle_reasons().ok().map(throttle_names),
     }
+}
+
+/// NVML's flags by the names the metrics use; aliases of one bit once.
+fn throttle_names(reasons: ThrottleReasons) -> Vec<String> {
+    let mut names: Vec<String> = reasons
+        .iter_names()
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .filter(|n| crate::metrics::THROTTLE_REASONS.contains(&n.as_str()))
+        .collect();
+    names.dedup();
+    names
 }
 
 /// A GPU NVML can no longer read: unhealthy, so no more work lands on it.
@@ -307,6 +309,7 @@ fn lost(gpu: &Gpu, e: &NvmlError) -> GpuInfo {
         processes: Vec::new(),
         ecc_uncorrected_volatile: None,
         health: Health::Unhealthy,
+        throttle_reasons: None,
     }
 }
 
@@ -365,11 +368,18 @@ impl SimulatedGpus {
                     util_memory_percent: Some((util * 100.0).round() as u32),
                     // An idle H100 sits near 36 °C and a busy one near 70 °C.
                     temperature_c: Some(35 + (util * 35.0).round() as u32),
-                    power_usage_mw: None,
-                    power_limit_mw: None,
+                    // And draws 70 W idle, up to its 700 W limit busy.
+                    power_usage_mw: Some(70_000 + (util * 630_000.0).round() as u32),
+                    power_limit_mw: Some(700_000),
                     processes: Vec::new(),
                     ecc_uncorrected_volatile: None,
                     health: Health::Healthy,
+                    // NVML says "idle" of a GPU nothing runs on.
+                    throttle_reasons: Some(if busy == 0 {
+                        vec!["gpu_idle".to_string()]
+                    } else {
+                        Vec::new()
+                    }),
                 }
             })
             .collect()
@@ -411,7 +421,11 @@ mod tests {
     #[test]
     fn simulated_load_drives_samples() {
         let source = GpuSource::Simulated(SimulatedGpus::new("n", &h100s(2), 2));
-        let idle = source.sample(&GpuLoad::default());
+        let idle: Vec<GpuSample> = source
+            .reading(&GpuLoad::default())
+            .iter()
+            .map(GpuInfo::sample)
+            .collect();
         assert_eq!(idle.len(), 2);
         assert!(idle
             .iter()
@@ -425,7 +439,7 @@ mod tests {
                 memory_mb: 0,
             },
         );
-        let s = source.sample(&load);
+        let s: Vec<GpuSample> = source.reading(&load).iter().map(GpuInfo::sample).collect();
         assert_eq!(s[0].util, 0.0);
         assert_eq!(s[1].util, 0.5);
         assert_eq!(s[1].memory_used_mb, 81_559 / 2);
@@ -437,7 +451,7 @@ mod tests {
                 memory_mb: 100_000,
             },
         );
-        let s = source.sample(&load);
+        let s: Vec<GpuSample> = source.reading(&load).iter().map(GpuInfo::sample).collect();
         assert_eq!(s[1].util, 1.0);
         assert_eq!(s[1].memory_used_mb, 81_559);
     }

@@ -38,6 +38,7 @@ pub mod config;
 pub mod executor;
 pub mod gpu;
 pub mod host;
+pub mod metrics;
 pub mod probe;
 pub mod session;
 
@@ -74,6 +75,8 @@ pub enum AgentError {
     Executor(#[from] executor::ExecutorError),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("http_listen {addr}: {reason}")]
+    Listen { addr: String, reason: String },
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

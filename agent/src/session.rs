@@ -47,8 +47,9 @@ pub use outbox::{Outbox, OUTBOX_MAX};
 
 use crate::config::AgentConfig;
 use crate::executor::{AttemptKey, Executor, ExecutorSettings, StopReason};
-use crate::gpu::GpuSource;
+use crate::gpu::{GpuInfo, GpuSource};
 use crate::host::{self, CpuMeter, HostCapacity};
+use crate::metrics::AgentMetrics;
 use crate::AgentError;
 
 /// Opening a connection or a stream; the fence keeps running meanwhile.
@@ -120,6 +121,7 @@ enum Next {
 
 struct Agent {
     config: AgentConfig,
+    metrics: AgentMetrics,
     /// TLS with this node's certificate, or plaintext under --insecure.
     transport: Transport,
     gpus: Arc<GpuSource>,
@@ -166,13 +168,31 @@ impl Agent {
         } else {
             Transport::tls(&config.tls).map_err(AgentError::Tls)?
         };
-        let (executor, reports) = Executor::new(ExecutorSettings::from_config(&config)?)?;
+        let metrics = AgentMetrics::default();
+        let (executor, reports) = Executor::new(
+            ExecutorSettings::from_config(&config)?,
+            metrics.outcomes.clone(),
+        )?;
+        let listen_err = |reason: String| AgentError::Listen {
+            addr: config.http_listen.clone(),
+            reason,
+        };
+        let http_addr: std::net::SocketAddr = config
+            .http_listen
+            .parse()
+            .map_err(|e| listen_err(format!("{e}")))?;
+        let http = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .map_err(|e| listen_err(e.to_string()))?;
+        let http_addr = http.local_addr().map_err(|e| listen_err(e.to_string()))?;
+        tokio::spawn(crate::metrics::serve(http, metrics.registry()));
         tracing::info!(
             source = gpus.kind_name(),
             gpus = gpus.inventory().len(),
             cpu_millis = capacity.cpu_millis,
             memory_mb = capacity.memory_mb,
             endpoints = %config.endpoints.join(","),
+            metrics = %format!("http://{http_addr}/metrics"),
             "agent starting"
         );
         Ok(Self {
@@ -183,6 +203,7 @@ impl Agent {
                 Duration::from_millis(config.reconnect_backoff_max_ms),
             ),
             config,
+            metrics,
             gpus: Arc::new(gpus),
             capacity,
             executor,
@@ -216,6 +237,8 @@ impl Agent {
                 End::Redirect(None) => tracing::info!("{target}: no leader known yet"),
                 End::Lost(why) => tracing::warn!("{target}: {why}"),
             }
+            self.metrics.connected.set(0);
+            self.metrics.reconnects.inc();
             let wait = self.backoff.next_delay();
             if self
                 .idle(tokio::time::sleep(wait), &mut shutdown)
@@ -247,6 +270,7 @@ impl Agent {
         tokio::pin!(fut);
         loop {
             let fence_at = self.fence.deadline();
+            self.metrics.set_lease_deadline(fence_at);
             tokio::select! {
                 out = &mut fut => return Some(out),
                 _ = shutdown.wait() => return None,
@@ -294,6 +318,7 @@ impl Agent {
         let mut heartbeat: Option<(Duration, tokio::time::Interval)> = None;
         loop {
             let fence_at = self.fence.deadline();
+            self.metrics.set_lease_deadline(fence_at);
             tokio::select! {
                 _ = shutdown.wait() => {
                     let registered = heartbeat.is_some();
@@ -319,6 +344,7 @@ impl Agent {
                             if heartbeat.as_ref().map(|(p, _)| *p) != Some(period) {
                                 if heartbeat.is_none() {
                                     tracing::info!("registered with the leader at {target}");
+                                    self.metrics.connected.set(1);
                                     self.backoff.reset();
                                     self.redirects = 0;
                                 }
@@ -409,7 +435,9 @@ impl Agent {
             {
                 let key = AttemptKey::new(assign.task_id, assign.attempt);
                 tracing::info!(
-                    "{key}: already ran here; sending its report again instead of running it twice"
+                    task = key.task_id,
+                    attempt = key.attempt,
+                    "already ran here; sending its report again instead of running it twice"
                 );
                 if let Some(report) = self.finished.get(&key).cloned() {
                     self.outbox.push(report);
@@ -417,20 +445,33 @@ impl Agent {
             }
             Action::Start { assign, superseded } => {
                 for key in superseded {
-                    tracing::info!("{key}: superseded by attempt {}", assign.attempt);
+                    tracing::info!(
+                        task = key.task_id,
+                        attempt = key.attempt,
+                        "superseded by attempt {}",
+                        assign.attempt
+                    );
                     self.drop_attempt(key);
                 }
                 let key = AttemptKey::new(assign.task_id, assign.attempt);
-                tracing::info!(gpus = ?assign.gpus, "{key}: starting");
+                tracing::info!(task = key.task_id, attempt = key.attempt, gpus = ?assign.gpus, "starting");
                 self.executor.start(*assign);
             }
             Action::Cancel { key, reason } => {
-                tracing::info!("{key}: cancelled by the leader ({reason})");
+                tracing::info!(
+                    task = key.task_id,
+                    attempt = key.attempt,
+                    "cancelled by the leader ({reason})"
+                );
                 self.executor.stop(key, StopReason::Cancelled(reason));
             }
             Action::Drop { keys } => {
                 for key in keys {
-                    tracing::info!("{key}: stale, dropping it");
+                    tracing::info!(
+                        task = key.task_id,
+                        attempt = key.attempt,
+                        "stale, dropping it"
+                    );
                     self.drop_attempt(key);
                 }
             }
@@ -462,7 +503,11 @@ impl Agent {
             .executor
             .stop_all(StopReason::SelfFenced { no_leader_ms })
         {
-            tracing::warn!("{key}: self-fenced, no leader for {no_leader_ms} ms: killed");
+            tracing::warn!(
+                task = key.task_id,
+                attempt = key.attempt,
+                "self-fenced, no leader for {no_leader_ms} ms: killed"
+            );
         }
         true
     }
@@ -470,13 +515,26 @@ impl Agent {
     async fn send_heartbeat(&mut self, tx: &mpsc::Sender<AgentMessage>) -> Result<(), String> {
         let load = self.executor.gpu_load();
         let gpus = Arc::clone(&self.gpus);
-        let samples = match tokio::task::spawn_blocking(move || gpus.sample(&load)).await {
-            Ok(s) => s,
+        let read = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let reading = gpus.reading(&load);
+            (reading, started.elapsed())
+        });
+        let samples = match read.await {
+            Ok((reading, took)) => {
+                self.metrics.gpu_read.observe(took.as_secs_f64());
+                let samples = reading.iter().map(GpuInfo::sample).collect();
+                self.metrics.set_gpus(reading);
+                samples
+            }
             Err(e) => {
                 tracing::warn!("GPU sample failed: {e}");
                 Vec::new()
             }
         };
+        self.metrics
+            .attempts_running
+            .set(self.executor.running().len() as i64);
         let heartbeat = Heartbeat {
             gpus: samples,
             cpu_util: self.cpu.sample().unwrap_or(0.0),

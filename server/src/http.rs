@@ -1,20 +1,44 @@
-//! HTTP on its own port: `/healthz` (the process and its raft core run) and
-//! `/readyz` (a member of a cluster that has a leader).
+//! HTTP on its own port: `/metrics` (Prometheus, `metrics.rs`), `/healthz`
+//! (the process and its raft core run) and `/readyz` (a member of a cluster
+//! that has a leader).
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use prometheus_client::registry::Registry;
 
 use crate::replica::Replica;
 
-pub fn router(replica: Arc<Replica>) -> Router {
+pub fn router(replica: Arc<Replica>, registry: Registry) -> Router {
+    let registry = Arc::new(registry);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(replica)
+        .route("/metrics", get(move || metrics(registry.clone())))
+}
+
+async fn metrics(registry: Arc<Registry>) -> axum::response::Response {
+    // The state's read lock is taken while rendering: off the async workers.
+    let rendered =
+        tokio::task::spawn_blocking(move || autoglm_telemetry::exposition::render(&registry)).await;
+    match rendered {
+        Ok(Ok(body)) => (
+            StatusCode::OK,
+            [(CONTENT_TYPE, autoglm_telemetry::exposition::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}\n")).into_response(),
+    }
 }
 
 async fn healthz(State(replica): State<Arc<Replica>>) -> (StatusCode, String) {

@@ -7,7 +7,8 @@
 //! - [`leader`]: loops that run only on the leader (placement, dispatch, liveness, timers).
 //! - [`api`]: the public `autoglm.v1` gRPC services.
 //! - [`security`]: TLS listener, authorization table and the gate that enforces it.
-//! - [`http`]: health and readiness endpoints.
+//! - [`http`]: metrics, health and readiness endpoints.
+//! - [`metrics`]: the replica's Prometheus metrics.
 //! - [`config`]: file, environment and flag configuration.
 //! - [`demo`]: `autoglm-server local`, the walkthrough on the embedded default.
 //! - [`local`]: a cluster of replica processes on loopback (demo, tests, benchmarks).
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod http;
 pub mod leader;
 pub mod local;
+pub mod metrics;
 pub mod raft;
 pub mod replica;
 pub mod scheduler;

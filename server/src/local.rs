@@ -47,6 +47,8 @@ pub struct LocalReplica {
 /// A worker agent process of the local cluster.
 struct LocalAgent {
     config: PathBuf,
+    /// Its HTTP port (`/metrics`), fixed across restarts.
+    http: String,
     child: Option<Child>,
     starts: u32,
 }
@@ -252,15 +254,29 @@ impl LocalCluster {
             config.insecure = true;
         }
         let name = config.node.clone();
+        // Port 0 is any free one; the cluster picks it so tests and
+        // Prometheus know where to scrape, and keeps it across restarts.
+        let wants_free_port = config
+            .http_listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.port() == 0);
+        if wants_free_port {
+            config.http_listen = match self.agents.get(&name) {
+                Some(known) => known.http.clone(),
+                None => format!("{}:{}", self.host, free_port(&self.host)?),
+            };
+        }
         let path = self.root.join(format!("agent-{name}.yaml"));
         // YAML is a superset of JSON.
         let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| err(format!("write {}: {e}", path.display())))?;
         let agent = self.agents.entry(name.clone()).or_insert(LocalAgent {
             config: path,
+            http: config.http_listen.clone(),
             child: None,
             starts: 0,
         });
+        agent.http = config.http_listen.clone();
         if agent.child.is_some() {
             return Err(err(format!("agent {name} is already running")));
         }
@@ -290,6 +306,16 @@ impl LocalCluster {
 
     pub fn agent_names(&self) -> Vec<String> {
         self.agents.keys().cloned().collect()
+    }
+
+    /// The HTTP address (`/metrics`, `/healthz`) of agent `name`.
+    pub fn agent_http(&self, name: &str) -> Option<String> {
+        self.agents.get(name).map(|a| a.http.clone())
+    }
+
+    /// The HTTP address (`/metrics`, `/healthz`, `/readyz`) of replica `id`.
+    pub fn http_addr(&self, id: u64) -> String {
+        self.replica(id).http.clone()
     }
 
     pub fn ids(&self) -> Vec<u64> {

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 use crate::leader::admission::Admission;
 use crate::leader::runtime::Runtime;
+use crate::metrics::{self, Events, ReasonLabel};
 use crate::raft::election::{ElectionTimeouts, LeaderContact};
 use crate::raft::group_commit::{GroupCommit, WriteResult};
 use crate::raft::peers::Peers;
@@ -69,6 +70,8 @@ pub struct Replica {
     pub election: ElectionTimeouts,
     /// Every proposal goes through it: writes under load share entries.
     pub group_commit: GroupCommit,
+    /// Counters and histograms of `/metrics`.
+    pub events: Events,
 }
 
 /// Milliseconds since the Unix epoch; stamped on proposals by the leader.
@@ -300,16 +303,26 @@ impl Replica {
         };
         let now = std::time::Instant::now();
         let rate = (runtime.admission_rate_per_second, runtime.admission_burst);
+        let refused = |reason: &'static str| {
+            self.events
+                .admissions_refused
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        };
         self.admission
             .admit(client_id, rate.0, rate.1, now)
-            .map_err(|retry_after_ms| ReplicaError::Throttled {
-                reason: format!(
-                    "client '{client_id}' is over {} submissions/s (burst {})",
-                    rate.0, rate.1
-                ),
-                retry_after_ms,
+            .map_err(|retry_after_ms| {
+                refused(metrics::REFUSED_CLIENT_RATE);
+                ReplicaError::Throttled {
+                    reason: format!(
+                        "client '{client_id}' is over {} submissions/s (burst {})",
+                        rate.0, rate.1
+                    ),
+                    retry_after_ms,
+                }
             })?;
         if pending + tasks > runtime.queue_depth_max {
+            refused(metrics::REFUSED_QUEUE_DEPTH);
             return Err(ReplicaError::Throttled {
                 reason: format!(
                     "the queue holds {pending} tasks; the limit is {}",

@@ -21,11 +21,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use autoglm_client::proto::{task_spec::Payload, Assign, AttemptRef, AttemptReport, AttemptStatus};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::AgentConfig;
 use crate::gpu::{GpuLoad, SlotUse};
+use crate::metrics::OutcomeLabels;
 pub use rights::{ExecRights, RunAs};
 pub use sim::SimModel;
 pub use tail::Tail;
@@ -120,6 +123,19 @@ pub(crate) enum Ended {
 }
 
 impl Ended {
+    /// The outcome label of `autoglm_agent_attempt_outcomes_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Ended::Finished { success: true, .. } => "succeeded",
+            Ended::Finished { success: false, .. } => "failed",
+            Ended::Interrupted {
+                cause: StopCause::TimedOut(_),
+                ..
+            } => "timed_out",
+            Ended::Interrupted { .. } => "stopped",
+        }
+    }
+
     /// The same, with every occurrence of a secret value in the output and
     /// the message replaced.
     fn without(self, secrets: &[String]) -> Self {
@@ -207,6 +223,7 @@ pub struct Executor {
 
 struct Inner {
     settings: ExecutorSettings,
+    outcomes: Family<OutcomeLabels, Counter>,
     reports: mpsc::UnboundedSender<AttemptReport>,
     attempts: Mutex<HashMap<AttemptKey, Entry>>,
     slots: Mutex<HashMap<u32, Arc<Semaphore>>>,
@@ -234,6 +251,7 @@ impl Executor {
     /// attempt never waits on the session; two reports per attempt bound it.
     pub fn new(
         settings: ExecutorSettings,
+        outcomes: Family<OutcomeLabels, Counter>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<AttemptReport>), ExecutorError> {
         let (tx, rx) = mpsc::unbounded_channel();
         // No overall timeout here: each request sets its own. No proxy: the
@@ -241,6 +259,7 @@ impl Executor {
         let http = reqwest::Client::builder().no_proxy().build()?;
         let inner = Inner {
             settings,
+            outcomes,
             reports: tx,
             attempts: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
@@ -505,6 +524,17 @@ impl Inner {
             None => Ended::failed("task spec has no payload (exec, http or sim)"),
         };
         let ended = ended.without(secrets);
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                executor: match &spec.payload {
+                    Some(Payload::Exec(_)) => "exec",
+                    Some(Payload::Http(_)) => "http",
+                    Some(Payload::Sim(_)) => "sim",
+                    None => "none",
+                },
+                outcome: ended.outcome(),
+            })
+            .inc();
         let duration_ms = started.elapsed().as_millis() as u64;
         // Out of the map before the final report, so a Register sent after
         // the report never lists the attempt as running.

@@ -32,7 +32,7 @@ pub fn settings() -> ExecutorSettings {
 }
 
 pub fn executor(settings: ExecutorSettings) -> (Executor, UnboundedReceiver<AttemptReport>) {
-    Executor::new(settings).expect("executor")
+    Executor::new(settings, Default::default()).expect("executor")
 }
 
 pub fn assign(task_id: u64, attempt: u32, gpus: &[u32], spec: TaskSpec) -> Assign {

@@ -30,7 +30,16 @@ struct Session {
 
 struct Live {
     metrics: LiveNode,
+    /// The heartbeat's per-GPU readings, for metrics and the dashboard.
+    gpus: Vec<pb::GpuSample>,
     at: Instant,
+}
+
+/// A node's last heartbeat, as metrics show it.
+pub struct NodeReading {
+    pub node: NodeName,
+    pub age: std::time::Duration,
+    pub gpus: Vec<pb::GpuSample>,
 }
 
 #[derive(Default)]
@@ -119,6 +128,7 @@ impl AgentHub {
             node.to_string(),
             Live {
                 metrics,
+                gpus: hb.gpus.clone(),
                 at: Instant::now(),
             },
         );
@@ -149,6 +159,20 @@ impl AgentHub {
                 .map(|at| at.saturating_duration_since(epoch).as_millis() as u64),
             connected: inner.sessions.contains_key(node),
         }
+    }
+
+    /// Each node's last heartbeat readings and their age.
+    pub fn readings(&self) -> Vec<NodeReading> {
+        let inner = self.lock();
+        inner
+            .live
+            .iter()
+            .map(|(node, l)| NodeReading {
+                node: node.clone(),
+                age: l.at.elapsed(),
+                gpus: l.gpus.clone(),
+            })
+            .collect()
     }
 
     /// Live metrics with their current age, for placement.

@@ -13,10 +13,12 @@ use super::decide;
 use super::hub::AgentHub;
 use super::runtime::Runtime;
 use super::SchedulerSettings;
+use crate::metrics::Events;
 use crate::replica::{wall_clock_ms, Replica};
-use crate::scheduler::command::Command;
+use crate::scheduler::command::{Command, RequeueReason};
 use crate::scheduler::model::NodeName;
 use crate::scheduler::placement::{policy_by_name, Policy};
+use crate::scheduler::SchedulerState;
 
 /// How often dispatch, liveness and timers run.
 const DISPATCH_INTERVAL: Duration = Duration::from_millis(50);
@@ -120,7 +122,8 @@ impl Placer {
             return;
         }
         let live = hub.live_view();
-        let commands = {
+        let started = Instant::now();
+        let (commands, decided) = {
             let applied = replica.state.read();
             let state = &applied.state;
             let runtime = Runtime::read(state);
@@ -135,29 +138,87 @@ impl Placer {
             let Some(policy) = self.policy.as_mut() else {
                 return;
             };
-            decide::placement_round(
+            let now_ms = wall_clock_ms();
+            let commands = decide::placement_round(
                 state,
                 &live,
                 policy.as_mut(),
                 &runtime,
-                wall_clock_ms(),
+                now_ms,
                 &mut self.rng,
                 &mut self.migrated,
-            )
+            );
+            let decided: Vec<Decided> = commands
+                .iter()
+                .map(|c| Decided::of(c, state, now_ms))
+                .collect();
+            (commands, decided)
         };
+        replica
+            .events
+            .placement_round
+            .observe(started.elapsed().as_secs_f64());
         if commands.is_empty() {
             return;
         }
         self.in_flight.store(true, Ordering::Release);
         let (replica, in_flight) = (replica.clone(), self.in_flight.clone());
         tokio::spawn(async move {
-            for c in commands {
-                if let Err(e) = replica.propose_local(c, None).await {
-                    tracing::debug!("placement proposal not committed: {e}");
+            for (c, decided) in commands.into_iter().zip(decided) {
+                match replica.propose_local(c, None).await {
+                    Ok(_) => decided.count(&replica.events),
+                    Err(e) => tracing::debug!("placement proposal not committed: {e}"),
                 }
             }
             in_flight.store(false, Ordering::Release);
         });
+    }
+}
+
+/// What one placement command does, counted in the metrics once committed.
+#[derive(Default)]
+struct Decided {
+    placements: u64,
+    retries: u64,
+    preemptions: u64,
+    migrations: u64,
+    /// Seconds from ready to placed, of first attempts.
+    waits: Vec<f64>,
+}
+
+impl Decided {
+    fn of(command: &Command, state: &SchedulerState, now_ms: u64) -> Self {
+        let mut d = Decided::default();
+        match command {
+            Command::Assign { assignments } => {
+                for a in assignments {
+                    d.placements += 1;
+                    if a.attempt > 1 {
+                        d.retries += 1;
+                    } else if let Some(task) = state.tasks.get(&a.task) {
+                        d.waits
+                            .push(now_ms.saturating_sub(task.queued_ms) as f64 / 1000.0);
+                    }
+                }
+            }
+            Command::Requeue { reason, .. } => match reason {
+                RequeueReason::Preempted => d.preemptions += 1,
+                RequeueReason::Migrated => d.migrations += 1,
+                RequeueReason::NodeLost => {}
+            },
+            _ => {}
+        }
+        d
+    }
+
+    fn count(&self, events: &Events) {
+        events.placements.inc_by(self.placements);
+        events.retries.inc_by(self.retries);
+        events.preemptions.inc_by(self.preemptions);
+        events.migrations.inc_by(self.migrations);
+        for w in &self.waits {
+            events.submit_to_assign.observe(*w);
+        }
     }
 }
 

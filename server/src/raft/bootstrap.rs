@@ -29,6 +29,7 @@ use crate::api::scheduler::SchedulerApi;
 use crate::config::ServerConfig;
 use crate::leader::hub::AgentHub;
 use crate::leader::SchedulerSettings;
+use crate::metrics::Events;
 use crate::raft_proto::raft_service_server::RaftServiceServer;
 use crate::replica::Replica;
 use crate::scheduler::SchedulerState;
@@ -62,6 +63,7 @@ const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// A started replica; `serve` runs it until shutdown.
 pub struct Running {
     pub replica: Arc<Replica>,
+    snapshot_stats: autoglm_storage::SnapshotStats,
     grpc: TcpListener,
     http: TcpListener,
     max_message_bytes: usize,
@@ -150,6 +152,7 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     let committed = log.committed_watch();
     let watermark = log.watermark();
     let state = sm.shared();
+    let snapshot_stats = sm.snapshot_stats();
     let raft = Raft::new(
         config.node_id,
         raft_config,
@@ -159,7 +162,9 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let group_commit = GroupCommit::start(config.node_id, raft.clone(), state.clone());
+    let events = Events::default();
+    let group_commit =
+        GroupCommit::start(config.node_id, raft.clone(), state.clone(), events.clone());
     let replica = Arc::new(Replica {
         id: config.node_id,
         raft,
@@ -171,9 +176,11 @@ pub async fn start(config: &ServerConfig) -> Result<Running, StartError> {
         contact: Default::default(),
         election: config.election_timeouts(),
         group_commit,
+        events,
     });
     Ok(Running {
         replica,
+        snapshot_stats,
         grpc,
         http,
         max_message_bytes,
@@ -198,9 +205,18 @@ impl Running {
         let supervisor =
             crate::leader::spawn_supervisor(replica.clone(), hub.clone(), self.scheduler.clone());
         let elections = super::election::spawn(replica.clone(), replica.election);
+        let leader_changes = crate::metrics::count_leader_changes(replica.clone());
+        let registry = crate::metrics::registry(
+            &replica.events,
+            crate::metrics::collector::ReplicaCollector {
+                replica: replica.clone(),
+                hub: hub.clone(),
+                snapshots: self.snapshot_stats.clone(),
+            },
+        );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
-        let http = axum::serve(self.http, crate::http::router(replica.clone()))
+        let http = axum::serve(self.http, crate::http::router(replica.clone(), registry))
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
             });
@@ -209,10 +225,16 @@ impl Running {
         let raft_service = RaftServiceServer::new(RaftRpc::new(replica.clone()))
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
+        // Both reflection versions: grpcurl and grpc_cli speak v1, the Python
+        // reflection client and several GUI tools only v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(autoglm_client::proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| format!("grpc reflection: {e}"))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(autoglm_client::proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| format!("grpc reflection v1alpha: {e}"))?;
         let mut grpc_stop = stop_rx;
         let gate = Gate::new(replica.clone(), self.tls.is_some());
         let incoming = incoming(
@@ -237,6 +259,7 @@ impl Running {
                 self.scheduler.clone(),
             )))
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             });
@@ -247,6 +270,7 @@ impl Running {
         tracing::info!("shutting down");
         supervisor.abort();
         elections.abort();
+        leader_changes.abort();
         // A leader hands over while its port still answers (UNAVAILABLE, so
         // clients retry elsewhere). Anyone else stops taking calls and lets
         // the ones in flight finish before Raft stops under them.

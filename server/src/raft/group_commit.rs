@@ -15,11 +15,14 @@
 //! exactly as its writes one entry after another. Batches need entry format
 //! 3, so a cluster whose active format is older gets one entry per write.
 
+use std::time::Instant;
+
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{NodeId, Raft, SharedState};
+use crate::metrics::{Events, KindLabel};
 use crate::replica::wall_clock_ms;
 use crate::scheduler::command::BatchedWrite;
 use crate::scheduler::requests::RequestId;
@@ -44,14 +47,15 @@ struct Pending {
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::UnboundedSender<Pending>,
+    events: Events,
 }
 
 impl GroupCommit {
     /// Starts the task that forms entries; it ends when every handle is dropped.
-    pub fn start(id: NodeId, raft: Raft, state: SharedState) -> Self {
+    pub fn start(id: NodeId, raft: Raft, state: SharedState, events: Events) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(form_entries(Writer { id, raft, state }, rx));
-        Self { tx }
+        Self { tx, events }
     }
 
     /// Queues `command` for the next entry now, so writes queued one after
@@ -63,6 +67,12 @@ impl GroupCommit {
         request: Option<RequestId>,
     ) -> impl std::future::Future<Output = WriteResult> + Send + 'static {
         let bytes = postcard::experimental::serialized_size(&command).unwrap_or(usize::MAX);
+        let kind = command.kind();
+        self.events
+            .proposals
+            .get_or_create(&KindLabel { kind })
+            .inc();
+        let (commit_latency, proposed) = (self.events.commit_latency.clone(), Instant::now());
         let (answer, answered) = oneshot::channel();
         let pending = Pending {
             write: BatchedWrite { command, request },
@@ -74,9 +84,13 @@ impl GroupCommit {
             if !queued {
                 return Err(RaftError::Fatal(openraft::error::Fatal::Stopped));
             }
-            answered
+            let result = answered
                 .await
-                .unwrap_or(Err(RaftError::Fatal(openraft::error::Fatal::Stopped)))
+                .unwrap_or(Err(RaftError::Fatal(openraft::error::Fatal::Stopped)));
+            if result.is_ok() {
+                commit_latency.observe(proposed.elapsed().as_secs_f64());
+            }
+            result
         }
     }
 }

@@ -278,6 +278,32 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name in metrics (`autoglm_raft_proposals_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::ConfigPut { .. } => "config_put",
+            Command::SubmitJob { .. } => "submit_job",
+            Command::CancelTask { .. } => "cancel_task",
+            Command::CancelJob { .. } => "cancel_job",
+            Command::Assign { .. } => "assign",
+            Command::ReportAttempt { .. } => "report_attempt",
+            Command::AttemptTimedOut { .. } => "attempt_timed_out",
+            Command::Requeue { .. } => "requeue",
+            Command::RegisterNode { .. } => "register_node",
+            Command::DrainNode { .. } => "drain_node",
+            Command::SetNodeLiveness { .. } => "set_node_liveness",
+            Command::RemoveNode { .. } => "remove_node",
+            Command::CollectGarbage { .. } => "collect_garbage",
+            Command::CreateToken { .. } => "create_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::SubmitOwnedJob { .. } => "submit_job",
+            Command::SetConfig { .. } => "config_put",
+            Command::Batch { .. } => "batch",
+        }
+    }
+}
+
 thread_local! {
     static DECODING_BATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -109,6 +109,10 @@ pub const TABLE: &[(&str, Access)] = &[
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         Access::Roles(EVERYONE),
     ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Access::Roles(EVERYONE),
+    ),
 ];
 
 /// The rule for a request path, if the table has one.
@@ -157,11 +161,10 @@ mod tests {
     #[test]
     fn every_entry_names_a_served_method() {
         let methods = methods();
-        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
         let stale: Vec<&str> = TABLE
             .iter()
             .map(|(p, _)| *p)
-            .filter(|p| *p != reflection && !methods.iter().any(|m| m == p))
+            .filter(|p| !p.starts_with("/grpc.reflection.") && !methods.iter().any(|m| m == p))
             .collect();
         assert!(
             stale.is_empty(),

@@ -27,6 +27,11 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn new(extra_yaml: &str) -> Self {
+        Self::with_agent_args(extra_yaml, &["agent"])
+    }
+
+    /// Agents start as `autoglm-server ARGS... --config FILE`.
+    pub fn with_agent_args(extra_yaml: &str, agent_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let launcher = Launcher {
             program: SERVER_BIN.into(),
@@ -35,7 +40,7 @@ impl TestCluster {
         let yaml = extra_yaml.to_string();
         let agents = Launcher {
             program: SERVER_BIN.into(),
-            args: vec!["agent".into()],
+            args: agent_args.iter().map(|a| a.to_string()).collect(),
         };
         Self {
             cluster: LocalCluster::new(dir.path(), launcher, &yaml)

@@ -1,0 +1,424 @@
+//! Gauges read on each scrape from what the replica already holds: Raft's
+//! own metrics, the applied state (counts kept by `apply`, so a scrape never
+//! walks a million tasks under the state's lock), and, on the leader, the
+//! agents' last heartbeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use autoglm_storage::SnapshotStats;
+use openraft::ServerState;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+
+use crate::leader::hub::AgentHub;
+use crate::replica::{wall_clock_ms, Replica};
+use crate::scheduler::model::{Liveness, NodeAdmin, TaskState};
+
+/// Label pairs of one series.
+type Labels = Vec<(&'static str, String)>;
+
+/// What the node metrics show of one registered node.
+struct NodeRow {
+    name: String,
+    up: bool,
+    draining: bool,
+    outstanding: usize,
+    gpus: usize,
+}
+
+pub struct ReplicaCollector {
+    pub replica: Arc<Replica>,
+    pub hub: Arc<AgentHub>,
+    pub snapshots: SnapshotStats,
+}
+
+impl std::fmt::Debug for ReplicaCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaCollector")
+            .field("replica", &self.replica.id)
+            .finish()
+    }
+}
+
+/// Writes one metric family: a descriptor, then each series.
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(Labels, f64)],
+) -> std::fmt::Result {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: f64,
+) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+pub fn task_state_label(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Waiting => "waiting",
+        TaskState::Queued => "queued",
+        TaskState::Assigned => "assigned",
+        TaskState::Running => "running",
+        TaskState::Succeeded => "succeeded",
+        TaskState::Failed => "failed",
+        TaskState::Cancelled => "cancelled",
+        TaskState::TimedOut => "timed_out",
+    }
+}
+
+impl ReplicaCollector {
+    fn raft(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let m = self.replica.raft.metrics().borrow().clone();
+        let election_max = self.replica.election.max;
+        one(
+            e,
+            "autoglm_raft_term",
+            "This replica's current Raft term.",
+            None,
+            m.current_term as f64,
+        )?;
+        let roles = [
+            ("leader", ServerState::Leader),
+            ("follower", ServerState::Follower),
+            ("candidate", ServerState::Candidate),
+            ("learner", ServerState::Learner),
+        ];
+        let series: Vec<(Labels, f64)> = roles
+            .iter()
+            .map(|(name, s)| (vec![("role", name.to_string())], f64::from(m.state == *s)))
+            .collect();
+        family(
+            e,
+            "autoglm_raft_role",
+            "1 for this replica's Raft role, 0 for the others.",
+            None,
+            &series,
+        )?;
+        // A leader that has heard from a quorum lately, or a follower that
+        // has heard from its leader within the longest election timeout: a
+        // partitioned old leader or an orphaned follower says 0.
+        let has_leader = match m.state {
+            ServerState::Leader => m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) <= election_max),
+            _ => {
+                m.current_leader.is_some() && self.replica.contact.last().elapsed() <= election_max
+            }
+        };
+        one(
+            e,
+            "autoglm_raft_has_leader",
+            "1 while this replica sees a working leader (for a leader: a quorum answered within the longest election timeout).",
+            None,
+            f64::from(has_leader),
+        )?;
+        if let Some(leader) = m.current_leader {
+            one(
+                e,
+                "autoglm_raft_leader_id",
+                "The Raft id of the leader this replica knows.",
+                None,
+                leader as f64,
+            )?;
+        }
+        let index = |i: Option<u64>| i.map_or(0.0, |i| i as f64);
+        one(
+            e,
+            "autoglm_raft_last_log_index",
+            "Index of the last entry in this replica's log.",
+            None,
+            index(m.last_log_index),
+        )?;
+        one(
+            e,
+            "autoglm_raft_committed_index",
+            "Index of the last entry this replica knows committed.",
+            None,
+            index(self.replica.committed.get()),
+        )?;
+        one(
+            e,
+            "autoglm_raft_applied_index",
+            "Index of the last entry applied to this replica's state.",
+            None,
+            index(m.last_applied.map(|l| l.index)),
+        )?;
+        one(
+            e,
+            "autoglm_raft_snapshot_index",
+            "Index covered by this replica's last snapshot.",
+            None,
+            index(m.snapshot.map(|l| l.index)),
+        )?;
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        let learners = membership.learner_ids().count();
+        family(
+            e,
+            "autoglm_raft_members",
+            "Members of the cluster in this replica's view, by kind.",
+            None,
+            &[
+                (vec![("kind", "voter".into())], voters as f64),
+                (vec![("kind", "learner".into())], learners as f64),
+            ],
+        )?;
+        if let (Some(replication), Some(last)) = (&m.replication, m.last_log_index) {
+            let series: Vec<(Labels, f64)> = replication
+                .iter()
+                .filter(|(id, _)| **id != self.replica.id)
+                .map(|(id, matched)| {
+                    let matched = matched.map_or(0, |l| l.index);
+                    (
+                        vec![("follower", id.to_string())],
+                        last.saturating_sub(matched) as f64,
+                    )
+                })
+                .collect();
+            family(
+                e,
+                "autoglm_raft_replication_lag_entries",
+                "On the leader: entries of its log a follower has not acknowledged yet.",
+                None,
+                &series,
+            )?;
+        }
+        let s = &self.snapshots;
+        let built = ConstCounter::new(s.built());
+        built.encode(e.encode_descriptor(
+            "autoglm_raft_snapshots_built",
+            "Snapshots this replica built since it started.",
+            None,
+            built.metric_type(),
+        )?)?;
+        if s.built() > 0 {
+            one(
+                e,
+                "autoglm_raft_snapshot_build_seconds",
+                "How long the last snapshot build took, from the copy to the synced file.",
+                None,
+                secs(s.last_build()),
+            )?;
+            one(
+                e,
+                "autoglm_raft_snapshot_apply_pause_seconds",
+                "How long the last snapshot's copy of the state held up apply.",
+                None,
+                secs(s.last_copy()),
+            )?;
+            one(
+                e,
+                "autoglm_raft_snapshot_size_bytes",
+                "Size of the last snapshot built, encoded.",
+                None,
+                s.last_bytes() as f64,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn scheduler(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let now_ms = wall_clock_ms();
+        let (by_state, by_priority, jobs, nodes) = {
+            let applied = self.replica.state.read();
+            let s = &applied.state;
+            let nodes: Vec<NodeRow> = s
+                .nodes
+                .values()
+                .map(|n| NodeRow {
+                    name: n.name.clone(),
+                    up: n.liveness == Liveness::Up,
+                    draining: n.admin == NodeAdmin::Draining,
+                    outstanding: s.placed.get(&n.name).map_or(0, |p| p.len()),
+                    gpus: n.capacity.gpus.len(),
+                })
+                .collect();
+            (
+                s.tasks_by_state(),
+                s.queue.by_priority(),
+                s.jobs.len(),
+                nodes,
+            )
+        };
+        let series: Vec<(Labels, f64)> = by_state
+            .iter()
+            .map(|(state, n)| (vec![("state", task_state_label(*state).into())], *n as f64))
+            .collect();
+        family(
+            e,
+            "autoglm_tasks",
+            "Tasks in the replicated state, by state (finished ones until garbage collection).",
+            None,
+            &series,
+        )?;
+        one(
+            e,
+            "autoglm_jobs",
+            "Jobs in the replicated state.",
+            None,
+            jobs as f64,
+        )?;
+        let depth: Vec<(Labels, f64)> = by_priority
+            .iter()
+            .map(|(p, (n, _))| (vec![("priority", p.to_string())], *n as f64))
+            .collect();
+        family(
+            e,
+            "autoglm_queue_depth",
+            "Queued tasks (ready, not placed) by base priority.",
+            None,
+            &depth,
+        )?;
+        let oldest = by_priority.values().map(|(_, q)| *q).min();
+        one(
+            e,
+            "autoglm_queue_oldest_age_seconds",
+            "How long the longest-queued task has waited; 0 when the queue is empty.",
+            None,
+            oldest.map_or(0.0, |q| now_ms.saturating_sub(q) as f64 / 1000.0),
+        )?;
+        let node_series = |f: &dyn Fn(&NodeRow) -> f64| {
+            nodes
+                .iter()
+                .map(|n| (vec![("node", n.name.clone())], f(n)))
+                .collect::<Vec<(Labels, f64)>>()
+        };
+        family(
+            e,
+            "autoglm_node_up",
+            "1 while the leader hears the node's agent, 0 once it was declared down.",
+            None,
+            &node_series(&|n| f64::from(n.up)),
+        )?;
+        family(
+            e,
+            "autoglm_node_draining",
+            "1 while the node is drained (takes no new attempts).",
+            None,
+            &node_series(&|n| f64::from(n.draining)),
+        )?;
+        family(
+            e,
+            "autoglm_node_outstanding_attempts",
+            "Attempts assigned to or running on the node.",
+            None,
+            &node_series(&|n| n.outstanding as f64),
+        )?;
+        family(
+            e,
+            "autoglm_node_gpus",
+            "GPUs the node registered.",
+            None,
+            &node_series(&|n| n.gpus as f64),
+        )?;
+        Ok(())
+    }
+
+    /// The agents' last heartbeats; only the leader holds them.
+    fn gpus(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let readings = self.hub.readings();
+        let age: Vec<(Labels, f64)> = readings
+            .iter()
+            .map(|r| (vec![("node", r.node.clone())], secs(r.age)))
+            .collect();
+        family(
+            e,
+            "autoglm_node_heartbeat_age_seconds",
+            "On the leader: time since the node's last heartbeat.",
+            None,
+            &age,
+        )?;
+        let per_gpu = |f: &dyn Fn(&autoglm_client::proto::GpuSample) -> Option<f64>| {
+            readings
+                .iter()
+                .flat_map(|r| {
+                    r.gpus.iter().filter_map(|g| {
+                        f(g).map(|v| {
+                            (
+                                vec![("node", r.node.clone()), ("gpu", g.index.to_string())],
+                                v,
+                            )
+                        })
+                    })
+                })
+                .collect::<Vec<(Labels, f64)>>()
+        };
+        const MIB: f64 = 1024.0 * 1024.0;
+        family(
+            e,
+            "autoglm_gpu_utilization_ratio",
+            "On the leader: share of the last sample period a kernel ran on the GPU (0..1), from heartbeats.",
+            None,
+            &per_gpu(&|g| Some(g.util)),
+        )?;
+        family(
+            e,
+            "autoglm_gpu_memory_used_bytes",
+            "On the leader: GPU memory in use, from heartbeats.",
+            None,
+            &per_gpu(&|g| Some(g.memory_used_mb as f64 * MIB)),
+        )?;
+        family(
+            e,
+            "autoglm_gpu_memory_total_bytes",
+            "On the leader: GPU memory in all, from heartbeats.",
+            None,
+            &per_gpu(&|g| Some(g.memory_total_mb as f64 * MIB)),
+        )?;
+        family(
+            e,
+            "autoglm_gpu_temperature_celsius",
+            "On the leader: GPU temperature, from heartbeats (absent when not reported).",
+            None,
+            &per_gpu(&|g| (g.temperature_c > 0).then_some(g.temperature_c as f64)),
+        )?;
+        family(
+            e,
+            "autoglm_gpu_power_watts",
+            "On the leader: GPU power draw, from heartbeats (absent when not reported).",
+            None,
+            &per_gpu(&|g| (g.power_mw > 0).then_some(g.power_mw as f64 / 1000.0)),
+        )?;
+        family(
+            e,
+            "autoglm_gpu_healthy",
+            "On the leader: 0 after an uncorrected ECC error or an XID event, from heartbeats.",
+            None,
+            &per_gpu(&|g| Some(f64::from(g.healthy))),
+        )?;
+        Ok(())
+    }
+}
+
+impl Collector for ReplicaCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.raft(&mut encoder)?;
+        self.scheduler(&mut encoder)?;
+        self.gpus(&mut encoder)
+    }
+}
