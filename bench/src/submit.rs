@@ -35,6 +35,11 @@ pub struct SubmitArgs {
     /// (plaintext, no authorization), right after, and print the ratio.
     #[arg(long)]
     compare_insecure: bool,
+    /// Also run the same load while every replica's and agent's /metrics is
+    /// fetched once a second (as a Prometheus at a 1 s interval would), and
+    /// print the ratio.
+    #[arg(long)]
+    compare_scraped: bool,
 }
 
 /// What one run measured.
@@ -48,6 +53,8 @@ struct Measured {
     /// Tasks that ran to success by the time they were read (3 s after the run).
     succeeded: usize,
     to_succeeded: crate::stats::Summary,
+    /// /metrics fetches during the run, when scraped.
+    scrapes: Option<crate::stats::Summary>,
 }
 
 fn now_ms() -> u64 {
@@ -73,11 +80,11 @@ fn agent(i: usize) -> AgentConfig {
 }
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
-    let secure = measure(&args, true).await?;
+    let secure = measure(&args, true, None).await?;
     print("TLS + authorization", &args, &secure);
     let mut json = serde_json::json!({"clients": args.clients, "seconds": args.seconds, "secure": as_json(&secure)});
     if args.compare_insecure {
-        let insecure = measure(&args, false).await?;
+        let insecure = measure(&args, false, None).await?;
         print("--insecure (plaintext, no authorization)", &args, &insecure);
         let ratio = secure.per_second / insecure.per_second;
         println!(
@@ -90,10 +97,54 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         json["insecure"] = as_json(&insecure);
         json["secure_over_insecure"] = serde_json::json!(ratio);
     }
+    if args.compare_scraped {
+        let scraped = measure(&args, true, Some(Duration::from_secs(1))).await?;
+        print(
+            "TLS + authorization, /metrics scraped every second",
+            &args,
+            &scraped,
+        );
+        let ratio = scraped.per_second / secure.per_second;
+        println!(
+            "scraped / not scraped: {:.3} of the submissions/s ({:+.1}%), p99 submit {} vs {}",
+            ratio,
+            (ratio - 1.0) * 100.0,
+            crate::stats::ms(scraped.submit.p99),
+            crate::stats::ms(secure.submit.p99),
+        );
+        if let Some(scrapes) = &scraped.scrapes {
+            println!("/metrics fetches: {}", scrapes.line());
+            json["scrape"] = scrapes.json();
+        }
+        json["scraped"] = as_json(&scraped);
+        json["scraped_over_not"] = serde_json::json!(ratio);
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// Fetches every target's /metrics each `every` until `until`; returns how
+/// long each fetch took.
+async fn scrape(targets: Vec<String>, every: Duration, until: Instant) -> Vec<Duration> {
+    let http = reqwest::Client::new();
+    let mut took = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    while Instant::now() < until {
+        tick.tick().await;
+        for t in &targets {
+            let started = Instant::now();
+            let fetched = match http.get(format!("http://{t}/metrics")).send().await {
+                Ok(r) => r.text().await.is_ok(),
+                Err(_) => false,
+            };
+            if fetched {
+                took.push(started.elapsed());
+            }
+        }
+    }
+    took
 }
 
 fn print(label: &str, args: &SubmitArgs, m: &Measured) {
@@ -128,7 +179,11 @@ fn as_json(m: &Measured) -> serde_json::Value {
         "succeeded": m.succeeded, "submit_to_succeeded": m.to_succeeded.json()})
 }
 
-async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
+async fn measure(
+    args: &SubmitArgs,
+    secure: bool,
+    scrape_every: Option<Duration>,
+) -> anyhow::Result<Measured> {
     let mut cluster = BenchCluster::start_with(3, "", secure).await?;
     for i in 0..args.agents {
         cluster.spawn_agent(&agent(i))?;
@@ -157,6 +212,20 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let until = Instant::now() + Duration::from_secs(args.seconds);
+    let scraper = scrape_every.map(|every| {
+        let mut targets: Vec<String> = cluster
+            .ids()
+            .iter()
+            .map(|id| cluster.http_addr(*id))
+            .collect();
+        targets.extend(
+            cluster
+                .agent_names()
+                .iter()
+                .filter_map(|a| cluster.agent_http(a)),
+        );
+        tokio::spawn(scrape(targets, every, until))
+    });
     let tasks: Vec<_> = (0..args.clients)
         .map(|c| {
             let client = client.clone();
@@ -190,6 +259,14 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
     }
     let per_second = submitted.len() as f64 / args.seconds as f64;
     let submit = summarize(&submitted.iter().map(|s| s.2).collect::<Vec<_>>());
+    let scrapes = match scraper {
+        Some(s) => {
+            let took = s.await?;
+            anyhow::ensure!(!took.is_empty(), "no /metrics fetch succeeded");
+            Some(summarize(&took))
+        }
+        None => None,
+    };
 
     // Wait for the queue to drain, then read every task's assignment time.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -241,5 +318,6 @@ async fn measure(args: &SubmitArgs, secure: bool) -> anyhow::Result<Measured> {
         to_assigned: summarize(&to_assigned),
         succeeded: to_succeeded.len(),
         to_succeeded: summarize(&to_succeeded),
+        scrapes,
     })
 }

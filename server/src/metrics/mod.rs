@@ -49,6 +49,12 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
+        // Both reasons exist at 0 from the start, so `rate()` over them is
+        // 0 rather than empty before the first refusal.
+        let admissions_refused: Family<ReasonLabel, Counter> = Family::default();
+        for reason in [REFUSED_CLIENT_RATE, REFUSED_QUEUE_DEPTH] {
+            let _ = admissions_refused.get_or_create(&ReasonLabel { reason });
+        }
         Self {
             proposals: Family::default(),
             // 0.25 ms .. ~4 s
@@ -62,7 +68,7 @@ impl Default for Events {
             retries: Counter::default(),
             preemptions: Counter::default(),
             migrations: Counter::default(),
-            admissions_refused: Family::default(),
+            admissions_refused,
         }
     }
 }
