@@ -255,7 +255,9 @@ impl LocalCluster {
         }
         let name = config.node.clone();
         // Port 0 is any free one; the cluster picks it so tests and
-        // Prometheus know where to scrape, and keeps it across restarts.
+        // Prometheus know where to scrape, and keeps it across restarts. On
+        // loopback: an agent started in a network namespace has only that
+        // (and its own address) to bind, not the replicas' host address.
         let wants_free_port = config
             .http_listen
             .parse::<std::net::SocketAddr>()
@@ -263,7 +265,7 @@ impl LocalCluster {
         if wants_free_port {
             config.http_listen = match self.agents.get(&name) {
                 Some(known) => known.http.clone(),
-                None => format!("{}:{}", self.host, free_port(&self.host)?),
+                None => format!("127.0.0.1:{}", free_port("127.0.0.1")?),
             };
         }
         let path = self.root.join(format!("agent-{name}.yaml"));
