@@ -3,9 +3,9 @@
 //! report or timer for the task's current attempt changes anything.
 
 use super::command::{Assignment, AttemptUpdate, RequeueReason, Response};
+use super::fit;
 use super::limits::OUTPUT_TAIL_LEN_MAX;
-use super::model::{Liveness, NodeAdmin, Outcome, Placement, RetryPolicy, TaskId, TaskState};
-use super::reservations::choose_gpus;
+use super::model::{Outcome, Placement, RetryPolicy, TaskId, TaskState};
 use super::state::SchedulerState;
 
 /// The wait before retry `attempt + 1`, with jitter drawn from `seed`.
@@ -73,29 +73,26 @@ impl SchedulerState {
         if task.state != TaskState::Queued
             || a.attempt != task.attempt + 1
             || task.not_before_ms > self.now_ms
-            || node.liveness != Liveness::Up
-            || node.admin != NodeAdmin::Active
+            || fit::node_state(node).is_err()
             || a.gpus.len() != task.spec.resources.gpus as usize
         {
             return false;
         }
-        // The GPUs named must be ones the node would hand out now.
+        // It fits, and each GPU named takes it now.
         let mut held = self.held_on(&a.node);
-        let Some(_) = choose_gpus(&task.spec, node, &held) else {
+        if fit::capacity(&task.spec, node, &held).is_err() {
             return false;
-        };
+        }
         for g in &a.gpus {
             let Some(gpu) = node.capacity.gpus.iter().find(|x| x.index == *g) else {
                 return false;
             };
-            let (used, mem) = held.gpus.get(g).copied().unwrap_or_default();
-            if used >= node.capacity.slots_per_gpu.max(1)
-                || mem + task.spec.resources.gpu_memory_mb > gpu.memory_mb
-            {
+            if !fit::gpu_takes(&task.spec, node, gpu, &held) {
                 return false;
             }
-            held.gpus
-                .insert(*g, (used + 1, mem + task.spec.resources.gpu_memory_mb));
+            let e = held.gpus.entry(*g).or_default();
+            e.0 += 1;
+            e.1 += task.spec.resources.gpu_memory_mb;
         }
         let mut unique = a.gpus.clone();
         unique.sort();

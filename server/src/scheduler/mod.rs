@@ -9,6 +9,7 @@ pub mod command;
 pub mod config_store;
 pub mod counts;
 pub mod digested;
+pub mod fit;
 pub mod format;
 pub mod jobs;
 pub mod limits;

@@ -1,9 +1,11 @@
 //! Capacity bookkeeping from the replicated state: what the attempts placed on
-//! a node hold, and whether a task fits in what is left. Placement and `apply`
-//! both use it, so the leader never proposes what `apply` would refuse.
+//! a node hold, and which GPUs a task gets in what is left (whether it fits
+//! at all is `fit.rs`). Placement and `apply` both use it, so the leader never
+//! proposes what `apply` would refuse.
 
 use std::collections::BTreeMap;
 
+use super::fit;
 use super::model::{Node, TaskSpec};
 
 /// What is held on one node.
@@ -29,12 +31,6 @@ impl Held {
     }
 }
 
-fn labels_match(spec: &TaskSpec, node: &Node) -> bool {
-    spec.labels
-        .iter()
-        .all(|(k, v)| node.capacity.labels.get(k) == Some(v))
-}
-
 /// Whether the node, empty, could run the task at all.
 pub fn could_ever_fit(spec: &TaskSpec, node: &Node) -> bool {
     choose_gpus(spec, node, &Held::default()).is_some()
@@ -43,34 +39,22 @@ pub fn could_ever_fit(spec: &TaskSpec, node: &Node) -> bool {
 /// The GPUs the task would get on `node` given what is held there, or `None`
 /// if it does not fit now. Picks the least-loaded GPUs, lowest index first on ties.
 pub fn choose_gpus(spec: &TaskSpec, node: &Node, held: &Held) -> Option<Vec<u32>> {
-    let r = &spec.resources;
-    let cap = &node.capacity;
-    if !labels_match(spec, node)
-        || held.cpu_millis + r.cpu_millis > cap.cpu_millis
-        || held.memory_mb + r.memory_mb > cap.memory_mb
-    {
-        return None;
-    }
-    if r.gpus == 0 {
-        return Some(Vec::new());
-    }
-    let slots = cap.slots_per_gpu.max(1);
-    let mut candidates: Vec<(u32, u32)> = cap
+    fit::capacity(spec, node, held).ok()?;
+    let wanted = spec.resources.gpus as usize;
+    let mut candidates: Vec<(u32, u32)> = node
+        .capacity
         .gpus
         .iter()
-        .filter_map(|g| {
-            let (used, mem) = held.gpus.get(&g.index).copied().unwrap_or_default();
-            (used < slots && mem + r.gpu_memory_mb <= g.memory_mb).then_some((used, g.index))
-        })
+        .filter(|g| fit::gpu_takes(spec, node, g, held))
+        .map(|g| (held.gpus.get(&g.index).map_or(0, |e| e.0), g.index))
         .collect();
-    if candidates.len() < r.gpus as usize {
-        return None;
-    }
+    // The capacity filters passed: at least `wanted` GPUs take it.
+    debug_assert!(candidates.len() >= wanted);
     candidates.sort();
     Some(
         candidates
             .into_iter()
-            .take(r.gpus as usize)
+            .take(wanted)
             .map(|(_, i)| i)
             .collect(),
     )
