@@ -62,6 +62,11 @@ fn pki(dir: &Path) -> PathBuf {
 /// Starts replica 1 alone, with TLS, and forms a one-voter cluster; returns
 /// its address and the certificate directory.
 async fn cluster(dir: &Path) -> (String, PathBuf) {
+    cluster_with(dir, ServerConfig::default()).await
+}
+
+/// [`cluster`] from `base` (its scheduler settings, say).
+async fn cluster_with(dir: &Path, base: ServerConfig) -> (String, PathBuf) {
     let tls = pki(dir);
     let listen = free_addr();
     let config = ServerConfig {
@@ -70,7 +75,7 @@ async fn cluster(dir: &Path) -> (String, PathBuf) {
         http_listen: free_addr(),
         data_dir: dir.join("data"),
         tls: TlsFiles::in_dir(&tls, "replica-1"),
-        ..Default::default()
+        ..base
     };
     let running = bootstrap::start(&config).await.unwrap();
     tokio::spawn(running.serve(std::future::pending()));
@@ -310,4 +315,144 @@ async fn json_output_parses_and_carries_the_state() {
         v["tasks"][0]["state"], "queued",
         "no agent: the task waits in the queue"
     );
+}
+
+/// An agent run in-process with a certificate made by the CLI, and simulated
+/// GPUs of `gpu_mb` each.
+fn spawn_agent(
+    cluster: &(String, PathBuf),
+    node: &str,
+    gpu_mb: &[u64],
+    cpu_millis: u64,
+    memory_mb: u64,
+    zone: &str,
+) -> tokio::task::JoinHandle<Result<(), autoglm_agent::AgentError>> {
+    let tls = &cluster.1;
+    let out = Command::new(CLI)
+        .args(["tls", "cert", "create", "--agent", node, "--days", "2"])
+        .arg("--ca-dir")
+        .arg(tls)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut c = autoglm_agent::AgentConfig::new(node, vec![cluster.0.clone()]);
+    c.tls = TlsFiles::in_dir(tls, &format!("agent-{node}"));
+    c.gpu_source = autoglm_agent::config::GpuSourceKind::Simulated;
+    c.simulated_gpus = gpu_mb
+        .iter()
+        .map(|mb| autoglm_agent::config::SimulatedGpu {
+            model: "H100".into(),
+            memory_mb: *mb,
+        })
+        .collect();
+    c.cpu_millis = Some(cpu_millis);
+    c.memory_mb = Some(memory_mb);
+    c.labels.insert("zone".into(), zone.into());
+    c.heartbeat_interval_ms = 200;
+    c.lease_ms = 1_000;
+    tokio::spawn(autoglm_agent::run(c, std::future::pending()))
+}
+
+/// A task that fits no node: `task get` says why, node by node, each filter
+/// counted once (one node fails each), in filter order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_get_explains_why_a_task_fits_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = ServerConfig::default();
+    base.scheduler.heartbeat_interval_ms = 200;
+    base.scheduler.node_ttl_ms = 1_500;
+    base.scheduler.election_grace_ms = 300;
+    let ep = cluster_with(dir.path(), base).await;
+    const GB80: u64 = 81_920;
+    // Each node lacks one thing the task asks for: 2 GPUs of 80 GB,
+    // 4 CPUs, 8 GB of memory, zone=a.
+    let down = spawn_agent(&ep, "n-down", &[GB80, GB80], 8_000, 16_000, "a");
+    let _agents = [
+        spawn_agent(&ep, "n-drained", &[GB80, GB80], 8_000, 16_000, "a"),
+        spawn_agent(&ep, "n-labels", &[GB80, GB80], 8_000, 16_000, "b"),
+        spawn_agent(&ep, "n-gpu-count", &[GB80], 8_000, 16_000, "a"),
+        spawn_agent(&ep, "n-gpu-memory", &[40_960, 40_960], 8_000, 16_000, "a"),
+        spawn_agent(&ep, "n-cpu", &[GB80, GB80], 2_000, 16_000, "a"),
+        spawn_agent(&ep, "n-memory", &[GB80, GB80], 8_000, 4_000, "a"),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, _) = cli(&ep, &["--json", "nodes", "list"]).await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if code == 0 && v.as_array().is_some_and(|a| a.len() == 7) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nodes: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = cli(&ep, &["nodes", "drain", "n-drained"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("node n-drained drained: "), "{out}");
+    let (code, out, err) = cli(&ep, &["nodes", "undrain", "n-memory"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("node n-memory undrained: "), "{out}");
+    down.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out, _) = cli(&ep, &["--json", "nodes", "list"]).await;
+        if out.contains("\"down\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n-down never went down: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let job = dir.path().join("big.yaml");
+    std::fs::write(
+        &job,
+        "tasks:\n  - name: big\n    sim_ms: 10\n    gpus: 2\n    gpu_memory_mb: 81920\n    \
+         cpu_millis: 4000\n    memory_mb: 8000\n    labels: {zone: a}\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(&ep, &["--json", "submit", "-f", job.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let task = v["task_ids"]["big"].as_u64().unwrap().to_string();
+
+    let (code, out, err) = cli(&ep, &["--json", "task", "get", &task]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "queued", "{v}");
+    let w = &v["waiting"];
+    assert_eq!(
+        (w["nodes"].as_u64(), w["nodes_fit"].as_u64()),
+        (Some(7), Some(0)),
+        "{w}"
+    );
+    for filter in [
+        "down",
+        "drained",
+        "labels",
+        "gpu_count",
+        "gpu_memory",
+        "cpu",
+        "memory",
+    ] {
+        assert_eq!(w["removed"][filter], 1, "{filter}: {w}");
+    }
+    assert_eq!(w["removed"].as_object().unwrap().len(), 7, "{w}");
+    assert_eq!(
+        (w["ahead"].as_u64(), w["live_metrics"].as_bool()),
+        (Some(0), Some(true))
+    );
+
+    let (code, out, err) = cli(&ep, &["task", "get", &task]).await;
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("waiting "))
+        .unwrap_or_else(|| panic!("no explanation in:\n{out}"));
+    let expected = ": 0 of 7 nodes fit: 1 is down, 1 is drained, 1 does not match zone=a, \
+                    1 has fewer than 2 GPUs with a free slot, \
+                    1 has fewer than 2 GPUs with 81920 MB of GPU memory free, \
+                    1 has less than 4000 CPU millis free, 1 has less than 8000 MB of memory free";
+    assert!(line.ends_with(expected), "{line}");
 }

@@ -13,6 +13,7 @@ use crate::scheduler::model::{
     Dependency, EdgeCondition, Liveness, Node, NodeAdmin, Payload, Resources, RetryPolicy, Task,
     TaskSpec, TaskState,
 };
+use crate::scheduler::placement;
 
 /// A model of the catalogue: what one request of it needs and how fast it runs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -317,6 +318,7 @@ pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>) -> pb::Task {
             })
             .collect(),
         revision: t.revision,
+        waiting: None,
     }
 }
 
@@ -352,5 +354,30 @@ pub fn node_to_proto(n: &Node, outstanding: u32, live: Option<pb::NodeLive>) -> 
         .into(),
         outstanding,
         live,
+    }
+}
+
+/// A queued task's [`placement::WaitReason`] as the API shows it.
+pub fn wait_reason_to_proto(
+    why: &placement::WaitReason,
+    task: &Task,
+    now_ms: u64,
+) -> pb::WaitReason {
+    pb::WaitReason {
+        nodes: why.nodes as u32,
+        nodes_fit: why.fit as u32,
+        removed: why
+            .removed
+            .iter()
+            .map(|(f, n)| pb::FilterCount {
+                filter: f.name().to_string(),
+                nodes: *n as u32,
+            })
+            .collect(),
+        ahead: why.ahead as u64,
+        ahead_capped: why.ahead_capped,
+        backoff_until_ms: why.backoff_until_ms.unwrap_or(0),
+        live_metrics: why.live_metrics,
+        summary: why.summary(task, now_ms),
     }
 }

@@ -11,13 +11,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{node_to_proto, state_from_proto, task_spec, task_to_proto};
+use super::convert::{
+    node_to_proto, state_from_proto, task_spec, task_to_proto, wait_reason_to_proto,
+};
 use super::{replica_status, request_id};
 use crate::leader::hub::AgentHub;
+use crate::leader::runtime::Runtime;
 use crate::leader::SchedulerSettings;
-use crate::replica::Replica;
+use crate::replica::{wall_clock_ms, Replica};
 use crate::scheduler::limits::{LABEL_KEY_LEN_MAX, LABEL_VALUE_LEN_MAX, NODE_NAME_LEN_MAX};
 use crate::scheduler::model::{JobId, Task, TaskId, TaskState};
+use crate::scheduler::placement;
 use crate::scheduler::requests::RequestId;
 use crate::scheduler::validate::{check_bounds, validate_client_key, validate_job};
 use crate::scheduler::{Command, Response as Applied, SchedulerState};
@@ -128,6 +132,12 @@ impl SchedulerApi {
             Applied::Changed(ids) => ids,
             _ => Vec::new(),
         };
+        // Committed through the leader: this replica shows the node once it
+        // has applied that far (a follower answered "active" after a drain).
+        self.replica
+            .read_barrier(false)
+            .await
+            .map_err(replica_status)?;
         let applied = self.replica.state.read();
         let node = applied.state.nodes.get(&name).map(|n| {
             let outstanding = applied
@@ -388,13 +398,20 @@ impl SchedulerService for SchedulerApi {
         self.authorize(&principal, Target::Task(req.task_id), false)
             .await?;
         let viewer = Viewer::of(&principal);
+        // Live metrics only on the leader; elsewhere the hub is empty.
+        let live = self.hub.live_view();
         self.read(req.stale, |s| {
-            s.tasks
-                .get(&req.task_id)
-                .map(|t| Response::new(viewer.task(s, t)))
-                .ok_or_else(|| {
-                    Status::not_found(format!("task_id: {} does not exist", req.task_id))
-                })
+            let task = s.tasks.get(&req.task_id).ok_or_else(|| {
+                Status::not_found(format!("task_id: {} does not exist", req.task_id))
+            })?;
+            let mut out = viewer.task(s, task);
+            if task.state == TaskState::Queued {
+                let now_ms = wall_clock_ms();
+                let opts = Runtime::read(s).placement;
+                let why = placement::why_waiting(s, task, &live, &opts, now_ms);
+                out.waiting = Some(wait_reason_to_proto(&why, task, now_ms));
+            }
+            Ok(Response::new(out))
         })
         .await
     }

@@ -106,7 +106,14 @@ pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Resul
     };
     match (node, as_json) {
         (Some(n), true) => println!("{}", output::json(&node_json(&n))),
-        (Some(n), false) => println!("node {} is {} and {}", n.name, n.admin, n.liveness),
+        (Some(n), false) if n.admin == "draining" => println!(
+            "node {} drained: no new attempts go there; its {} outstanding attempt(s) run to their end ({})",
+            n.name, n.outstanding, n.liveness
+        ),
+        (Some(n), false) => println!(
+            "node {} undrained: it takes new attempts again ({})",
+            n.name, n.liveness
+        ),
         (None, true) => println!(
             "{}",
             output::json(&json!({"removed": true, "requeued_task_ids": requeued}))

@@ -147,6 +147,12 @@ pub fn task_json(t: &Task) -> serde_json::Value {
         "created_ms": t.created_ms, "assigned_ms": t.assigned_ms, "started_ms": t.started_ms,
         "finished_ms": t.finished_ms, "revision": t.revision,
         "attempts": t.attempts.iter().map(|a| json!({"attempt": a.attempt, "node": a.node, "result": a.result})).collect::<Vec<_>>(),
+        "waiting": t.waiting.as_ref().map(|w| json!({
+            "summary": w.summary, "nodes": w.nodes, "nodes_fit": w.nodes_fit,
+            "removed": w.removed.iter().map(|f| (f.filter.clone(), f.nodes)).collect::<std::collections::BTreeMap<_, _>>(),
+            "ahead": w.ahead, "ahead_capped": w.ahead_capped,
+            "backoff_until_ms": w.backoff_until_ms, "live_metrics": w.live_metrics,
+        })),
     })
 }
 
@@ -333,6 +339,9 @@ pub async fn task(
                 println!("{}", output::json(&task_json(&t)));
             } else {
                 print_tasks(std::slice::from_ref(&t), false);
+                if let Some(w) = &t.waiting {
+                    println!("{}", w.summary);
+                }
                 if !t.message.is_empty() {
                     println!("message: {}", t.message);
                 }

@@ -17,7 +17,8 @@ use rand::RngCore;
 pub use policies::{policy_by_name, Policy, POLICY_NAMES};
 
 use super::command::Assignment;
-use super::model::{Liveness, Node, NodeAdmin, NodeName, Task};
+use super::fit::{self, Filter};
+use super::model::{Node, NodeName, Task};
 use super::queue::QueueOrder;
 use super::reservations::{choose_gpus, Held};
 use super::state::SchedulerState;
@@ -55,21 +56,6 @@ pub struct NodeView<'a> {
     // Per-round constants, computed once so scoring 1,000 nodes stays cheap.
     slots: u32,
     latency_factor: f64,
-}
-
-fn free_gpu_mb(node: &Node, held: &Held) -> Vec<u64> {
-    let slots = node.capacity.slots_per_gpu.max(1);
-    let mut free: Vec<u64> = node
-        .capacity
-        .gpus
-        .iter()
-        .filter_map(|g| {
-            let (used, mem) = held.gpus.get(&g.index).copied().unwrap_or_default();
-            (used < slots).then(|| g.memory_mb.saturating_sub(mem))
-        })
-        .collect();
-    free.sort_unstable_by(|a, b| b.cmp(a));
-    free
 }
 
 impl NodeView<'_> {
@@ -150,7 +136,7 @@ pub fn node_views<'a>(
                 .map_or(1.0, |ms| 1.0 + ms / 1000.0);
             NodeView {
                 node,
-                free_gpu_mb: free_gpu_mb(node, &held),
+                free_gpu_mb: fit::free_gpu_memory(node, &held),
                 slots: slots(node),
                 latency_factor,
                 held,
@@ -161,31 +147,17 @@ pub fn node_views<'a>(
         .collect()
 }
 
-fn feasible(task: &Task, view: &NodeView, opts: &PlacementOptions) -> bool {
-    let node = view.node;
-    if node.liveness != Liveness::Up || node.admin != NodeAdmin::Active {
-        return false;
-    }
+/// The filters, in order: the first that fails is why the node cannot take
+/// the task now. Utilization counts only with fresh live metrics.
+fn filter(task: &Task, view: &NodeView, opts: &PlacementOptions) -> Result<(), Filter> {
+    fit::node_state(view.node)?;
+    fit::capacity_with(&task.spec, view.node, &view.held, &view.free_gpu_mb)?;
     if let Some(l) = &view.live {
         if l.gpu_util > opts.dispatch_threshold || l.cpu_util > opts.dispatch_threshold {
-            return false;
+            return Err(Filter::Utilization);
         }
     }
-    let r = &task.spec.resources;
-    let cap = &node.capacity;
-    let gpus_fit = r.gpus == 0
-        || view
-            .free_gpu_mb
-            .get(r.gpus as usize - 1)
-            .is_some_and(|m| *m >= r.gpu_memory_mb);
-    gpus_fit
-        && view.held.cpu_millis + r.cpu_millis <= cap.cpu_millis
-        && view.held.memory_mb + r.memory_mb <= cap.memory_mb
-        && task
-            .spec
-            .labels
-            .iter()
-            .all(|(k, v)| cap.labels.get(k) == Some(v))
+    Ok(())
 }
 
 /// One placement round's working view: node views built once per round,
@@ -224,7 +196,7 @@ impl<'a> Round<'a> {
             .views
             .iter()
             .enumerate()
-            .filter(|(_, v)| feasible(task, v, self.opts))
+            .filter(|(_, v)| filter(task, v, self.opts).is_ok())
             .map(|(i, _)| i)
             .collect();
         if candidates.is_empty() {
@@ -234,7 +206,7 @@ impl<'a> Round<'a> {
         let view = &mut self.views[chosen];
         let gpus = choose_gpus(&task.spec, view.node, &view.held).ok_or(Unplaced::NoGpus)?;
         view.held.add(&task.spec, &gpus);
-        view.free_gpu_mb = free_gpu_mb(view.node, &view.held);
+        view.free_gpu_mb = fit::free_gpu_memory(view.node, &view.held);
         view.outstanding += 1;
         Ok(Assignment {
             task: task.id,
@@ -296,7 +268,7 @@ pub fn preemption_victims(
     }
     let mut best: Option<Vec<(super::model::TaskId, u32)>> = None;
     for node in state.nodes.values() {
-        if node.liveness != Liveness::Up || node.admin != NodeAdmin::Active {
+        if fit::node_state(node).is_err() {
             continue;
         }
         let mut running: Vec<&Task> = state
@@ -326,4 +298,159 @@ pub fn preemption_victims(
         }
     }
     best.unwrap_or_default()
+}
+
+/// Queued tasks counted ahead of one at most; beyond, "more than".
+pub const AHEAD_COUNT_MAX: usize = 10_000;
+
+/// Why a queued task is not placed, judged against the state as it is (and,
+/// on the leader, its live view) with the same filters a round uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitReason {
+    pub nodes: usize,
+    /// Nodes that would take it now.
+    pub fit: usize,
+    /// How many nodes each filter removed first, in filter order; filters
+    /// that removed none are left out.
+    pub removed: Vec<(Filter, usize)>,
+    /// Queued tasks ahead of it in queue order, at most [`AHEAD_COUNT_MAX`].
+    pub ahead: usize,
+    pub ahead_capped: bool,
+    /// When its retry backoff ends, if it has not.
+    pub backoff_until_ms: Option<u64>,
+    /// Whether live metrics were judged (only the leader holds them).
+    pub live_metrics: bool,
+}
+
+/// Why `task` waits, for `autoglm task get` and the API.
+pub fn why_waiting(
+    state: &SchedulerState,
+    task: &Task,
+    live: &BTreeMap<NodeName, LiveNode>,
+    opts: &PlacementOptions,
+    now_ms: u64,
+) -> WaitReason {
+    let mut removed: BTreeMap<Filter, usize> = BTreeMap::new();
+    let mut fit = 0;
+    let views = node_views(state, live, opts);
+    for view in &views {
+        match filter(task, view, opts) {
+            Ok(()) => fit += 1,
+            Err(f) => *removed.entry(f).or_default() += 1,
+        }
+    }
+    let mut ahead = 0;
+    let mut ahead_capped = false;
+    for queued in queue_order(state, opts.aging_ms, now_ms) {
+        if queued.id == task.id {
+            break;
+        }
+        if ahead == AHEAD_COUNT_MAX {
+            ahead_capped = true;
+            break;
+        }
+        ahead += 1;
+    }
+    WaitReason {
+        nodes: views.len(),
+        fit,
+        removed: removed.into_iter().collect(),
+        ahead,
+        ahead_capped,
+        backoff_until_ms: (task.not_before_ms > now_ms).then_some(task.not_before_ms),
+        live_metrics: !live.is_empty(),
+    }
+}
+
+/// `1m12s`, `3.4s`, `850ms`.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+impl WaitReason {
+    /// One readable line: "waiting 3m12s: 0 of 4 nodes fit: 3 have fewer
+    /// than 1 GPU with 80000 MB free, 1 is drained; 12 tasks are ahead".
+    pub fn summary(&self, task: &Task, now_ms: u64) -> String {
+        let r = &task.spec.resources;
+        let mut out = format!(
+            "waiting {}",
+            human_ms(now_ms.saturating_sub(task.queued_ms))
+        );
+        if let Some(until) = self.backoff_until_ms {
+            out += &format!(
+                ": retry backoff for {} more (attempt {} next)",
+                human_ms(until.saturating_sub(now_ms)),
+                task.attempt + 1
+            );
+        }
+        if self.nodes == 0 {
+            out += ": no nodes are registered";
+        } else {
+            out += &format!(": {} of {} nodes fit", self.fit, self.nodes);
+            let gpus = |n: u32| {
+                if n == 1 {
+                    "GPU".to_string()
+                } else {
+                    format!("{n} GPUs")
+                }
+            };
+            let why: Vec<String> = self
+                .removed
+                .iter()
+                .map(|(f, n)| {
+                    let (is, has, does) = if *n == 1 {
+                        ("is", "has", "does")
+                    } else {
+                        ("are", "have", "do")
+                    };
+                    let labels: Vec<String> = task
+                        .spec
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    let text = match f {
+                        Filter::Down => format!("{is} down"),
+                        Filter::Drained => format!("{is} drained"),
+                        Filter::Labels => format!("{does} not match {}", labels.join(",")),
+                        Filter::GpuCount => {
+                            format!("{has} fewer than {} with a free slot", gpus(r.gpus))
+                        }
+                        Filter::GpuMemory => format!(
+                            "{has} fewer than {} with {} MB of GPU memory free",
+                            gpus(r.gpus),
+                            r.gpu_memory_mb
+                        ),
+                        Filter::Cpu => format!("{has} less than {} CPU millis free", r.cpu_millis),
+                        Filter::Memory => {
+                            format!("{has} less than {} MB of memory free", r.memory_mb)
+                        }
+                        Filter::Utilization => {
+                            format!("{is} busier than placement/dispatch_threshold")
+                        }
+                    };
+                    format!("{n} {text}")
+                })
+                .collect();
+            if !why.is_empty() {
+                out += &format!(": {}", why.join(", "));
+            }
+        }
+        if self.ahead > 0 {
+            let more = if self.ahead_capped { "more than " } else { "" };
+            let (n, verb) = (self.ahead, if self.ahead == 1 { "is" } else { "are" });
+            out += &format!(
+                "; {more}{n} queued task{} {verb} ahead",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        if !self.live_metrics {
+            out += " (utilization not judged: live metrics are on the leader)";
+        }
+        out
+    }
 }
