@@ -121,6 +121,9 @@ enum Next {
 
 struct Agent {
     config: AgentConfig,
+    /// Drawn at start: tells this process's reconnects from a second
+    /// process for the same node (`Register.instance`).
+    instance: String,
     metrics: AgentMetrics,
     /// TLS with this node's certificate, or plaintext under --insecure.
     transport: Transport,
@@ -203,6 +206,7 @@ impl Agent {
                 Duration::from_millis(config.reconnect_backoff_max_ms),
             ),
             config,
+            instance: format!("{:016x}", rand::random::<u64>()),
             metrics,
             gpus: Arc::new(gpus),
             capacity,
@@ -400,6 +404,7 @@ impl Agent {
                 models_loaded: c.models_loaded.clone(),
                 slots_per_gpu: c.slots_per_gpu,
                 running,
+                instance: self.instance.clone(),
             })),
         }
     }

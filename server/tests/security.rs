@@ -414,6 +414,83 @@ async fn an_agent_acts_only_for_the_node_its_certificate_names() {
     cluster.assert_no_panic();
 }
 
+/// The probe "two agents with one name ran 6 of 8 tasks twice": a second
+/// process for a node that a live agent serves is refused, even with that
+/// node's certificate, and the node's work runs once, on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_agent_process_for_a_served_node_is_refused() {
+    let mut cluster = TestCluster::new(
+        "scheduler:\n  heartbeat_interval_ms: 300\n  node_ttl_ms: 3000\n  election_grace_ms: 600\n",
+    );
+    cluster.start_and_init(&[1]).await;
+    let mut d = autoglm_agent::AgentConfig::new("gpu-d", Vec::new());
+    d.gpu_source = autoglm_agent::config::GpuSourceKind::Simulated;
+    d.simulated_gpus = vec![autoglm_agent::config::SimulatedGpu {
+        model: "H100".into(),
+        memory_mb: 81_559,
+    }];
+    d.slots_per_gpu = 8;
+    d.cpu_millis = Some(8_000);
+    d.memory_mb = Some(8_000);
+    d.heartbeat_interval_ms = 300;
+    d.lease_ms = 1_200;
+    cluster.spawn_agent(&d).unwrap();
+    let admin = cluster.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while admin.list_nodes(true).await.unwrap().nodes.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gpu-d did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same certificate in a second process (no instance, or another).
+    let stolen = cluster
+        .credentials_for(
+            Subject::Agent {
+                node: "gpu-d".into(),
+            },
+            "agent-gpu-d",
+        )
+        .unwrap();
+    let e = open_session(&cluster, stolen, "gpu-d", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
+    assert!(e.message().contains("gpu-d"), "{e}");
+
+    let mut job = JobBuilder::new("twice");
+    for i in 0..8 {
+        job =
+            job.task(TaskBuilder::sim(&format!("t{i}"), Duration::from_millis(100)).gpus(1, 1_000));
+    }
+    let job = admin.submit(job).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = admin.get_job(job.job_id, false).await.unwrap();
+        if j.tasks
+            .iter()
+            .all(|t| t.state == autoglm_client::proto::TaskState::Succeeded as i32)
+        {
+            for t in &j.tasks {
+                let ran: Vec<&str> = t.attempts.iter().map(|a| a.node.as_str()).collect();
+                assert_eq!((t.attempt, ran), (1, vec!["gpu-d"]), "{t:?}");
+            }
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nodes = admin.list_nodes(true).await.unwrap().nodes;
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        nodes[0].gpus.len(),
+        1,
+        "the refused registration changed nothing"
+    );
+    cluster.assert_no_panic();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_fails_on_every_replica_once_applied() {
     let mut cluster = TestCluster::new("");

@@ -169,6 +169,8 @@ fn register(name: &str) -> AgentMessage {
             cpu_millis: 16_000,
             memory_mb: 64_000,
             slots_per_gpu: 1,
+            // One process: its reconnects replace its own session.
+            instance: format!("zombie-{name}"),
             ..Default::default()
         })),
     }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use autoglm_client::proto::agent_message::Kind as AgentKind;
 use autoglm_client::proto::agent_service_server::AgentService;
@@ -154,6 +155,12 @@ impl AgentService for AgentApi {
             )));
         }
         let node = register.node.clone();
+        // Before the registration is proposed: a refused second process must
+        // not change the node's capacity either.
+        let alive = Duration::from_millis(2 * self.settings.heartbeat_interval_ms);
+        if let Some(why) = self.hub.serving_another(&node, &register.instance, alive) {
+            return Err(Status::already_exists(why));
+        }
         let command = Command::RegisterNode {
             name: node.clone(),
             capacity: capacity(&register),
@@ -171,7 +178,9 @@ impl AgentService for AgentApi {
             .iter()
             .map(|a| (a.task_id, a.attempt))
             .collect();
-        let (session, end) = self.hub.attach(&node, tx.clone(), running);
+        let (session, end) = self
+            .hub
+            .attach(&node, &register.instance, tx.clone(), running);
         let registered = pb::Registered {
             heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
             node_ttl_ms: self.settings.node_ttl_ms,

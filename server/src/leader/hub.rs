@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use autoglm_client::proto::{self as pb, leader_message::Kind, LeaderMessage};
 use tokio::sync::mpsc;
@@ -20,6 +20,8 @@ pub type Outbound = mpsc::Sender<Result<LeaderMessage, tonic::Status>>;
 
 struct Session {
     id: u64,
+    /// The agent process's `Register.instance`.
+    instance: String,
     tx: Outbound,
     /// Ends the session's stream: the agent then reconnects and registers
     /// again, with whichever replica leads by then.
@@ -68,6 +70,7 @@ impl AgentHub {
     pub fn attach(
         &self,
         node: &str,
+        instance: &str,
         tx: Outbound,
         running: BTreeSet<(TaskId, u32)>,
     ) -> (u64, CancellationToken) {
@@ -79,6 +82,7 @@ impl AgentHub {
             node.to_string(),
             Session {
                 id,
+                instance: instance.to_string(),
                 tx,
                 end: end.clone(),
                 sent: running,
@@ -89,6 +93,25 @@ impl AgentHub {
         }
         inner.last_seen.insert(node.to_string(), Instant::now());
         (id, end)
+    }
+
+    /// Why `instance` may not open a session for `node` now: another agent
+    /// process serves it and was heard within `alive`. The same process
+    /// (same non-empty instance) reconnecting is never refused.
+    pub fn serving_another(&self, node: &str, instance: &str, alive: Duration) -> Option<String> {
+        let inner = self.lock();
+        let current = inner.sessions.get(node)?;
+        if !instance.is_empty() && current.instance == instance {
+            return None;
+        }
+        let heard = inner.last_seen.get(node)?.elapsed();
+        (heard < alive).then(|| {
+            format!(
+                "register.node: {node} is served by another agent process, heard {} ms ago; \
+                 one process per node (two would run its attempts twice)",
+                heard.as_millis()
+            )
+        })
     }
 
     pub fn detach(&self, node: &str, session: u64) {
@@ -282,8 +305,8 @@ mod tests {
     #[test]
     fn losing_leadership_ends_every_session() {
         let hub = AgentHub::default();
-        let (_, a) = hub.attach("a", outbound(), BTreeSet::new());
-        let (_, b) = hub.attach("b", outbound(), BTreeSet::new());
+        let (_, a) = hub.attach("a", "", outbound(), BTreeSet::new());
+        let (_, b) = hub.attach("b", "", outbound(), BTreeSet::new());
         assert!(!a.is_cancelled() && !b.is_cancelled());
         hub.clear();
         assert!(a.is_cancelled() && b.is_cancelled());
@@ -292,15 +315,39 @@ mod tests {
     #[test]
     fn a_new_session_ends_the_old_one_and_ids_stay_unique() {
         let hub = AgentHub::default();
-        let (first, _) = hub.attach("a", outbound(), BTreeSet::new());
+        let (first, _) = hub.attach("a", "", outbound(), BTreeSet::new());
         hub.clear();
-        let (second, old) = hub.attach("a", outbound(), BTreeSet::new());
+        let (second, old) = hub.attach("a", "", outbound(), BTreeSet::new());
         assert_ne!(first, second);
         // The first session's late detach must not remove the second.
         hub.detach("a", first);
         assert!(hub.lock().sessions.contains_key("a"));
-        let (_, newer) = hub.attach("a", outbound(), BTreeSet::new());
+        let (_, newer) = hub.attach("a", "", outbound(), BTreeSet::new());
         assert!(old.is_cancelled());
         assert!(!newer.is_cancelled());
+    }
+
+    #[test]
+    fn only_the_serving_process_reopens_a_live_session() {
+        let hub = AgentHub::default();
+        let alive = Duration::from_secs(60);
+        assert_eq!(
+            hub.serving_another("a", "p1", alive),
+            None,
+            "no session yet"
+        );
+        hub.attach("a", "p1", outbound(), BTreeSet::new());
+        assert_eq!(
+            hub.serving_another("a", "p1", alive),
+            None,
+            "its own reconnect"
+        );
+        for other in ["p2", ""] {
+            let why = hub.serving_another("a", other, alive).unwrap();
+            assert!(why.contains("another agent process"), "{why}");
+        }
+        // Silent for longer than `alive`: a restarted process takes over.
+        assert_eq!(hub.serving_another("a", "p2", Duration::ZERO), None);
+        assert_eq!(hub.serving_another("b", "p2", alive), None);
     }
 }
