@@ -180,10 +180,13 @@ fn a_flipped_or_deleted_blob_is_refused() {
     flip_bytes(&blobs[blobs.len() / 2], 100, 64).unwrap();
     refused(tmp.path(), "flipped blob");
 
+    // A blob sled has superseded but not yet removed holds no live entry:
+    // deleting it harms nothing (seen once in a full run), so the store
+    // must refuse or have every entry.
     let tmp = filled(64 * 1024);
     let blobs = blob_files(tmp.path());
     std::fs::remove_file(&blobs[blobs.len() / 2]).unwrap();
-    refused(tmp.path(), "deleted blob");
+    refused_or_intact(tmp.path(), "deleted blob");
 }
 
 #[test]
