@@ -5,7 +5,7 @@ use autoglm_agent::config::{AgentConfig, FlagOverrides, GpuSourceKind};
 use autoglm_agent::gpu::GpuSource;
 use autoglm_agent::probe;
 use autoglm_client::security::TlsFiles;
-use autoglm_telemetry::LogFormat;
+use autoglm_telemetry::logging::LogArgs;
 use clap::{Parser, Subcommand};
 
 /// The Open-AutoGLM node agent: registers this node's GPUs with the
@@ -21,15 +21,8 @@ struct Args {
     command: Option<Mode>,
     #[command(flatten)]
     run: RunArgs,
-    /// Log lines as text, or as one JSON object per line.
-    #[arg(
-        long,
-        value_enum,
-        default_value_t,
-        env = "AUTOGLM_LOG_FORMAT",
-        global = true
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -84,7 +77,7 @@ struct ProbeArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    autoglm_telemetry::logging::init(args.log_format, "info,h2=warn,tower=warn,hyper=warn");
+    autoglm_telemetry::logging::init(args.log.log_format, "info,h2=warn,tower=warn,hyper=warn");
     match args.command {
         Some(Mode::Probe(p)) => run_probe(p).await,
         Some(Mode::Run(r)) => run_agent(r).await,

@@ -6,13 +6,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use autoglm_telemetry::gauges::{gauge, gauges, Labels};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::time::Instant;
 
@@ -126,24 +126,6 @@ pub const THROTTLE_REASONS: &[&str] = &[
 #[derive(Debug)]
 struct ReadingsCollector(Arc<Mutex<Readings>>);
 
-type Labels = Vec<(&'static str, String)>;
-
-fn family(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    series: &[(Labels, f64)],
-) -> std::fmt::Result {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut metric = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in series {
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
 impl Collector for ReadingsCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let (gpus, deadline) = {
@@ -153,62 +135,62 @@ impl Collector for ReadingsCollector {
         let remaining = deadline.map_or(0.0, |d| {
             d.saturating_duration_since(Instant::now()).as_secs_f64()
         });
-        let lease = ConstGauge::new(remaining);
-        lease.encode(e.encode_descriptor(
+        gauge(
+            &mut e,
             "autoglm_agent_lease_remaining_seconds",
             "Time left before the agent fences itself (kills its attempts) unless a leader is heard; 0 once fenced.",
             None,
-            lease.metric_type(),
-        )?)?;
+            remaining,
+        )?;
         const MIB: f64 = 1024.0 * 1024.0;
         let per_gpu = |f: &dyn Fn(&GpuInfo) -> Option<f64>| {
             gpus.iter()
                 .filter_map(|g| f(g).map(|v| (vec![("gpu", g.index.to_string())], v)))
                 .collect::<Vec<(Labels, f64)>>()
         };
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_utilization_ratio",
             "Share of the last sample period a kernel ran (0..1).",
             &per_gpu(&|g| g.util_gpu_percent.map(|p| p as f64 / 100.0)),
         )?;
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_memory_used_bytes",
             "GPU memory in use.",
             &per_gpu(&|g| Some(g.memory_used_mb as f64 * MIB)),
         )?;
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_memory_total_bytes",
             "GPU memory in all.",
             &per_gpu(&|g| Some(g.memory_total_mb as f64 * MIB)),
         )?;
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_temperature_celsius",
             "GPU temperature, where the driver reports it.",
             &per_gpu(&|g| g.temperature_c.map(f64::from)),
         )?;
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_power_watts",
             "GPU power draw, where the driver reports it.",
             &per_gpu(&|g| g.power_usage_mw.map(|mw| mw as f64 / 1000.0)),
         )?;
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_power_limit_watts",
             "GPU enforced power limit, where the driver reports it.",
             &per_gpu(&|g| g.power_limit_mw.map(|mw| mw as f64 / 1000.0)),
         )?;
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_ecc_uncorrected_errors",
             "Uncorrected ECC errors since the driver loaded, where ECC is on.",
             &per_gpu(&|g| g.ecc_uncorrected_volatile.map(|n| n as f64)),
         )?;
-        family(
+        gauges(
             &mut e,
             "autoglm_agent_gpu_healthy",
             "0 after an uncorrected ECC error or a lost GPU.",
@@ -226,8 +208,7 @@ impl Collector for ReadingsCollector {
                 })
             })
             .collect();
-        family(
-            &mut e,
+        gauges(&mut e,
             "autoglm_agent_gpu_throttle",
             "1 for each reason NVML gives for holding the GPU's clocks down now, where the driver reports them.",
             &throttle,

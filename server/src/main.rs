@@ -8,7 +8,7 @@ use autoglm_server::config::{FlagOverrides, ServerConfig};
 use autoglm_server::demo::{self, LocalArgs};
 use autoglm_server::raft::{bootstrap, offline};
 use autoglm_server::replica::wall_clock_ms;
-use autoglm_telemetry::LogFormat;
+use autoglm_telemetry::logging::LogArgs;
 use clap::{Parser, Subcommand};
 
 /// One replica of the Open-AutoGLM scheduler, or (`local`) a whole local cluster.
@@ -23,15 +23,8 @@ struct Args {
     command: Option<Mode>,
     #[command(flatten)]
     replica: ReplicaArgs,
-    /// Log lines as text, or as one JSON object per line.
-    #[arg(
-        long,
-        value_enum,
-        default_value_t,
-        env = "AUTOGLM_LOG_FORMAT",
-        global = true
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 /// Where a replica's configuration comes from; also what `restore` and
@@ -133,7 +126,7 @@ fn exit<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
 async fn main() -> ExitCode {
     let args = Args::parse();
     autoglm_telemetry::logging::init(
-        args.log_format,
+        args.log.log_format,
         "info,openraft=warn,sled=warn,h2=warn,tower=warn",
     );
     match args.command {

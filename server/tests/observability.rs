@@ -9,8 +9,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
-use autoglm_agent::AgentConfig;
 use autoglm_client::proto::TaskState;
 use autoglm_client::{JobBuilder, TaskBuilder};
 use common::TestCluster;
@@ -59,29 +57,13 @@ impl Scrape {
     }
 }
 
-fn agent(name: &str) -> AgentConfig {
-    let mut c = AgentConfig::new(name, Vec::new());
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: 81_559
-        };
-        2
-    ];
-    c.slots_per_gpu = 2;
-    c.cpu_millis = Some(16_000);
-    c.memory_mb = Some(64_000);
-    c.heartbeat_interval_ms = 300;
-    c.lease_ms = 1_200;
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_and_agents_serve_metrics_that_follow_the_cluster() {
     let mut cluster = TestCluster::with_agent_args(FAST, &["agent", "--log-format", "json"]);
     cluster.start_and_init(&[1, 2, 3]).await;
-    cluster.spawn_agent(&agent("gpu-m")).unwrap();
+    cluster
+        .spawn_agent(&common::sim_agent("gpu-m", 2, 2))
+        .unwrap();
     let client = cluster.client();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.list_nodes(true).await.unwrap().nodes.is_empty() {

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
-use autoglm_agent::AgentConfig;
 use autoglm_client::{JobBuilder, TaskBuilder};
 use common::TestCluster;
 
@@ -153,23 +151,6 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-fn agent(name: &str) -> AgentConfig {
-    let mut c = AgentConfig::new(name, Vec::new());
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: 81_559
-        };
-        2
-    ];
-    c.cpu_millis = Some(16_000);
-    c.memory_mb = Some(64_000);
-    c.heartbeat_interval_ms = 300;
-    c.lease_ms = 1_200;
-    c
-}
-
 #[test]
 fn the_alert_rules_pass_promtool() {
     let out = tool("promtool")
@@ -193,7 +174,9 @@ fn the_alert_rules_pass_promtool() {
 async fn prometheus_scrapes_the_cluster_and_the_no_leader_alert_follows_it() {
     let mut cluster = TestCluster::new(FAST);
     cluster.start_and_init(&[1, 2, 3]).await;
-    cluster.spawn_agent(&agent("gpu-p")).unwrap();
+    cluster
+        .spawn_agent(&common::sim_agent("gpu-p", 2, 1))
+        .unwrap();
     let ids = cluster.ids();
     let replicas: Vec<String> = ids.iter().map(|id| cluster.http_addr(*id)).collect();
     let agents = vec![cluster.agent_http("gpu-p").unwrap()];

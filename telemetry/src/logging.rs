@@ -17,6 +17,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--log-format`, flattened into each binary's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "AUTOGLM_LOG_FORMAT",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
 /// Installs the global subscriber. `default_filter` applies when `RUST_LOG`
 /// is unset or unreadable.
 pub fn init(format: LogFormat, default_filter: &str) {

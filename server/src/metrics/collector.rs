@@ -7,20 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autoglm_storage::SnapshotStats;
+use autoglm_telemetry::gauges::{gauge, gauges, Labels};
 use openraft::ServerState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Unit;
 
+use crate::api::convert::state_to_proto;
 use crate::leader::hub::AgentHub;
 use crate::replica::{wall_clock_ms, Replica};
-use crate::scheduler::model::{Liveness, NodeAdmin, TaskState};
-
-/// Label pairs of one series.
-type Labels = Vec<(&'static str, String)>;
+use crate::scheduler::model::{Liveness, NodeAdmin};
 
 /// What the node metrics show of one registered node.
 struct NodeRow {
@@ -45,57 +41,15 @@ impl std::fmt::Debug for ReplicaCollector {
     }
 }
 
-/// Writes one metric family: a descriptor, then each series.
-fn family(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    series: &[(Labels, f64)],
-) -> std::fmt::Result {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, value) in series {
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-fn one(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    value: f64,
-) -> std::fmt::Result {
-    let metric = ConstGauge::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
-}
-
-pub fn task_state_label(state: TaskState) -> &'static str {
-    match state {
-        TaskState::Waiting => "waiting",
-        TaskState::Queued => "queued",
-        TaskState::Assigned => "assigned",
-        TaskState::Running => "running",
-        TaskState::Succeeded => "succeeded",
-        TaskState::Failed => "failed",
-        TaskState::Cancelled => "cancelled",
-        TaskState::TimedOut => "timed_out",
-    }
 }
 
 impl ReplicaCollector {
     fn raft(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let m = self.replica.raft.metrics().borrow().clone();
         let election_max = self.replica.election.max;
-        one(
+        gauge(
             e,
             "autoglm_raft_term",
             "This replica's current Raft term.",
@@ -112,11 +66,10 @@ impl ReplicaCollector {
             .iter()
             .map(|(name, s)| (vec![("role", name.to_string())], f64::from(m.state == *s)))
             .collect();
-        family(
+        gauges(
             e,
             "autoglm_raft_role",
             "1 for this replica's Raft role, 0 for the others.",
-            None,
             &series,
         )?;
         // A leader that has heard from a quorum lately, or a follower that
@@ -130,7 +83,7 @@ impl ReplicaCollector {
                 m.current_leader.is_some() && self.replica.contact.last().elapsed() <= election_max
             }
         };
-        one(
+        gauge(
             e,
             "autoglm_raft_has_leader",
             "1 while this replica sees a working leader (for a leader: a quorum answered within the longest election timeout).",
@@ -138,7 +91,7 @@ impl ReplicaCollector {
             f64::from(has_leader),
         )?;
         if let Some(leader) = m.current_leader {
-            one(
+            gauge(
                 e,
                 "autoglm_raft_leader_id",
                 "The Raft id of the leader this replica knows.",
@@ -147,28 +100,28 @@ impl ReplicaCollector {
             )?;
         }
         let index = |i: Option<u64>| i.map_or(0.0, |i| i as f64);
-        one(
+        gauge(
             e,
             "autoglm_raft_last_log_index",
             "Index of the last entry in this replica's log.",
             None,
             index(m.last_log_index),
         )?;
-        one(
+        gauge(
             e,
             "autoglm_raft_committed_index",
             "Index of the last entry this replica knows committed.",
             None,
             index(self.replica.committed.get()),
         )?;
-        one(
+        gauge(
             e,
             "autoglm_raft_applied_index",
             "Index of the last entry applied to this replica's state.",
             None,
             index(m.last_applied.map(|l| l.index)),
         )?;
-        one(
+        gauge(
             e,
             "autoglm_raft_snapshot_index",
             "Index covered by this replica's last snapshot.",
@@ -178,11 +131,10 @@ impl ReplicaCollector {
         let membership = m.membership_config.membership();
         let voters = membership.voter_ids().count();
         let learners = membership.learner_ids().count();
-        family(
+        gauges(
             e,
             "autoglm_raft_members",
             "Members of the cluster in this replica's view, by kind.",
-            None,
             &[
                 (vec![("kind", "voter".into())], voters as f64),
                 (vec![("kind", "learner".into())], learners as f64),
@@ -200,11 +152,10 @@ impl ReplicaCollector {
                     )
                 })
                 .collect();
-            family(
+            gauges(
                 e,
                 "autoglm_raft_replication_lag_entries",
                 "On the leader: entries of its log a follower has not acknowledged yet.",
-                None,
                 &series,
             )?;
         }
@@ -217,21 +168,21 @@ impl ReplicaCollector {
             built.metric_type(),
         )?)?;
         if s.built() > 0 {
-            one(
+            gauge(
                 e,
                 "autoglm_raft_snapshot_build_seconds",
                 "How long the last snapshot build took, from the copy to the synced file.",
                 None,
                 secs(s.last_build()),
             )?;
-            one(
+            gauge(
                 e,
                 "autoglm_raft_snapshot_apply_pause_seconds",
                 "How long the last snapshot's copy of the state held up apply.",
                 None,
                 secs(s.last_copy()),
             )?;
-            one(
+            gauge(
                 e,
                 "autoglm_raft_snapshot_size_bytes",
                 "Size of the last snapshot built, encoded.",
@@ -267,16 +218,18 @@ impl ReplicaCollector {
         };
         let series: Vec<(Labels, f64)> = by_state
             .iter()
-            .map(|(state, n)| (vec![("state", task_state_label(*state).into())], *n as f64))
+            .map(|(state, n)| {
+                let name = autoglm_client::task_state_name(state_to_proto(*state) as i32);
+                (vec![("state", name.into())], *n as f64)
+            })
             .collect();
-        family(
+        gauges(
             e,
             "autoglm_tasks",
             "Tasks in the replicated state, by state (finished ones until garbage collection).",
-            None,
             &series,
         )?;
-        one(
+        gauge(
             e,
             "autoglm_jobs",
             "Jobs in the replicated state.",
@@ -287,15 +240,14 @@ impl ReplicaCollector {
             .iter()
             .map(|(p, (n, _))| (vec![("priority", p.to_string())], *n as f64))
             .collect();
-        family(
+        gauges(
             e,
             "autoglm_queue_depth",
             "Queued tasks (ready, not placed) by base priority.",
-            None,
             &depth,
         )?;
         let oldest = by_priority.values().map(|(_, q)| *q).min();
-        one(
+        gauge(
             e,
             "autoglm_queue_oldest_age_seconds",
             "How long the longest-queued task has waited; 0 when the queue is empty.",
@@ -308,32 +260,28 @@ impl ReplicaCollector {
                 .map(|n| (vec![("node", n.name.clone())], f(n)))
                 .collect::<Vec<(Labels, f64)>>()
         };
-        family(
+        gauges(
             e,
             "autoglm_node_up",
             "1 while the leader hears the node's agent, 0 once it was declared down.",
-            None,
             &node_series(&|n| f64::from(n.up)),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_node_draining",
             "1 while the node is drained (takes no new attempts).",
-            None,
             &node_series(&|n| f64::from(n.draining)),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_node_outstanding_attempts",
             "Attempts assigned to or running on the node.",
-            None,
             &node_series(&|n| n.outstanding as f64),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_node_gpus",
             "GPUs the node registered.",
-            None,
             &node_series(&|n| n.gpus as f64),
         )?;
         Ok(())
@@ -346,11 +294,10 @@ impl ReplicaCollector {
             .iter()
             .map(|r| (vec![("node", r.node.clone())], secs(r.age)))
             .collect();
-        family(
+        gauges(
             e,
             "autoglm_node_heartbeat_age_seconds",
             "On the leader: time since the node's last heartbeat.",
-            None,
             &age,
         )?;
         let per_gpu = |f: &dyn Fn(&autoglm_client::proto::GpuSample) -> Option<f64>| {
@@ -369,46 +316,36 @@ impl ReplicaCollector {
                 .collect::<Vec<(Labels, f64)>>()
         };
         const MIB: f64 = 1024.0 * 1024.0;
-        family(
-            e,
-            "autoglm_gpu_utilization_ratio",
-            "On the leader: share of the last sample period a kernel ran on the GPU (0..1), from heartbeats.",
-            None,
-            &per_gpu(&|g| Some(g.util)),
+        gauges(e, "autoglm_gpu_utilization_ratio", "On the leader: share of the last sample period a kernel ran on the GPU (0..1), from heartbeats.", &per_gpu(&|g| Some(g.util)),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_gpu_memory_used_bytes",
             "On the leader: GPU memory in use, from heartbeats.",
-            None,
             &per_gpu(&|g| Some(g.memory_used_mb as f64 * MIB)),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_gpu_memory_total_bytes",
             "On the leader: GPU memory in all, from heartbeats.",
-            None,
             &per_gpu(&|g| Some(g.memory_total_mb as f64 * MIB)),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_gpu_temperature_celsius",
             "On the leader: GPU temperature, from heartbeats (absent when not reported).",
-            None,
             &per_gpu(&|g| (g.temperature_c > 0).then_some(g.temperature_c as f64)),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_gpu_power_watts",
             "On the leader: GPU power draw, from heartbeats (absent when not reported).",
-            None,
             &per_gpu(&|g| (g.power_mw > 0).then_some(g.power_mw as f64 / 1000.0)),
         )?;
-        family(
+        gauges(
             e,
             "autoglm_gpu_healthy",
             "On the leader: 0 after an uncorrected ECC error or an XID event, from heartbeats.",
-            None,
             &per_gpu(&|g| Some(f64::from(g.healthy))),
         )?;
         Ok(())
