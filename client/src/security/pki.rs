@@ -209,3 +209,42 @@ pub fn issue(
     )?;
     Ok(identity)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn keys_are_written_for_their_owner_only_and_never_replaced_unasked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        create_ca(d, "prod", 2, false).unwrap();
+        let agent = Subject::Agent {
+            node: "gpu-1".into(),
+        };
+        issue(d, agent, d, "agent-gpu-1", 2, false).unwrap();
+        // Whatever the umask: no group or other access to a key.
+        assert_eq!(mode(&d.join(CA_KEY)) & 0o077, 0);
+        assert_eq!(mode(&d.join("agent-gpu-1-key.pem")) & 0o077, 0);
+        assert_ne!(mode(&d.join(CA_CERT)) & 0o400, 0);
+        let e = create_ca(d, "prod", 2, false).unwrap_err();
+        assert!(e.contains("--force"), "{e}");
+        let user = Subject::User {
+            name: "alice".into(),
+            role: super::super::Role::Reader,
+        };
+        let e = issue(d, user.clone(), d, "agent-gpu-1", 2, false).unwrap_err();
+        assert!(e.contains("exists"), "{e}");
+        issue(d, user, d, "agent-gpu-1", 2, true).unwrap();
+        assert_eq!(mode(&d.join("agent-gpu-1-key.pem")) & 0o077, 0);
+        let token = d.join("token");
+        write_secret(&token, "s3cret").unwrap();
+        assert_eq!(mode(&token) & 0o077, 0);
+    }
+}
