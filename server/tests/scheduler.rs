@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
-use autoglm_agent::AgentConfig;
 use autoglm_client::proto::{Task, TaskState};
 use autoglm_client::{Client, JobBuilder, TaskBuilder, Watch};
 use common::TestCluster;
@@ -22,28 +20,10 @@ use tonic::Code;
 const FAST: &str =
     "scheduler:\n  heartbeat_interval_ms: 300\n  node_ttl_ms: 2000\n  election_grace_ms: 600\n";
 
-fn agent(name: &str, gpus: usize, slots: u32) -> AgentConfig {
-    let mut c = AgentConfig::new(name, Vec::new());
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: 81_559
-        };
-        gpus
-    ];
-    c.slots_per_gpu = slots;
-    c.cpu_millis = Some(16_000);
-    c.memory_mb = Some(64_000);
-    c.heartbeat_interval_ms = 300;
-    c.lease_ms = 1_200;
-    c
-}
-
 async fn start(cluster: &mut TestCluster, agents: &[&str]) -> Arc<Client> {
     cluster.start_and_init(&[1, 2, 3]).await;
     for name in agents {
-        cluster.spawn_agent(&agent(name, 2, 4)).unwrap();
+        cluster.spawn_agent(&common::sim_agent(name, 2, 4)).unwrap();
     }
     let client = Arc::new(cluster.client());
     let deadline = Instant::now() + Duration::from_secs(30);
