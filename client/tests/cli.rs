@@ -327,6 +327,18 @@ fn spawn_agent(
     memory_mb: u64,
     zone: &str,
 ) -> tokio::task::JoinHandle<Result<(), autoglm_agent::AgentError>> {
+    let c = agent_config(cluster, node, gpu_mb, cpu_millis, memory_mb, zone);
+    tokio::spawn(autoglm_agent::run(c, std::future::pending()))
+}
+
+fn agent_config(
+    cluster: &(String, PathBuf),
+    node: &str,
+    gpu_mb: &[u64],
+    cpu_millis: u64,
+    memory_mb: u64,
+    zone: &str,
+) -> autoglm_agent::AgentConfig {
     let tls = &cluster.1;
     let out = Command::new(CLI)
         .args(["tls", "cert", "create", "--agent", node, "--days", "2"])
@@ -350,7 +362,7 @@ fn spawn_agent(
     c.labels.insert("zone".into(), zone.into());
     c.heartbeat_interval_ms = 200;
     c.lease_ms = 1_000;
-    tokio::spawn(autoglm_agent::run(c, std::future::pending()))
+    c
 }
 
 /// A task that fits no node: `task get` says why, node by node, each filter
@@ -455,4 +467,116 @@ async fn task_get_explains_why_a_task_fits_nowhere() {
                     1 has fewer than 2 GPUs with 81920 MB of GPU memory free, \
                     1 has less than 4000 CPU millis free, 1 has less than 8000 MB of memory free";
     assert!(line.ends_with(expected), "{line}");
+}
+
+/// Once a task has ended, `task get` and `job get` still say where each
+/// attempt ran, on which GPUs, how long and with which exit code, and the job
+/// sums its GPU time by node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_task_keeps_where_and_how_long_each_attempt_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = cluster(dir.path()).await;
+    let mut c = agent_config(&ep, "gpu-a", &[81_920, 81_920], 8_000, 16_000, "a");
+    c.exec = autoglm_agent::config::ExecConfig {
+        enabled: true,
+        allow: vec!["sh".into()],
+        run_as: "root".into(),
+    };
+    let _agent = tokio::spawn(autoglm_agent::run(c, std::future::pending()));
+    let (code, out, err) = cli(
+        &ep,
+        &[
+            "--json",
+            "submit",
+            "--name",
+            "two-gpus",
+            "--gpus",
+            "2",
+            "--max-attempts",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.3; exit 3",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let job = v["job_id"].as_u64().unwrap().to_string();
+    let task = v["task_ids"]["two-gpus"].as_u64().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let t = loop {
+        let (code, out, err) = cli(&ep, &["--json", "task", "get", &task]).await;
+        assert_eq!(code, 0, "{err}");
+        let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if t["state"] == "failed" {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "never failed: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The task names its last attempt's node and GPUs, and when it ran.
+    assert_eq!(
+        (&t["node"], &t["gpus"]),
+        (&serde_json::json!("gpu-a"), &serde_json::json!([0, 1])),
+        "{t}"
+    );
+    let (started, finished) = (
+        t["started_ms"].as_u64().unwrap(),
+        t["finished_ms"].as_u64().unwrap(),
+    );
+    assert!(started > 0 && finished >= started + 300, "{t}");
+    let attempts = t["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{t}");
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], i + 1, "{a}");
+        assert_eq!(
+            (&a["node"], &a["gpus"]),
+            (&serde_json::json!("gpu-a"), &serde_json::json!([0, 1])),
+            "{a}"
+        );
+        assert_eq!(
+            (&a["result"], &a["exit_code"]),
+            (&serde_json::json!("failed"), &serde_json::json!(3)),
+            "{a}"
+        );
+        let run_ms = a["run_ms"].as_u64().unwrap();
+        assert!((300..30_000).contains(&run_ms), "{a}");
+        assert_eq!(
+            run_ms,
+            a["finished_ms"].as_u64().unwrap() - a["started_ms"].as_u64().unwrap()
+        );
+    }
+
+    let (code, out, err) = cli(&ep, &["task", "get", &task]).await;
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("two-gpus"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("gpu-a") && row.contains(" ms"),
+        "NODE and RUN TIME shown:\n{out}"
+    );
+    assert!(
+        out.contains("ATTEMPT") && out.contains("0,1"),
+        "the attempts table:\n{out}"
+    );
+
+    let (code, out, err) = cli(&ep, &["--json", "job", "get", &job]).await;
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let usage = j["usage"].as_array().unwrap();
+    assert_eq!(usage.len(), 1, "{j}");
+    assert_eq!(
+        (&usage[0]["node"], &usage[0]["attempts"]),
+        (&serde_json::json!("gpu-a"), &serde_json::json!(2))
+    );
+    let run_ms: u64 = attempts.iter().map(|a| a["run_ms"].as_u64().unwrap()).sum();
+    assert_eq!(usage[0]["run_ms"], run_ms, "{j}");
+    assert_eq!(usage[0]["gpu_ms"], 2 * run_ms, "two GPUs each: {j}");
+    let (code, out, err) = cli(&ep, &["job", "get", &job]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("GPU S") && out.contains("gpu-a"), "{out}");
 }

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use autoglm_server::raft::TypeConfig;
 use autoglm_server::scheduler::command::BatchedWrite;
-use autoglm_server::scheduler::format::ENTRY_FORMAT_BATCH;
+use autoglm_server::scheduler::command::{Assignment, AttemptUpdate};
+use autoglm_server::scheduler::format::{ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BATCH};
+use autoglm_server::scheduler::model::{Gpu, NodeCapacity};
 use autoglm_server::scheduler::model::{Payload, Resources, RetryPolicy, TaskSpec};
 use autoglm_server::scheduler::state::DIGEST_VERSION;
 use autoglm_server::scheduler::{Command, Proposal, SchedulerState};
@@ -134,7 +136,7 @@ fn state() -> SchedulerState {
 
 #[test]
 fn log_entries_of_every_entry_format_decode() {
-    for format in [1u16, 2, 3] {
+    for format in [1u16, 2, 3, 4] {
         let expected = entries(format);
         let bytes = committed(
             &format!("entries-format-{format}.bin"),
@@ -230,4 +232,96 @@ fn the_snapshot_and_backup_of_a_release_restore_with_the_same_digest() {
     assert_eq!(header.cluster_name, "fixtures");
     assert_eq!(header.last_log_id.index, 3);
     assert_eq!(format!("{:016x}", restored.state.digest()), expected);
+}
+
+/// [`state`], then, in entries of the format that records attempt details,
+/// a node, a job, and one attempt of its `train` on GPU 1 that exited 3.
+fn state_with_an_attempt() -> SchedulerState {
+    let mut s = state();
+    let capacity = NodeCapacity {
+        address: "127.0.0.1:1".into(),
+        gpus: (0..2)
+            .map(|index| Gpu {
+                index,
+                uuid: format!("GPU-{index}"),
+                model: "H100".into(),
+                memory_mb: 80_000,
+            })
+            .collect(),
+        cpu_millis: 64_000,
+        memory_mb: 512_000,
+        labels: BTreeMap::from([("team".to_string(), "vision".to_string())]),
+        models_loaded: BTreeSet::new(),
+        slots_per_gpu: 1,
+    };
+    let report = |update| Command::ReportAttempt {
+        task: 0,
+        attempt: 1,
+        node: "gpu-1".into(),
+        update,
+    };
+    let later = [
+        Command::SetConfig {
+            key: "cluster/entry_format".into(),
+            value: ENTRY_FORMAT_ATTEMPT_DETAIL.to_string(),
+            expected_version: None,
+        },
+        Command::RegisterNode {
+            name: "gpu-1".into(),
+            capacity,
+        },
+        Command::SubmitOwnedJob {
+            owner: "alice".into(),
+            client_id: "c".into(),
+            idempotency_key: "key-2".into(),
+            tasks: vec![spec("train")],
+            secret_env: BTreeMap::new(),
+        },
+        Command::Assign {
+            assignments: vec![Assignment {
+                task: 0,
+                attempt: 1,
+                node: "gpu-1".into(),
+                gpus: vec![1],
+            }],
+        },
+        report(AttemptUpdate::Running),
+        report(AttemptUpdate::Failed {
+            exit_code: Some(3),
+            message: "exit 3".into(),
+            output_tail: String::new(),
+        }),
+    ];
+    let first = commands().len();
+    for (i, c) in later.into_iter().enumerate() {
+        let i = first + i;
+        s.apply(i as u64 + 1, &proposal(ENTRY_FORMAT_ATTEMPT_DETAIL, i, c));
+    }
+    s
+}
+
+#[test]
+fn a_snapshot_of_version_4_keeps_each_attempts_gpus_start_and_exit_code() {
+    let state = state_with_an_attempt();
+    let attempt = state.tasks[&0].history.first().expect("train ran once");
+    assert_eq!((&attempt.gpus[..], attempt.exit_code), (&[1][..], Some(3)));
+    assert!(attempt.started_ms.is_some());
+    let applied = autoglm_storage::Applied {
+        last_applied: Some(LogId::new(CommittedLeaderId::new(3, 1), 9)),
+        membership: Default::default(),
+        state,
+    };
+    let encoded =
+        <SchedulerState as autoglm_storage::StateMachine<TypeConfig>>::encode_snapshot(&applied)
+            .unwrap();
+    assert_eq!(encoded[4], 4, "written as snapshot version 4");
+    let snapshot = committed("snapshot-format-4.bin", &encoded);
+    let restored =
+        autoglm_storage::state_machine::decode_snapshot::<TypeConfig, SchedulerState>(&snapshot)
+            .unwrap();
+    assert_eq!(
+        restored.state.tasks[&0].history,
+        applied.state.tasks[&0].history
+    );
+    assert_eq!(restored.state.digest(), applied.state.digest());
 }

@@ -26,10 +26,8 @@ struct Nothing;
 impl StateMachine<Config> for Nothing {
     fn apply(&mut self, _log_id: &LogId<u64>, _request: &String) {}
     fn no_request_response() {}
-    type Previous = Nothing;
-    fn upgrade(previous: Nothing) -> Self {
-        previous
-    }
+    type V1 = Nothing;
+    type V3 = Nothing;
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

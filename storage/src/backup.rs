@@ -29,13 +29,13 @@ pub struct BackupHeader {
 #[derive(Serialize, Deserialize)]
 struct BackupRecord {
     header: BackupHeader,
-    /// The state, encoded as a snapshot ([`codec::encode_snapshot`]).
+    /// The state, encoded as a snapshot ([`StateMachine::encode_snapshot`]).
     snapshot: Vec<u8>,
 }
 
 /// Encodes a backup of `applied`. `None` when nothing was ever applied: there
 /// is nothing to restore from.
-pub fn encode_backup<S: Serialize + serde::de::DeserializeOwned>(
+pub fn encode_backup<C: StoredTypeConfig, S: StateMachine<C>>(
     cluster_name: &str,
     taken_by: u64,
     taken_at_ms: u64,
@@ -52,7 +52,7 @@ pub fn encode_backup<S: Serialize + serde::de::DeserializeOwned>(
             last_log_id,
             membership: applied.membership.clone(),
         },
-        snapshot: codec::encode_snapshot(applied)?,
+        snapshot: S::encode_snapshot(applied)?,
     };
     let mut out = BACKUP_TAG.to_vec();
     out.push(BACKUP_VERSION);

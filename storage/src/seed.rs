@@ -119,7 +119,7 @@ where
         last_membership: membership,
         snapshot_id: format!("seed-{}-{}", last.leader_id.term, last.index),
     };
-    write_store(&building, node_id, &seeded, &meta).map_err(write_err)?;
+    write_store::<C, S>(&building, node_id, &seeded, &meta).map_err(write_err)?;
     let mark = Watermark {
         acknowledged: Some(last.index),
         committed: Some(last.index),
@@ -136,7 +136,7 @@ pub fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
-fn write_store<S: serde::Serialize + serde::de::DeserializeOwned>(
+fn write_store<C: StoredTypeConfig, S: StateMachine<C>>(
     path: &Path,
     node_id: u64,
     seeded: &Applied<S>,
@@ -158,7 +158,7 @@ fn write_store<S: serde::Serialize + serde::de::DeserializeOwned>(
     for (key, value) in writes {
         meta_tree.insert(key, value).map_err(text)?;
     }
-    let data = codec::encode_snapshot(seeded).map_err(|e| e.to_string())?;
+    let data = S::encode_snapshot(seeded).map_err(|e| e.to_string())?;
     snapshot_file::write(path, meta, &data).map_err(|e| e.to_string())?;
     crate::integrity::mark_current_format(&db).map_err(text)?;
     db.flush().map_err(text)?;

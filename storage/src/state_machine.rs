@@ -32,10 +32,17 @@ pub trait StateMachine<C: StoredTypeConfig>:
     /// membership entries).
     fn no_request_response() -> C::R;
 
-    /// The state as the previous snapshot format (version 1) encoded it;
-    /// snapshots of that version still restore.
-    type Previous: DeserializeOwned;
-    fn upgrade(previous: Self::Previous) -> Self;
+    /// The state as snapshot version 1 encoded it, and as versions 2 and 3
+    /// did; snapshots of every version still restore.
+    type V1: DeserializeOwned + Into<Self>;
+    type V3: DeserializeOwned + Into<Self>;
+
+    /// Encodes a snapshot of `applied`: in the current version, unless the
+    /// state says members that read only an older one may still be in the
+    /// cluster.
+    fn encode_snapshot(applied: &Applied<Self>) -> Result<Vec<u8>, postcard::Error> {
+        codec::encode_snapshot(applied)
+    }
 
     /// Rebuilds what the state derives rather than stores (indexes, counts)
     /// after it has been decoded from a snapshot.
@@ -48,28 +55,20 @@ pub trait StateMachine<C: StoredTypeConfig>:
     }
 }
 
-/// [`Applied`] around the previous version of the state.
-#[derive(Deserialize)]
-#[serde(bound = "P: DeserializeOwned")]
-struct AppliedV1<P> {
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, openraft::BasicNode>,
-    state: P,
-}
-
-/// Decodes a snapshot of the current or the previous format version.
+/// Decodes a snapshot of the current or a previous format version.
 pub fn decode_snapshot<C: StoredTypeConfig, S: StateMachine<C>>(
     bytes: &[u8],
 ) -> Result<Applied<S>, codec::DecodeError> {
-    let mut applied: Applied<S> = match codec::snapshot_body(bytes)? {
-        (codec::SnapshotLayout::V1, body) => {
-            let old: AppliedV1<S::Previous> = codec::decode(body)?;
-            Applied {
-                last_applied: old.last_applied,
-                membership: old.membership,
-                state: S::upgrade(old.state),
-            }
+    fn upgraded<P: Into<S>, S>(old: Applied<P>) -> Applied<S> {
+        Applied {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            state: old.state.into(),
         }
+    }
+    let mut applied: Applied<S> = match codec::snapshot_body(bytes)? {
+        (codec::SnapshotLayout::V1, body) => upgraded(codec::decode::<Applied<S::V1>>(body)?),
+        (codec::SnapshotLayout::V3, body) => upgraded(codec::decode::<Applied<S::V3>>(body)?),
         (codec::SnapshotLayout::Current, body) => codec::decode(body)?,
     };
     applied.state.restored();
@@ -78,7 +77,7 @@ pub fn decode_snapshot<C: StoredTypeConfig, S: StateMachine<C>>(
 
 /// The state machine plus what Raft needs to know about it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(bound = "S: Serialize + DeserializeOwned")]
+#[serde(bound(serialize = "S: Serialize", deserialize = "S: DeserializeOwned"))]
 pub struct Applied<S> {
     pub last_applied: Option<LogId<u64>>,
     pub membership: StoredMembership<u64, openraft::BasicNode>,
@@ -266,7 +265,7 @@ where
         // few workers (and with them heartbeats): a blocking thread does it,
         // and the copy is dropped as soon as it is encoded.
         let (meta, data) = tokio::task::spawn_blocking(move || {
-            let data = codec::encode_snapshot(&copy)
+            let data = S::encode_snapshot(&copy)
                 .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
             let snapshot_id = match copy.last_applied {
                 Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),

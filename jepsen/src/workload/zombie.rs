@@ -88,7 +88,9 @@ async fn zombie(ctx: Arc<Ctx>, z: usize, seed: u64) {
         while !moved_on && Instant::now() < deadline {
             ctx.pause(Duration::from_millis(300)).await;
             if let Ok(task) = reader.get_task(task_id, false).await {
-                moved_on = task.attempt > attempt || task.node != name;
+                // An ended task names the node of its last attempt: ours, if it
+                // ran out of attempts here.
+                moved_on = task.attempt > attempt || task.node != name || task.finished_ms > 0;
             }
             if ctx.stopped() && !moved_on {
                 return;

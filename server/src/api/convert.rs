@@ -288,18 +288,23 @@ pub fn state_from_proto(v: i32) -> Result<TaskState, Status> {
 /// A task as the API shows it, with the env values named in `hidden` redacted.
 pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>) -> pb::Task {
     let outcome = t.outcome.clone().unwrap_or_default();
-    let p = t.placement.as_ref();
+    // Where it runs now, or where it ran last once it ended.
+    let (node, gpus, assigned_ms, started_ms) = match (&t.placement, t.history.last()) {
+        (Some(p), _) => (&p.node, &p.gpus, p.assigned_ms, p.started_ms),
+        (None, Some(a)) if t.state.is_terminal() => (&a.node, &a.gpus, a.assigned_ms, a.started_ms),
+        _ => (&String::new(), &Vec::new(), 0, None),
+    };
     pb::Task {
         id: t.id,
         job_id: t.job_id,
         spec: Some(spec_to_proto(&t.spec, hidden)),
         state: state_to_proto(t.state) as i32,
         attempt: t.attempt,
-        node: p.map(|p| p.node.clone()).unwrap_or_default(),
-        gpus: p.map(|p| p.gpus.clone()).unwrap_or_default(),
+        node: node.clone(),
+        gpus: gpus.clone(),
         created_ms: t.created_ms,
-        assigned_ms: p.map_or(0, |p| p.assigned_ms),
-        started_ms: p.and_then(|p| p.started_ms).unwrap_or(0),
+        assigned_ms,
+        started_ms: started_ms.unwrap_or(0),
         finished_ms: t.finished_ms.unwrap_or(0),
         not_before_ms: t.not_before_ms,
         reason: outcome.reason,
@@ -315,11 +320,30 @@ pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>) -> pb::Task {
                 assigned_ms: a.assigned_ms,
                 finished_ms: a.finished_ms,
                 result: a.result.clone(),
+                gpus: a.gpus.clone(),
+                started_ms: a.started_ms.unwrap_or(0),
+                exit_code: a.exit_code,
+                run_ms: a.run_ms(),
             })
             .collect(),
         revision: t.revision,
         waiting: None,
     }
+}
+
+/// What a job's ended attempts used, by node.
+pub fn usage_to_proto<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> Vec<pb::NodeUsage> {
+    let mut by_node: BTreeMap<&str, pb::NodeUsage> = BTreeMap::new();
+    for a in tasks.into_iter().flat_map(|t| &t.history) {
+        let usage = by_node.entry(&a.node).or_insert_with(|| pb::NodeUsage {
+            node: a.node.clone(),
+            ..Default::default()
+        });
+        usage.attempts += 1;
+        usage.run_ms += a.run_ms();
+        usage.gpu_ms += a.run_ms() * a.gpus.len() as u64;
+    }
+    by_node.into_values().collect()
 }
 
 pub fn node_to_proto(n: &Node, outstanding: u32, live: Option<pb::NodeLive>) -> pb::Node {

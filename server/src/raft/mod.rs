@@ -13,9 +13,10 @@ pub mod service;
 // declare_raft_types! names the default snapshot type `Cursor` unqualified.
 use std::io::Cursor;
 
+use autoglm_storage::{codec, Applied};
 use openraft::LogId;
 
-use crate::scheduler::{Proposal, Response, SchedulerState};
+use crate::scheduler::{layouts, Proposal, Response, SchedulerState};
 
 openraft::declare_raft_types!(
     /// Replicated log entries are scheduler proposals; responses are `apply`'s.
@@ -39,9 +40,19 @@ impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
         Response::Empty
     }
 
-    type Previous = crate::scheduler::state::SchedulerStateV1;
-    fn upgrade(previous: Self::Previous) -> Self {
-        previous.into()
+    type V1 = layouts::SchedulerStateV1;
+    type V3 = layouts::SchedulerStateV3;
+
+    fn encode_snapshot(applied: &Applied<Self>) -> Result<Vec<u8>, postcard::Error> {
+        if !layouts::writes_version_3(&applied.state) {
+            return codec::encode_snapshot(applied);
+        }
+        let v3 = Applied {
+            last_applied: applied.last_applied,
+            membership: applied.membership.clone(),
+            state: layouts::AsVersion3::from(&applied.state),
+        };
+        codec::encode_snapshot_as(codec::SNAPSHOT_VERSION_PREVIOUS, &v3)
     }
 
     fn restored(&mut self) {

@@ -224,8 +224,7 @@ impl SchedulerState {
             } else {
                 0
             };
-            let reason = outcome.reason.clone();
-            self.release(task, &reason);
+            self.release(task, &outcome);
             let not_before = self.now_ms.saturating_add(wait);
             self.enqueue(task, not_before);
             self.tasks.get_mut(&task).expect("known").outcome = Some(outcome);

@@ -118,7 +118,7 @@ impl<'de> serde::de::Visitor<'de> for ProposalVisitor {
         let command = required(seq.next_element()?, "command")?;
         let request = required(seq.next_element()?, "request")?;
         #[cfg(feature = "format-next")]
-        let proposed_by = if format >= 4 {
+        let proposed_by = if format >= format::ENTRY_FORMAT_PROPOSED_BY {
             required(seq.next_element()?, "proposed_by")?
         } else {
             None

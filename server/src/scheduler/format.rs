@@ -14,8 +14,9 @@
 //! |---|---|---|
 //! | 1 | releases before versioning | at_ms, seed, command, request (no tag) |
 //! | 2 | releases up to 2026-11-29 | tag, 2, at_ms, seed, command, request |
-//! | 3 | this release | as 2; the command may be a `Batch` (group commit) |
-//! | 4 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 3, then `proposed_by` |
+//! | 3 | releases up to 2026-11-30 | as 2; the command may be a `Batch` (group commit) |
+//! | 4 | this release | as 3; `apply` records each attempt's GPUs, start and exit code, which snapshots carry from version 4 on (`layouts.rs`) |
+//! | 5 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 4, then `proposed_by` |
 
 /// The tag that starts a versioned proposal: a first field no unversioned
 /// proposal can have (its first field is a wall-clock time in ms).
@@ -32,11 +33,20 @@ pub const ENTRY_FORMAT_DEFAULT: u16 = 2;
 /// The first version whose command may be a `Batch`.
 pub const ENTRY_FORMAT_BATCH: u16 = 3;
 
+/// The first version under which `apply` records an attempt's GPUs, start
+/// and exit code. The entries themselves read as version 3; what changes is
+/// the state, whose snapshots older builds cannot read.
+pub const ENTRY_FORMAT_ATTEMPT_DETAIL: u16 = 4;
+
+/// The first version whose proposals carry `proposed_by`.
+#[cfg(feature = "format-next")]
+pub const ENTRY_FORMAT_PROPOSED_BY: u16 = 5;
+
 /// The newest entry format this build reads and may write.
 #[cfg(not(feature = "format-next"))]
-pub const ENTRY_FORMAT_MAX: u16 = 3;
-#[cfg(feature = "format-next")]
 pub const ENTRY_FORMAT_MAX: u16 = 4;
+#[cfg(feature = "format-next")]
+pub const ENTRY_FORMAT_MAX: u16 = 5;
 
 /// The highest version the setting may ever name, in any build: `apply`
 /// must not depend on the build, or replicas of two builds would disagree on

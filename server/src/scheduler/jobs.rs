@@ -258,21 +258,33 @@ impl SchedulerState {
         self.queue.insert(&task);
     }
 
-    /// Takes a placed task off its node, recording the attempt's result.
-    pub(super) fn release(&mut self, id: TaskId, result: &str) {
+    /// Takes a placed task off its node, recording how the attempt ended.
+    /// Its GPUs, start and exit code are recorded from the entry format that
+    /// snapshots carry them in (`layouts.rs`).
+    pub(super) fn release(&mut self, id: TaskId, outcome: &Outcome) {
         let now = self.now_ms;
+        let detailed = self.format >= super::format::ENTRY_FORMAT_ATTEMPT_DETAIL;
         let mut task = self.tasks.get_mut(&id).expect("release of a known task");
         if let Some(p) = task.placement.take() {
             if let Some(set) = self.placed.get_mut(&p.node) {
                 set.remove(&id);
             }
-            task.history.push(super::model::AttemptRecord {
+            let mut record = super::model::AttemptRecord {
                 attempt: p.attempt,
                 node: p.node,
+                gpus: Vec::new(),
                 assigned_ms: p.assigned_ms,
+                started_ms: None,
                 finished_ms: now,
-                result: result.to_string(),
-            });
+                exit_code: None,
+                result: outcome.reason.clone(),
+            };
+            if detailed {
+                record.gpus = p.gpus;
+                record.started_ms = p.started_ms;
+                record.exit_code = outcome.exit_code;
+            }
+            task.history.push(record);
             let excess = task
                 .history
                 .len()
@@ -296,7 +308,7 @@ impl SchedulerState {
             if self.tasks[&id].state.is_terminal() {
                 continue;
             }
-            self.release(id, &outcome.reason);
+            self.release(id, &outcome);
             let (now, index) = (self.now_ms, self.index);
             let mut task = self.tasks.get_mut(&id).expect("finish of a known task");
             self.queue.remove(&task);

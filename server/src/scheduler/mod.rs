@@ -12,6 +12,7 @@ pub mod digested;
 pub mod fit;
 pub mod format;
 pub mod jobs;
+pub mod layouts;
 pub mod limits;
 pub mod model;
 mod nodes;

@@ -151,9 +151,25 @@ pub struct Placement {
 pub struct AttemptRecord {
     pub attempt: u32,
     pub node: NodeName,
+    /// Indexes of the GPUs it held on the node.
+    pub gpus: Vec<u32>,
     pub assigned_ms: u64,
+    /// When the agent reported it running; `None` if it never did.
+    pub started_ms: Option<u64>,
     pub finished_ms: u64,
+    /// The process's exit status, where it ran one and it exited.
+    pub exit_code: Option<i32>,
+    /// Why it ended: an [`Outcome`] reason.
     pub result: String,
+}
+
+impl AttemptRecord {
+    /// How long it ran: from start (or assignment, if the start was never
+    /// reported) to its end.
+    pub fn run_ms(&self) -> u64 {
+        self.finished_ms
+            .saturating_sub(self.started_ms.unwrap_or(self.assigned_ms))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

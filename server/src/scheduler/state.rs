@@ -60,44 +60,6 @@ pub struct SchedulerState {
     pub acl: Acl,
 }
 
-/// The state as snapshot format 1 stored it: everything before `acl`.
-#[derive(Deserialize)]
-pub struct SchedulerStateV1 {
-    now_ms: u64,
-    config: ConfigStore,
-    jobs: BTreeMap<JobId, Job>,
-    tasks: BTreeMap<TaskId, Task>,
-    queue: BTreeSet<TaskId>,
-    nodes: BTreeMap<NodeName, Node>,
-    placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
-    idempotency: BTreeMap<(String, String), JobId>,
-    next_task_id: TaskId,
-    applied_requests: AppliedRequests,
-}
-
-impl From<SchedulerStateV1> for SchedulerState {
-    fn from(v1: SchedulerStateV1) -> Self {
-        Self {
-            now_ms: v1.now_ms,
-            seed: 0,
-            index: 0,
-            format: 0,
-            config: v1.config,
-            jobs: v1.jobs.into(),
-            tasks: v1.tasks.into(),
-            queue: Queue::from_ids(v1.queue),
-            waiting: 0,
-            finished: FinishedCounts::default(),
-            nodes: v1.nodes,
-            placed: v1.placed,
-            idempotency: v1.idempotency.into(),
-            next_task_id: v1.next_task_id,
-            applied_requests: v1.applied_requests,
-            acl: Acl::default(),
-        }
-    }
-}
-
 /// The seed of the `i`th write of a batch whose entry carries `seed`:
 /// distinct per write, as if each had its own entry (SplitMix64's finalizer).
 fn batched_seed(seed: u64, i: usize) -> u64 {
@@ -110,8 +72,10 @@ fn batched_seed(seed: u64, i: usize) -> u64 {
 /// How [`SchedulerState::digest`] is computed, reported beside it by
 /// `Status`: digests are comparable only between equal versions.
 /// 1 (builds before 2026-11-30): the SHA-256 of the whole state's encoding.
-/// 2: [`DigestInput`].
-pub const DIGEST_VERSION: u32 = 2;
+/// 2 (builds before 2026-12-01): [`DigestInput`] over tasks whose attempts
+/// had no GPUs, start or exit code.
+/// 3: [`DigestInput`], attempts with them (snapshot version 4's layout).
+pub const DIGEST_VERSION: u32 = 3;
 
 /// What the digest hashes: the bounded parts of the state as they are, the
 /// parts that grow with tasks and jobs by their maps' kept digests. The

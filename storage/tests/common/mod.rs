@@ -32,9 +32,7 @@ impl StateMachine<KvConfig> for Kv {
         None
     }
 
-    /// Version 1 stored the same map.
-    type Previous = BTreeMap<String, String>;
-    fn upgrade(previous: Self::Previous) -> Self {
-        Kv(previous)
-    }
+    /// Every version stored the same map.
+    type V1 = Kv;
+    type V3 = Kv;
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use autoglm_client::proto::{ListTasksRequest, Task, TaskState};
+use autoglm_client::proto::{Attempt, ListTasksRequest, NodeUsage, Task, TaskState};
 use autoglm_client::{Client, JobBuilder, TaskBuilder, Watch};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -146,7 +146,7 @@ pub fn task_json(t: &Task) -> serde_json::Value {
         "reason": t.reason, "message": t.message, "exit_code": t.exit_code, "output_tail": t.output_tail,
         "created_ms": t.created_ms, "assigned_ms": t.assigned_ms, "started_ms": t.started_ms,
         "finished_ms": t.finished_ms, "revision": t.revision,
-        "attempts": t.attempts.iter().map(|a| json!({"attempt": a.attempt, "node": a.node, "result": a.result})).collect::<Vec<_>>(),
+        "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
         "waiting": t.waiting.as_ref().map(|w| json!({
             "summary": w.summary, "nodes": w.nodes, "nodes_fit": w.nodes_fit,
             "removed": w.removed.iter().map(|f| (f.filter.clone(), f.nodes)).collect::<std::collections::BTreeMap<_, _>>(),
@@ -154,6 +154,69 @@ pub fn task_json(t: &Task) -> serde_json::Value {
             "backoff_until_ms": w.backoff_until_ms, "live_metrics": w.live_metrics,
         })),
     })
+}
+
+fn attempt_json(a: &Attempt) -> serde_json::Value {
+    json!({
+        "attempt": a.attempt, "node": a.node, "gpus": a.gpus, "result": a.result,
+        "exit_code": a.exit_code, "assigned_ms": a.assigned_ms, "started_ms": a.started_ms,
+        "finished_ms": a.finished_ms, "run_ms": a.run_ms,
+    })
+}
+
+fn print_attempts(attempts: &[Attempt]) {
+    let rows = attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.attempt.to_string(),
+                a.node.clone(),
+                gpu_list(&a.gpus),
+                a.result.clone(),
+                opt(a.exit_code.map(|c| c as u64)),
+                format!("{} ms", a.run_ms),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        output::table(
+            &["ATTEMPT", "NODE", "GPUS", "RESULT", "EXIT", "RUN TIME"],
+            rows
+        )
+    );
+}
+
+fn gpu_list(gpus: &[u32]) -> String {
+    if gpus.is_empty() {
+        return "-".into();
+    }
+    gpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn usage_json(u: &NodeUsage) -> serde_json::Value {
+    json!({"node": u.node, "attempts": u.attempts, "run_ms": u.run_ms, "gpu_ms": u.gpu_ms})
+}
+
+fn print_usage(usage: &[NodeUsage]) {
+    let rows = usage
+        .iter()
+        .map(|u| {
+            vec![
+                u.node.clone(),
+                u.attempts.to_string(),
+                format!("{:.1}", u.run_ms as f64 / 1000.0),
+                format!("{:.1}", u.gpu_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        output::table(&["NODE", "ATTEMPTS", "RUN S", "GPU S"], rows)
+    );
 }
 
 fn task_row(t: &Task) -> Vec<String> {
@@ -339,6 +402,9 @@ pub async fn task(
                 println!("{}", output::json(&task_json(&t)));
             } else {
                 print_tasks(std::slice::from_ref(&t), false);
+                if !t.attempts.is_empty() {
+                    print_attempts(&t.attempts);
+                }
                 if let Some(w) = &t.waiting {
                     println!("{}", w.summary);
                 }
@@ -413,7 +479,8 @@ pub async fn job(client: &Arc<Client>, command: JobCommand, as_json: bool) -> Re
             if as_json {
                 let tasks: Vec<_> = j.tasks.iter().map(task_json).collect();
                 let v = json!({"id": j.id, "client_id": j.client_id, "idempotency_key": j.idempotency_key,
-                    "created_ms": j.created_ms, "finished_ms": j.finished_ms, "revision": j.revision, "tasks": tasks});
+                    "created_ms": j.created_ms, "finished_ms": j.finished_ms, "revision": j.revision, "tasks": tasks,
+                    "usage": j.usage.iter().map(usage_json).collect::<Vec<_>>()});
                 println!("{}", output::json(&v));
             } else {
                 let done = if j.finished_ms > 0 {
@@ -423,6 +490,9 @@ pub async fn job(client: &Arc<Client>, command: JobCommand, as_json: bool) -> Re
                 };
                 println!("job {} ({done}), client {}", j.id, j.client_id);
                 print_tasks(&j.tasks, false);
+                if !j.usage.is_empty() {
+                    print_usage(&j.usage);
+                }
             }
         }
         JobCommand::Watch { id } => watch(client, Watch::Job(id), as_json).await?,
