@@ -59,7 +59,16 @@ impl Scrape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_and_agents_serve_metrics_that_follow_the_cluster() {
-    let mut cluster = TestCluster::with_agent_args(FAST, &["agent", "--log-format", "json"]);
+    // The replicas' lines about each attempt are debug lines of the server.
+    std::env::set_var(
+        "RUST_LOG",
+        "info,autoglm_server=debug,openraft=warn,sled=warn,h2=warn,tower=warn",
+    );
+    let mut cluster = TestCluster::with_args(
+        FAST,
+        &["--log-format", "json"],
+        &["agent", "--log-format", "json"],
+    );
     cluster.start_and_init(&[1, 2, 3]).await;
     cluster
         .spawn_agent(&common::sim_agent("gpu-m", 2, 2))
@@ -216,6 +225,37 @@ async fn replicas_and_agents_serve_metrics_that_follow_the_cluster() {
     assert_eq!(started.len(), 3, "{log}");
     for l in started {
         assert!(l["task"].is_u64() && l["attempt"] == 1, "{l}");
+    }
+
+    // The leader's lines about the job and its attempts carry the job, task,
+    // attempt and node as fields: a submission, then for each task a
+    // placement and a start and a success.
+    let log = cluster.last_log(leader);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let about = |message: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["message"] == message).collect()
+    };
+    let submitted = about("job submitted");
+    assert_eq!(submitted.len(), 1, "{log}");
+    assert_eq!(submitted[0]["job"], accepted.job_id, "{}", submitted[0]);
+    for message in ["attempt placed", "attempt running", "attempt succeeded"] {
+        let found = about(message);
+        assert_eq!(found.len(), 3, "{message}: {log}");
+        for l in found {
+            assert_eq!(
+                (&l["job"], &l["attempt"], &l["node"]),
+                (
+                    &serde_json::json!(accepted.job_id),
+                    &serde_json::json!(1),
+                    &serde_json::json!("gpu-m")
+                ),
+                "{l}"
+            );
+            assert!(accepted.task_ids.values().any(|t| l["task"] == *t), "{l}");
+        }
     }
     cluster.assert_no_panic();
 }

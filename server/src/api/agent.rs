@@ -246,11 +246,21 @@ fn leading_with_quorum(replica: &Replica, within_ms: u64) -> bool {
 
 /// A report queued for the log, waiting for its answer.
 struct QueuedReport<F> {
+    report: Report,
+    answer: F,
+}
+
+/// What an agent reported about one attempt.
+#[derive(Clone, Copy)]
+struct Report {
+    job: u64,
     task: u64,
     attempt: u32,
+    /// For the log: running, succeeded, failed.
+    status: &'static str,
+    exit_code: Option<i32>,
     duration_ms: u64,
     finished: bool,
-    answer: F,
 }
 
 /// Turns an agent's report into a `ReportAttempt` and queues it; `None` for
@@ -274,6 +284,18 @@ fn queue_report(
         _ => return None,
     };
     let finished = !matches!(update, AttemptUpdate::Running);
+    let status = match update {
+        AttemptUpdate::Running => "running",
+        AttemptUpdate::Succeeded { .. } => "succeeded",
+        AttemptUpdate::Failed { .. } => "failed",
+    };
+    let job = replica
+        .state
+        .read()
+        .state
+        .tasks
+        .get(&r.task_id)
+        .map_or(0, |t| t.job_id);
     let command = Command::ReportAttempt {
         task: r.task_id,
         attempt: r.attempt,
@@ -282,15 +304,39 @@ fn queue_report(
     };
     match replica.enqueue_local(command, None) {
         Ok(answer) => Some(QueuedReport {
-            task: r.task_id,
-            attempt: r.attempt,
-            duration_ms: r.duration_ms,
-            finished,
+            report: Report {
+                job,
+                task: r.task_id,
+                attempt: r.attempt,
+                status,
+                exit_code: r.exit_code,
+                duration_ms: r.duration_ms,
+                finished,
+            },
             answer,
         }),
         Err(e) => {
-            tracing::warn!(node, task = r.task_id, "report not queued: {e}");
+            tracing::warn!(
+                node,
+                job,
+                task = r.task_id,
+                attempt = r.attempt,
+                "report not queued: {e}"
+            );
             None
+        }
+    }
+}
+
+impl Report {
+    /// A failure is news to an operator; a start or a success is routine.
+    fn log(&self, node: &str) {
+        let (job, task, attempt, status) = (self.job, self.task, self.attempt, self.status);
+        let exit_code = self.exit_code;
+        if status == "failed" {
+            tracing::info!(node, job, task, attempt, exit_code, "attempt {status}");
+        } else {
+            tracing::debug!(node, job, task, attempt, exit_code, "attempt {status}");
         }
     }
 }
@@ -303,20 +349,31 @@ impl<F: std::future::Future<Output = WriteResult>> QueuedReport<F> {
         node: &str,
         tx: &crate::leader::hub::Outbound,
     ) {
+        let r = self.report;
         match replica.written(self.answer.await) {
             Ok(Applied::Stale { current_attempt }) => {
                 let stale = pb::Stale {
-                    task_id: self.task,
-                    attempt: self.attempt,
+                    task_id: r.task,
+                    attempt: r.attempt,
                     current_attempt,
                 };
                 let _ = tx.send(message(LeaderKind::Stale(stale))).await;
-                hub.finished(node, self.task, self.attempt, self.duration_ms);
+                hub.finished(node, r.task, r.attempt, r.duration_ms);
             }
-            Ok(_) if self.finished => hub.finished(node, self.task, self.attempt, self.duration_ms),
-            Ok(_) => {}
+            Ok(_) => {
+                r.log(node);
+                if r.finished {
+                    hub.finished(node, r.task, r.attempt, r.duration_ms);
+                }
+            }
             // Leadership lost: the agent reconnects and reports again to the new leader.
-            Err(e) => tracing::warn!(node, task = self.task, "report not committed: {e}"),
+            Err(e) => tracing::warn!(
+                node,
+                job = r.job,
+                task = r.task,
+                attempt = r.attempt,
+                "report not committed: {e}"
+            ),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    node_to_proto, state_from_proto, task_spec, task_to_proto, wait_reason_to_proto,
+    node_to_proto, state_from_proto, task_spec, task_to_proto, usage_to_proto, wait_reason_to_proto,
 };
 use super::{replica_status, request_id};
 use crate::leader::hub::AgentHub;
@@ -329,6 +329,7 @@ impl SchedulerService for SchedulerApi {
                     .map_err(Status::invalid_argument)?;
             }
         }
+        let principal = owner.clone();
         let command = Command::SubmitOwnedJob {
             owner,
             client_id: req.client_id,
@@ -351,6 +352,9 @@ impl SchedulerService for SchedulerApi {
             } => (job, tasks, duplicate, index),
             other => return Err(Status::internal(format!("unexpected response {other:?}"))),
         };
+        if !duplicate {
+            tracing::debug!(job, tasks = tasks.len(), principal, "job submitted");
+        }
         Ok(Response::new(pb::SubmitJobResponse {
             job_id: job,
             task_ids: tasks.into_iter().collect(),
@@ -384,6 +388,7 @@ impl SchedulerService for SchedulerApi {
                 created_ms: j.created_ms,
                 finished_ms: j.finished_ms.unwrap_or(0),
                 revision: j.revision,
+                usage: usage_to_proto(j.tasks.iter().map(|id| &*s.tasks[id])),
             }))
         })
         .await
@@ -530,10 +535,18 @@ impl SchedulerService for SchedulerApi {
         let principal = Principal::of(&request)?;
         let id = request.into_inner().task_id;
         self.authorize(&principal, Target::Task(id), true).await?;
-        Ok(Response::new(cancel_response(
+        let answer = cancel_response(
             self.commit(Command::CancelTask { task: id }, request_id)
                 .await?,
-        )))
+        );
+        let cancelled = answer.changed_task_ids.len();
+        tracing::info!(
+            task = id,
+            cancelled,
+            principal = principal.name,
+            "task cancelled"
+        );
+        Ok(Response::new(answer))
     }
 
     async fn cancel_job(
@@ -544,10 +557,18 @@ impl SchedulerService for SchedulerApi {
         let principal = Principal::of(&request)?;
         let id = request.into_inner().job_id;
         self.authorize(&principal, Target::Job(id), true).await?;
-        Ok(Response::new(cancel_response(
+        let answer = cancel_response(
             self.commit(Command::CancelJob { job: id }, request_id)
                 .await?,
-        )))
+        );
+        let cancelled = answer.changed_task_ids.len();
+        tracing::info!(
+            job = id,
+            cancelled,
+            principal = principal.name,
+            "job cancelled"
+        );
+        Ok(Response::new(answer))
     }
 
     async fn list_nodes(

@@ -175,7 +175,8 @@ impl Placer {
     }
 }
 
-/// What one placement command does, counted in the metrics once committed.
+/// What one placement command does, counted in the metrics and logged once
+/// committed.
 #[derive(Default)]
 struct Decided {
     placements: u64,
@@ -184,6 +185,41 @@ struct Decided {
     migrations: u64,
     /// Seconds from ready to placed, of first attempts.
     waits: Vec<f64>,
+    /// One per attempt placed or taken away, for the log.
+    moves: Vec<Move>,
+}
+
+/// An attempt placed on a node, or taken off it (`requeued` names why).
+struct Move {
+    job: u64,
+    task: u64,
+    attempt: u32,
+    node: NodeName,
+    gpus: Vec<u32>,
+    requeued: Option<RequeueReason>,
+}
+
+impl Move {
+    fn log(&self) {
+        let Move {
+            job,
+            task,
+            attempt,
+            node,
+            ..
+        } = self;
+        match self.requeued {
+            None => tracing::debug!(job, task, attempt, node, gpus = ?self.gpus, "attempt placed"),
+            Some(reason) => tracing::info!(
+                job,
+                task,
+                attempt,
+                node,
+                reason = reason.as_str(),
+                "attempt taken off its node"
+            ),
+        }
+    }
 }
 
 impl Decided {
@@ -193,6 +229,14 @@ impl Decided {
             Command::Assign { assignments } => {
                 for a in assignments {
                     d.placements += 1;
+                    d.moves.push(Move {
+                        job: state.tasks.get(&a.task).map_or(0, |t| t.job_id),
+                        task: a.task,
+                        attempt: a.attempt,
+                        node: a.node.clone(),
+                        gpus: a.gpus.clone(),
+                        requeued: None,
+                    });
                     if a.attempt > 1 {
                         d.retries += 1;
                     } else if let Some(task) = state.tasks.get(&a.task) {
@@ -201,11 +245,31 @@ impl Decided {
                     }
                 }
             }
-            Command::Requeue { reason, .. } => match reason {
-                RequeueReason::Preempted => d.preemptions += 1,
-                RequeueReason::Migrated => d.migrations += 1,
-                RequeueReason::NodeLost => {}
-            },
+            Command::Requeue {
+                task,
+                attempt,
+                reason,
+            } => {
+                match reason {
+                    RequeueReason::Preempted => d.preemptions += 1,
+                    RequeueReason::Migrated => d.migrations += 1,
+                    RequeueReason::NodeLost => {}
+                }
+                if let Some(t) = state.tasks.get(task) {
+                    d.moves.push(Move {
+                        job: t.job_id,
+                        task: *task,
+                        attempt: *attempt,
+                        node: t
+                            .placement
+                            .as_ref()
+                            .map(|p| p.node.clone())
+                            .unwrap_or_default(),
+                        gpus: Vec::new(),
+                        requeued: Some(*reason),
+                    });
+                }
+            }
             _ => {}
         }
         d
@@ -218,6 +282,9 @@ impl Decided {
         events.migrations.inc_by(self.migrations);
         for w in &self.waits {
             events.submit_to_assign.observe(*w);
+        }
+        for m in &self.moves {
+            m.log();
         }
     }
 }
@@ -237,7 +304,21 @@ fn liveness(replica: &Arc<Replica>, hub: &AgentHub, settings: &SchedulerSettings
 }
 
 fn timeouts(replica: &Arc<Replica>) {
-    let expired = decide::timed_out_attempts(&replica.state.read().state, wall_clock_ms());
+    let expired = {
+        let state = &replica.state.read().state;
+        let expired = decide::timed_out_attempts(state, wall_clock_ms());
+        for c in &expired {
+            if let Command::AttemptTimedOut { task, attempt } = c {
+                let t = state.tasks.get(task);
+                let job = t.map_or(0, |t| t.job_id);
+                let node = t
+                    .and_then(|t| t.placement.as_ref())
+                    .map(|p| p.node.as_str());
+                tracing::info!(job, task, attempt, node, "attempt timed out");
+            }
+        }
+        expired
+    };
     for c in expired {
         propose(replica, c);
     }

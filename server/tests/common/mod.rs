@@ -53,10 +53,16 @@ impl TestCluster {
 
     /// Agents start as `autoglm-server ARGS... --config FILE`.
     pub fn with_agent_args(extra_yaml: &str, agent_args: &[&str]) -> Self {
+        Self::with_args(extra_yaml, &[], agent_args)
+    }
+
+    /// Replicas start as `autoglm-server REPLICA_ARGS... --config FILE`,
+    /// agents as `autoglm-server AGENT_ARGS... --config FILE`.
+    pub fn with_args(extra_yaml: &str, replica_args: &[&str], agent_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let launcher = Launcher {
             program: SERVER_BIN.into(),
-            args: Vec::new(),
+            args: replica_args.iter().map(|a| a.to_string()).collect(),
         };
         let yaml = extra_yaml.to_string();
         let agents = Launcher {
