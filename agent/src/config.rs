@@ -108,6 +108,30 @@ pub struct AgentConfig {
     /// ip:port of the agent's HTTP port: `/metrics` (Prometheus) and
     /// `/healthz`. Port 0 picks a free one (agents built in code).
     pub http_listen: String,
+    /// Where each exec attempt's whole output is kept, and how much of it.
+    pub output: OutputConfig,
+}
+
+/// `output:` in the agent's configuration (`executor/output.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Directory of the output files (created, mode 0700); empty keeps none.
+    pub dir: String,
+    /// Bytes kept of one attempt; the rest is cut, with a line saying so.
+    pub attempt_bytes_max: u64,
+    /// Bytes kept of all attempts; the oldest files are removed first.
+    pub total_bytes_max: u64,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            dir: "/var/lib/autoglm-agent/output".into(),
+            attempt_bytes_max: 64 * 1024 * 1024,
+            total_bytes_max: 4 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// `exec:` in the agent's configuration.
@@ -150,6 +174,7 @@ impl Default for AgentConfig {
             insecure: false,
             exec: ExecConfig::default(),
             http_listen: "127.0.0.1:9102".into(),
+            output: OutputConfig::default(),
         }
     }
 }
@@ -201,6 +226,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "insecure",
     "exec",
     "http_listen",
+    "output",
 ];
 
 /// Largest `output_tail_bytes`: reports are small gRPC messages and the
@@ -214,12 +240,17 @@ pub struct ConfigError(String);
 impl AgentConfig {
     /// A configuration with every default, for agents built in code (tests,
     /// demos); set `simulated_gpus` and `gpu_source` as needed. Several run
-    /// on one host, so the HTTP port is any free one.
+    /// on one host, so the HTTP port is any free one, and none keeps output
+    /// files unless given its own `output.dir`.
     pub fn new(node: impl Into<String>, endpoints: Vec<String>) -> Self {
         Self {
             node: node.into(),
             endpoints,
             http_listen: "127.0.0.1:0".into(),
+            output: OutputConfig {
+                dir: String::new(),
+                ..OutputConfig::default()
+            },
             ..Self::default()
         }
     }
@@ -281,6 +312,13 @@ impl AgentConfig {
         }
         if self.slots_per_gpu == 0 {
             return fail("slots_per_gpu: must be positive".into());
+        }
+        let o = &self.output;
+        if o.attempt_bytes_max == 0 || o.total_bytes_max < o.attempt_bytes_max {
+            return fail(format!(
+                "output: attempt_bytes_max ({}) must be positive and at most total_bytes_max ({})",
+                o.attempt_bytes_max, o.total_bytes_max
+            ));
         }
         if self.heartbeat_interval_ms == 0 {
             return fail("heartbeat_interval_ms: must be positive".into());
@@ -589,6 +627,12 @@ mod tests {
             ("http_listen: localhost\n", "http_listen"),
             ("exec:\n  enabled: true\n", "exec.allow"),
             ("exec:\n  run_as: x\n  bogus: 1\n", "bogus"),
+            ("output:\n  attempt_bytes_max: 0\n", "output"),
+            (
+                "output:\n  attempt_bytes_max: 10\n  total_bytes_max: 5\n",
+                "output",
+            ),
+            ("output:\n  keep: 1\n", "keep"),
             (
                 "reconnect_backoff_min_ms: 9000\n",
                 "reconnect_backoff_min_ms",

@@ -268,6 +268,11 @@ impl LocalCluster {
                 None => format!("127.0.0.1:{}", free_port("127.0.0.1")?),
             };
         }
+        // Each agent keeps its attempts' output beside its log.
+        if config.output.dir.is_empty() {
+            let dir = self.root.join(format!("agent-{name}-output"));
+            config.output.dir = dir.to_string_lossy().into_owned();
+        }
         let path = self.root.join(format!("agent-{name}.yaml"));
         // YAML is a superset of JSON.
         let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;

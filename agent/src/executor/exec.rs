@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
+use super::output::OutputWriter;
 use super::{Ended, RunAs, StopCause, Tail};
 
 /// How long output still in the pipes is read after the group is killed. A
@@ -69,6 +70,7 @@ pub(super) async fn run(
     p: &ExecPayload,
     gpus: &[u32],
     tail_bytes: usize,
+    kept: Option<OutputWriter>,
     run_as: Option<&RunAs>,
     stop: impl Future<Output = StopCause>,
 ) -> Ended {
@@ -106,10 +108,13 @@ pub(super) async fn run(
         killed: false,
     };
 
-    let tail = Arc::new(Mutex::new(Tail::new(tail_bytes)));
+    let sink = Arc::new(Mutex::new(Sink {
+        tail: Tail::new(tail_bytes),
+        kept,
+    }));
     let readers: Vec<JoinHandle<()>> = [
-        child.stdout.take().map(|r| read_into(r, Arc::clone(&tail))),
-        child.stderr.take().map(|r| read_into(r, Arc::clone(&tail))),
+        child.stdout.take().map(|r| read_into(r, Arc::clone(&sink))),
+        child.stderr.take().map(|r| read_into(r, Arc::clone(&sink))),
     ]
     .into_iter()
     .flatten()
@@ -136,10 +141,15 @@ pub(super) async fn run(
             reader.abort();
         }
     }
-    let output_tail = tail
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .to_text();
+    let output_tail = {
+        let mut sink = sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(Err(e)) = sink.kept.take().map(OutputWriter::finish) {
+            tracing::warn!("output file not finished: {e}");
+        }
+        sink.tail.to_text()
+    };
 
     match waited {
         Ok(Ok(status)) => {
@@ -170,9 +180,27 @@ pub(super) async fn run(
     }
 }
 
+/// Where an attempt's output goes: the tail its report carries, and its
+/// file when the node keeps output.
+struct Sink {
+    tail: Tail,
+    kept: Option<OutputWriter>,
+}
+
+impl Sink {
+    fn push(&mut self, bytes: &[u8]) {
+        self.tail.push(bytes);
+        if let Some(Err(e)) = self.kept.as_mut().map(|k| k.push(bytes)) {
+            // The file ends here; the attempt and its tail go on.
+            tracing::warn!("output file: {e}; no more output kept for this attempt");
+            self.kept = None;
+        }
+    }
+}
+
 fn read_into(
     mut reader: impl AsyncRead + Unpin + Send + 'static,
-    tail: Arc<Mutex<Tail>>,
+    sink: Arc<Mutex<Sink>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 8192];
@@ -181,7 +209,7 @@ fn read_into(
             if n == 0 {
                 break;
             }
-            tail.lock()
+            sink.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(&buf[..n]);
         }

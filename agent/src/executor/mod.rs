@@ -9,6 +9,7 @@
 
 mod exec;
 mod http;
+pub mod output;
 mod rights;
 pub mod sim;
 mod tail;
@@ -192,6 +193,8 @@ pub struct ExecutorSettings {
     pub sim: SimModel,
     /// Which exec attempts run, and as whom.
     pub exec: ExecRights,
+    /// Where exec attempts' whole output is kept; `None`: nowhere.
+    pub output: Option<output::OutputStore>,
 }
 
 impl ExecutorSettings {
@@ -203,6 +206,8 @@ impl ExecutorSettings {
             http_timeout: Duration::from_millis(c.http_timeout_ms),
             sim: SimModel::from_config(c),
             exec: ExecRights::from_config(&c.exec).map_err(ExecutorError::Exec)?,
+            output: output::OutputStore::open(&c.output)
+                .map_err(|e| ExecutorError::Exec(format!("output.dir: {}: {e}", c.output.dir)))?,
         })
     }
 }
@@ -507,7 +512,21 @@ impl Inner {
             Some(Payload::Exec(p)) => {
                 let program = p.argv.first().map(String::as_str).unwrap_or_default();
                 match s.exec.admit(program) {
-                    Ok(run_as) => exec::run(p, &gpus, s.output_tail_bytes, run_as, stop).await,
+                    Ok(run_as) => {
+                        let kept = s.output.as_ref().and_then(|store| {
+                            store
+                                .create(key, secrets)
+                                .inspect_err(|e| {
+                                    tracing::warn!(
+                                        task = key.task_id,
+                                        attempt = key.attempt,
+                                        "output not kept: {e}"
+                                    )
+                                })
+                                .ok()
+                        });
+                        exec::run(p, &gpus, s.output_tail_bytes, kept, run_as, stop).await
+                    }
                     Err(refused) => Ended::failed(refused),
                 }
             }

@@ -28,6 +28,7 @@ pub fn settings() -> ExecutorSettings {
             allow: None,
             run_as: None,
         },
+        output: None,
     }
 }
 

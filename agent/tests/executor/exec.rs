@@ -276,3 +276,37 @@ async fn secret_env_values_never_leave_the_agent_in_reports() {
     assert!(done.output_tail.contains("token=<redacted>"), "{done:?}");
     assert!(done.output_tail.contains("visible=shown"), "{done:?}");
 }
+
+/// With `output.dir` set, the whole output of an exec attempt stays on the
+/// node, where the report carries only its tail; secret values are replaced
+/// there too.
+#[tokio::test]
+async fn the_whole_output_is_kept_on_the_node_beyond_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings();
+    s.output_tail_bytes = 100;
+    let store =
+        autoglm_agent::executor::output::OutputStore::open(&autoglm_agent::config::OutputConfig {
+            dir: dir.path().join("output").to_str().unwrap().into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    s.output = Some(store.clone());
+    let (ex, mut rx) = executor(s);
+    let mut spec = sh("for i in $(seq 1 2000); do echo line $i; done; echo key=$HF_TOKEN >&2");
+    if let Some(Payload::Exec(e)) = spec.payload.as_mut() {
+        e.env.insert("HF_TOKEN".into(), "hf_s3cr3t_value".into());
+    }
+    let mut a = assign(9, 3, &[], spec);
+    a.secret_env = vec!["HF_TOKEN".into()];
+    ex.start(a);
+    let done = run_to_end(&mut rx, WITHIN).await;
+    assert!(done.output_tail.len() <= 100, "{done:?}");
+    let kept = std::fs::read_to_string(store.path(autoglm_agent::executor::AttemptKey::new(9, 3)))
+        .unwrap();
+    let lines: Vec<&str> = kept.lines().collect();
+    assert_eq!(lines.len(), 2001, "every line kept");
+    assert_eq!((lines[0], lines[1999]), ("line 1", "line 2000"));
+    assert_eq!(lines[2000], "key=<redacted>");
+}
