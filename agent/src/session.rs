@@ -32,7 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use autoglm_client::proto::agent_message::Kind as Out;
 use autoglm_client::proto::agent_service_client::AgentServiceClient;
 use autoglm_client::proto::{
-    leader_message, AgentMessage, AttemptRef, AttemptReport, Heartbeat, LeaderMessage, Register,
+    leader_message, AgentMessage, AttemptRef, AttemptReport, Heartbeat, LeaderMessage, OutputChunk,
+    OutputRequest, Register,
 };
 use autoglm_client::security::Transport;
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -117,7 +118,12 @@ enum Next {
     Continue,
     Registered(Duration),
     Redirect(Option<String>),
+    /// Answer on the stream with part of an attempt's output.
+    ReadOutput(OutputRequest),
 }
+
+/// The most output bytes one answer carries: well under gRPC's 4 MiB.
+const OUTPUT_CHUNK_MAX: usize = 1024 * 1024;
 
 struct Agent {
     config: AgentConfig,
@@ -358,6 +364,7 @@ impl Agent {
                             }
                         }
                         Next::Redirect(leader) => return End::Redirect(leader),
+                        Next::ReadOutput(request) => self.read_output(request, &tx),
                     },
                     Ok(None) => return End::Lost("the replica ended the session".into()),
                     Err(status) => return End::Lost(format!("session failed: {status}")),
@@ -481,9 +488,50 @@ impl Agent {
                 }
             }
             Action::Redirect(leader) => return Next::Redirect(leader),
+            Action::ReadOutput(request) => return Next::ReadOutput(request),
             Action::Ignore(why) => tracing::debug!("leader message ignored: {why}"),
         }
         Next::Continue
+    }
+
+    /// Reads the requested output off the async workers and answers on the
+    /// stream. `running` is taken before the read, so an answer that says
+    /// the attempt ended holds everything it wrote.
+    fn read_output(&self, r: OutputRequest, tx: &mpsc::Sender<AgentMessage>) {
+        let key = AttemptKey::new(r.task_id, r.attempt);
+        let running = self.executor.running().contains(&key);
+        let store = self.executor.output_store().cloned();
+        let node = self.config.node.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let max = (r.max_bytes as usize).clamp(1, OUTPUT_CHUNK_MAX);
+            let read = tokio::task::spawn_blocking(move || match store {
+                None => Err(format!("node {node} keeps no output (its output.dir is empty)")),
+                Some(store) => store.read(key, r.offset, max).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "the output of {key} is not on node {node}: not an exec attempt, or removed to make room (output.total_bytes_max)"
+                    ),
+                    _ => format!("the output of {key} on node {node}: {e}"),
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("reading output: {e}")));
+            let mut chunk = OutputChunk {
+                request_id: r.request_id,
+                offset: r.offset,
+                running,
+                ..Default::default()
+            };
+            match read {
+                Ok(data) => chunk.data = data,
+                Err(error) => chunk.error = error,
+            }
+            let message = AgentMessage {
+                kind: Some(Out::Output(chunk)),
+            };
+            // A closed stream means the session ended; the leader asks again.
+            let _ = tx.send(message).await;
+        });
     }
 
     /// Queues an executor report for the leader, remembering final ones.

@@ -147,6 +147,7 @@ impl Conn {
                 In::Report(r) => return r,
                 In::Heartbeat(_) => continue,
                 In::Register(r) => panic!("unexpected Register {r:?}"),
+                In::Output(o) => panic!("unexpected output {o:?}"),
             }
         }
     }

@@ -216,4 +216,72 @@ impl Client {
         });
         ReceiverStream::new(rx)
     }
+
+    /// Streams an exec attempt's output from `offset` (`attempt` 0: the
+    /// latest), relayed by the leader from the node it ran on; with `follow`,
+    /// until the attempt ends. When the leader goes away mid-stream it
+    /// resumes at the new one, on the same attempt, from the bytes received,
+    /// so no byte is missed or repeated.
+    pub fn task_output(
+        self: &std::sync::Arc<Self>,
+        task_id: u64,
+        attempt: u32,
+        offset: u64,
+        follow: bool,
+    ) -> ReceiverStream<Result<TaskOutputChunk, ClientError>> {
+        let (tx, rx) = mpsc::channel(16);
+        let client = self.clone();
+        tokio::spawn(async move {
+            let (mut attempt, mut offset) = (attempt, offset);
+            loop {
+                let req = TaskOutputRequest {
+                    task_id,
+                    attempt,
+                    offset,
+                    follow,
+                };
+                let opened = client
+                    .with_retry_on(Retry::Idempotent, |ch| async move {
+                        SchedulerServiceClient::new(ch).task_output(req).await
+                    })
+                    .await;
+                let mut stream = match opened {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                loop {
+                    match stream.message().await {
+                        Ok(Some(chunk)) => {
+                            // A resumed stream stays on the attempt it began with.
+                            attempt = chunk.attempt;
+                            offset = chunk.offset + chunk.data.len() as u64;
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                Code::Unavailable
+                                    | Code::Unknown
+                                    | Code::Internal
+                                    | Code::Cancelled
+                            ) =>
+                        {
+                            break
+                        }
+                        Err(status) => {
+                            let _ = tx.send(Err(ClientError::Rpc(status))).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
 }

@@ -470,8 +470,8 @@ async fn task_get_explains_why_a_task_fits_nowhere() {
 }
 
 /// Once a task has ended, `task get` and `job get` still say where each
-/// attempt ran, on which GPUs, how long and with which exit code, and the job
-/// sums its GPU time by node.
+/// attempt ran, on which GPUs, how long and with which exit code, the job
+/// sums its GPU time by node, and `task logs` prints each attempt's output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_task_keeps_where_and_how_long_each_attempt_ran() {
     let dir = tempfile::tempdir().unwrap();
@@ -482,6 +482,7 @@ async fn an_ended_task_keeps_where_and_how_long_each_attempt_ran() {
         allow: vec!["sh".into()],
         run_as: "root".into(),
     };
+    c.output.dir = dir.path().join("output").to_str().unwrap().into();
     let _agent = tokio::spawn(autoglm_agent::run(c, std::future::pending()));
     let (code, out, err) = cli(
         &ep,
@@ -497,7 +498,7 @@ async fn an_ended_task_keeps_where_and_how_long_each_attempt_ran() {
             "--",
             "sh",
             "-c",
-            "sleep 0.3; exit 3",
+            "echo attempt of $CUDA_VISIBLE_DEVICES; sleep 0.3; exit 3",
         ],
     )
     .await;
@@ -579,4 +580,20 @@ async fn an_ended_task_keeps_where_and_how_long_each_attempt_ran() {
     let (code, out, err) = cli(&ep, &["job", "get", &job]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("GPU S") && out.contains("gpu-a"), "{out}");
+
+    // Each attempt's output, relayed from the node.
+    for args in [
+        vec!["task", "logs", &task],
+        vec!["task", "logs", &task, "--attempt", "1"],
+    ] {
+        let (code, out, err) = cli(&ep, &args).await;
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "attempt of 0,1\n"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, err) = cli(&ep, &["task", "logs", &task, "--attempt", "3"]).await;
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(one_line(&err).contains("attempt: task"), "{err}");
 }

@@ -362,6 +362,11 @@ impl Executor {
     }
 
     /// Attempts accepted and not finished (waiting for a slot included), in order.
+    /// Where exec attempts' output is kept, if anywhere.
+    pub fn output_store(&self) -> Option<&output::OutputStore> {
+        self.inner.settings.output.as_ref()
+    }
+
     pub fn running(&self) -> Vec<AttemptKey> {
         let mut keys: Vec<_> = self.inner.lock_attempts().keys().copied().collect();
         keys.sort();

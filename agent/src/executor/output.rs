@@ -51,6 +51,18 @@ impl OutputStore {
             .join(format!("task-{}-attempt-{}.out", key.task_id, key.attempt))
     }
 
+    /// Up to `max` bytes of attempt `key`'s output from `offset` on; empty
+    /// at the end. NotFound when the file is not here (never kept, or
+    /// removed to make room).
+    pub fn read(&self, key: AttemptKey, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::open(self.path(key))?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut data = Vec::with_capacity(max.min(1 << 20));
+        file.take(max as u64).read_to_end(&mut data)?;
+        Ok(data)
+    }
+
     /// Starts the file of attempt `key`, first removing the oldest files
     /// until this one fits in the total at its largest.
     pub fn create(&self, key: AttemptKey, secrets: &[String]) -> io::Result<OutputWriter> {
@@ -212,6 +224,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(s.path(key)).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "only the agent's user reads it");
+    }
+
+    #[test]
+    fn reads_from_any_offset_and_says_when_a_file_is_not_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 1 << 20, 1 << 30);
+        let key = AttemptKey::new(3, 1);
+        let mut w = s.create(key, &[]).unwrap();
+        w.push(b"abcdef\n").unwrap();
+        w.finish().unwrap();
+        assert_eq!(s.read(key, 2, 3).unwrap(), b"cde");
+        assert_eq!(s.read(key, 5, 100).unwrap(), b"f\n");
+        assert!(s.read(key, 7, 100).unwrap().is_empty());
+        let missing = s.read(AttemptKey::new(3, 2), 0, 10).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

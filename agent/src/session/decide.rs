@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use autoglm_client::proto::{leader_message::Kind, Assign, LeaderMessage};
+use autoglm_client::proto::{leader_message::Kind, Assign, LeaderMessage, OutputRequest};
 
 use crate::config::effective_lease;
 use crate::executor::AttemptKey;
@@ -36,6 +36,8 @@ pub enum Action {
     },
     /// Connect to this leader now; None: to the next endpoint after a backoff.
     Redirect(Option<String>),
+    /// Send part of an attempt's kept output.
+    ReadOutput(OutputRequest),
     Ignore(String),
 }
 
@@ -114,6 +116,7 @@ pub fn decide(msg: LeaderMessage, running: &[AttemptKey], d: Defaults) -> Action
             let addr = r.leader_addr.trim();
             Action::Redirect((!addr.is_empty()).then(|| addr.to_string()))
         }
+        Kind::OutputRequest(r) => Action::ReadOutput(r),
     }
 }
 

@@ -223,6 +223,9 @@ impl AgentService for AgentApi {
                             });
                         }
                     }
+                    Ok(Some(AgentMessage {
+                        kind: Some(AgentKind::Output(chunk)),
+                    })) => hub.output_arrived(chunk),
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,
                 }

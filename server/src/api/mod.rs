@@ -6,6 +6,7 @@ pub mod agent;
 pub mod backup;
 pub mod config;
 pub mod convert;
+pub mod output;
 pub mod scheduler;
 pub mod status;
 

@@ -527,6 +527,19 @@ impl SchedulerService for SchedulerApi {
         )?))
     }
 
+    type TaskOutputStream = super::output::OutputStream;
+
+    async fn task_output(
+        &self,
+        request: Request<pb::TaskOutputRequest>,
+    ) -> Result<Response<Self::TaskOutputStream>, Status> {
+        let principal = Principal::of(&request)?;
+        let req = request.into_inner();
+        self.authorize(&principal, Target::Task(req.task_id), false)
+            .await?;
+        super::output::task_output(self.replica.clone(), self.hub.clone(), req).map(Response::new)
+    }
+
     async fn cancel_task(
         &self,
         request: Request<pb::CancelTaskRequest>,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use autoglm_client::proto::{self as pb, leader_message::Kind, LeaderMessage};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{latency_ewma, AgentContact};
@@ -51,7 +51,13 @@ struct Inner {
     live: BTreeMap<NodeName, Live>,
     last_seen: BTreeMap<NodeName, Instant>,
     latency_ewma_ms: BTreeMap<NodeName, f64>,
+    next_output_request: u64,
+    /// Output requests sent to agents, waiting for their answer.
+    output_waiters: BTreeMap<u64, oneshot::Sender<pb::OutputChunk>>,
 }
+
+/// How long an agent has to answer an output request.
+const OUTPUT_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct AgentHub {
@@ -278,6 +284,62 @@ impl AgentHub {
         }
     }
 
+    /// Asks `node`'s agent for part of an attempt's kept output. `Err` when
+    /// the node has no session with this leader or does not answer in time.
+    pub async fn read_output(
+        &self,
+        node: &str,
+        task: TaskId,
+        attempt: u32,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<pb::OutputChunk, String> {
+        let (id, tx, answer) = {
+            let mut inner = self.lock();
+            let tx = inner
+                .sessions
+                .get(node)
+                .map(|s| s.tx.clone())
+                .ok_or_else(|| format!("node {node} is not connected to the leader"))?;
+            inner.next_output_request += 1;
+            let id = inner.next_output_request;
+            let (done, answer) = oneshot::channel();
+            inner.output_waiters.insert(id, done);
+            (id, tx, answer)
+        };
+        let request = pb::OutputRequest {
+            request_id: id,
+            task_id: task,
+            attempt,
+            offset,
+            max_bytes,
+        };
+        let ended = || format!("node {node}'s session ended");
+        let message = LeaderMessage {
+            kind: Some(Kind::OutputRequest(request)),
+        };
+        let answered = match tx.send(Ok(message)).await {
+            Err(_) => Err(ended()),
+            Ok(()) => match tokio::time::timeout(OUTPUT_ANSWER_WAIT, answer).await {
+                Ok(Ok(chunk)) => Ok(chunk),
+                Ok(Err(_)) => Err(ended()),
+                Err(_) => Err(format!(
+                    "node {node} did not send the output within {} s",
+                    OUTPUT_ANSWER_WAIT.as_secs()
+                )),
+            },
+        };
+        self.lock().output_waiters.remove(&id);
+        answered
+    }
+
+    /// An agent's answer to [`Self::read_output`].
+    pub fn output_arrived(&self, chunk: pb::OutputChunk) {
+        if let Some(waiter) = self.lock().output_waiters.remove(&chunk.request_id) {
+            let _ = waiter.send(chunk);
+        }
+    }
+
     /// Forgets every agent when leadership ends, and ends their streams: an
     /// agent left attached to a replica that steps down and is elected again
     /// would never be dispatched to (found by jepsen, see docs/jepsen.md).
@@ -285,9 +347,10 @@ impl AgentHub {
         let mut inner = self.lock();
         // Session ids stay unique across terms: a cancelled session's
         // `detach` must never remove a newer session.
-        let next_session = inner.next_session;
+        let (next_session, next_output_request) = (inner.next_session, inner.next_output_request);
         let old = std::mem::take(&mut *inner);
         inner.next_session = next_session;
+        inner.next_output_request = next_output_request;
         for session in old.sessions.values() {
             session.end.cancel();
         }

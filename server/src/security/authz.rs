@@ -91,6 +91,11 @@ pub const TABLE: &[(&str, Access)] = &[
         "/autoglm.v1.SchedulerService/RemoveNode",
         Access::Roles(ADMIN),
     ),
+    // An attempt's output: as its task, submitters only their own.
+    (
+        "/autoglm.v1.SchedulerService/TaskOutput",
+        Access::Roles(READ),
+    ),
     // The agent may open a session only for the node its certificate names,
     // checked by the handler against the register message.
     ("/autoglm.v1.AgentService/Session", Access::Roles(AGENTS)),

@@ -92,6 +92,17 @@ pub enum TaskCommand {
     Watch {
         id: u64,
     },
+    /// An exec attempt's whole output, relayed from its node by the leader.
+    Logs {
+        id: u64,
+        /// Which attempt (default: the latest).
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep printing new output until the attempt ends; survives a
+        /// leader failover.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Cancel a task and, transitively, its dependents.
     Cancel {
         id: u64,
@@ -332,6 +343,37 @@ pub async fn submit(client: &Arc<Client>, args: SubmitArgs, as_json: bool) -> Re
 
 /// Prints each change as it happens, then a summary; fails with
 /// [`EXIT_NOT_ALL_SUCCEEDED`] when something did not succeed.
+/// Writes the output as it arrives: raw bytes, or with `--json` one object
+/// per chunk (`data` as text, invalid UTF-8 replaced).
+async fn logs(
+    client: &Arc<Client>,
+    id: u64,
+    attempt: u32,
+    follow: bool,
+    as_json: bool,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut stream = client.task_output(id, attempt, 0, follow);
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let written = if as_json {
+            let line = json!({
+                "attempt": chunk.attempt, "node": chunk.node, "offset": chunk.offset,
+                "data": String::from_utf8_lossy(&chunk.data),
+            });
+            writeln!(out, "{line}")
+        } else {
+            out.write_all(&chunk.data)
+        };
+        // The reader went away (`| head`): stop quietly.
+        if written.and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 async fn watch(client: &Arc<Client>, watched: Watch, as_json: bool) -> Result<(), CliError> {
     let mut stream = client.watch(watched, 0);
     let mut last: std::collections::BTreeMap<u64, Task> = Default::default();
@@ -453,6 +495,11 @@ pub async fn task(
             }
         }
         TaskCommand::Watch { id } => watch(client, Watch::Task(id), as_json).await?,
+        TaskCommand::Logs {
+            id,
+            attempt,
+            follow,
+        } => logs(client, id, attempt.unwrap_or(0), follow, as_json).await?,
         TaskCommand::Cancel { id } => {
             let r = client.cancel_task(id).await?;
             if as_json {
