@@ -267,6 +267,16 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
             cluster.endpoints().join(","),
             tls.join("ca.pem").display()
         );
+        let dashboards: Vec<String> = cluster
+            .ids()
+            .iter()
+            .map(|id| format!("http://{}/ui/", cluster.http_addr(*id)))
+            .collect();
+        println!(
+            "   dashboard: {} (paste the token from {})",
+            dashboards.join(" or "),
+            cluster.bootstrap_token_path().display()
+        );
         let _ = tokio::signal::ctrl_c().await;
     }
     if succeeded + skipped != tasks.len() {

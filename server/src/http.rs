@@ -1,6 +1,6 @@
 //! HTTP on its own port: `/metrics` (Prometheus, `metrics.rs`), `/healthz`
-//! (the process and its raft core run) and `/readyz` (a member of a cluster
-//! that has a leader).
+//! (the process and its raft core run), `/readyz` (a member of a cluster
+//! that has a leader) and the web dashboard under `/ui/` (`dashboard/`).
 
 use std::sync::Arc;
 
@@ -14,13 +14,18 @@ use prometheus_client::registry::Registry;
 
 use crate::replica::Replica;
 
-pub fn router(replica: Arc<Replica>, registry: Registry) -> Router {
+pub fn router(
+    replica: Arc<Replica>,
+    registry: Registry,
+    dashboard: Arc<crate::dashboard::Dashboard>,
+) -> Router {
     let registry = Arc::new(registry);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(replica)
         .route("/metrics", get(move || metrics(registry.clone())))
+        .merge(crate::dashboard::router(dashboard))
 }
 
 async fn metrics(registry: Arc<Registry>) -> axum::response::Response {

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod leader;

@@ -216,10 +216,20 @@ impl Running {
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_stop = stop_rx.clone();
-        let http = axum::serve(self.http, crate::http::router(replica.clone(), registry))
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            });
+        let gate = Gate::new(replica.clone(), self.tls.is_some());
+        let dashboard = crate::dashboard::Dashboard::new(
+            replica.clone(),
+            hub.clone(),
+            gate.clone(),
+            SchedulerApi::new(replica.clone(), hub.clone(), self.scheduler.clone()),
+        );
+        let http = axum::serve(
+            self.http,
+            crate::http::router(replica.clone(), registry, dashboard),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
         let http = tokio::spawn(async move { http.await.map_err(|e| format!("http server: {e}")) });
 
         let raft_service = RaftServiceServer::new(RaftRpc::new(replica.clone()))
@@ -236,7 +246,6 @@ impl Running {
             .build_v1alpha()
             .map_err(|e| format!("grpc reflection v1alpha: {e}"))?;
         let mut grpc_stop = stop_rx;
-        let gate = Gate::new(replica.clone(), self.tls.is_some());
         let incoming = incoming(
             self.grpc,
             self.tls,
