@@ -136,7 +136,7 @@ impl Writer {
             ..Proposal::new(wall_clock_ms(), rand::random(), command, request)
         };
         #[cfg(feature = "format-next")]
-        if proposal.format >= 4 {
+        if proposal.format >= crate::scheduler::format::ENTRY_FORMAT_PROPOSED_BY {
             proposal.proposed_by = Some(self.id);
         }
         proposal

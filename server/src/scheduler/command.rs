@@ -19,7 +19,7 @@ pub struct Proposal {
     pub command: Command,
     /// Set on client writes: applied once however often it reaches the log.
     pub request: Option<super::requests::RequestId>,
-    /// Format 4: the replica that proposed it (build B of the rolling
+    /// Format 5: the replica that proposed it (build B of the rolling
     /// upgrade test: a field that only a newer build knows).
     #[cfg(feature = "format-next")]
     pub proposed_by: Option<u64>,
@@ -66,7 +66,7 @@ impl Serialize for Proposal {
         t.serialize_element(&self.command)?;
         t.serialize_element(&self.request)?;
         #[cfg(feature = "format-next")]
-        if self.format >= 4 {
+        if self.format >= format::ENTRY_FORMAT_PROPOSED_BY {
             t.serialize_element(&self.proposed_by)?;
         }
         t.end()
@@ -373,4 +373,28 @@ pub enum Response {
         duplicate: bool,
         index: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every format this build writes reads back as written, so writer and
+    /// reader agree on which fields a version carries (with `format-next`
+    /// too: `cargo test -p autoglm-server --features format-next --lib`).
+    #[test]
+    fn every_entry_format_this_build_writes_reads_back() {
+        for format in 1..=format::ENTRY_FORMAT_MAX {
+            let proposal = Proposal {
+                format,
+                ..Proposal::new(1_000, 7, Command::CancelJob { job: 3 }, Some(42))
+            };
+            // Followed by more, as in a batch of entries: postcard ignores
+            // bytes left at the very end, not in the middle.
+            let bytes = postcard::to_stdvec(&(&proposal, "next")).unwrap();
+            let back: (Proposal, String) = postcard::from_bytes(&bytes)
+                .unwrap_or_else(|e| panic!("format {format} does not read back: {e}"));
+            assert_eq!(back, (proposal, "next".to_string()), "format {format}");
+        }
+    }
 }
