@@ -233,6 +233,13 @@ async fn the_dashboard_follows_jobs_and_the_leader_live_in_a_real_browser() {
             Duration::from_secs(20),
         )
         .await;
+    // Every member answers for itself: three digests.
+    browser
+        .wait_for(
+            "Array.from(document.querySelectorAll('#members tbody code')).filter(c => /^[0-9a-f]{16}$/.test(c.textContent)).length === 3",
+            Duration::from_secs(20),
+        )
+        .await;
     assert_eq!(
         browser.eval("location.hash").await,
         json!(""),
@@ -351,6 +358,22 @@ async fn the_dashboard_follows_jobs_and_the_leader_live_in_a_real_browser() {
         browser.eval("window.loadedOnce").await,
         json!(true),
         "no reload"
+    );
+    // The killed replica is named unreachable; the others answer with
+    // digests that agree.
+    browser
+        .wait_for(
+            &format!(
+                "document.querySelector('[data-member=\"{leader}\"]').textContent.includes('unreachable')"
+            ),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#members .diverged').length")
+            .await,
+        json!(0)
     );
     browser.screenshot("dashboard-failover.png").await;
     cluster.assert_no_panic();

@@ -4,7 +4,7 @@
 //!
 //! - `GET /ui/api/events`: server-sent `view` events (`view.rs`), sent when
 //!   this replica's Raft view or state changes, and each second for the
-//!   leader's live readings;
+//!   leader's live readings and every member's own status (`members.rs`);
 //! - `GET /ui/api/task/{id}`: one task, its attempts and why it waits;
 //! - `GET /ui/api/task/{id}/output`: the latest attempt's kept output (the
 //!   first [`OUTPUT_SHOWN`] bytes), relayed from its node by the leader;
@@ -17,6 +17,7 @@
 //! API. Viewing needs a role that reads every job (the page shows them all):
 //! admin, operator or reader.
 
+mod members;
 mod view;
 
 use std::convert::Infallible;
@@ -62,6 +63,7 @@ pub struct Dashboard {
     hub: Arc<AgentHub>,
     gate: Arc<Gate>,
     api: SchedulerApi,
+    members: members::MemberStatuses,
 }
 
 impl Dashboard {
@@ -76,6 +78,7 @@ impl Dashboard {
             hub,
             gate,
             api,
+            members: Default::default(),
         })
     }
 
@@ -99,8 +102,9 @@ impl Dashboard {
         Ok(principal)
     }
 
-    fn current_view(&self) -> Value {
-        let raft = self.raft_view();
+    async fn current_view(&self) -> Value {
+        let mut raft = self.raft_view();
+        raft.statuses = self.members.get(&self.replica).await;
         let readings = self
             .hub
             .readings()
@@ -143,6 +147,7 @@ impl Dashboard {
                 .flatten()
                 .map(|(id, matched)| (*id, last_log.saturating_sub(matched.map_or(0, |l| l.index))))
                 .collect(),
+            statuses: Default::default(),
         }
     }
 }
@@ -217,7 +222,7 @@ async fn events(
         let mut refresh = tokio::time::interval(VIEW_REFRESH);
         let mut last = String::new();
         loop {
-            let view = d.current_view().to_string();
+            let view = d.current_view().await.to_string();
             if view != last {
                 if tx
                     .send(Event::default().event("view").data(&view))

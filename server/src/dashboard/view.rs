@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use autoglm_client::proto::GpuSample;
+use autoglm_client::proto::{GpuSample, Role, StatusResponse};
 use serde_json::{json, Value};
 
 use crate::api::convert::state_to_proto;
@@ -29,6 +29,8 @@ pub struct RaftView {
     pub members: Vec<(u64, String, bool)>,
     /// On the leader: entries each follower has not acknowledged.
     pub lag: BTreeMap<u64, u64>,
+    /// Each member's own answer to `Status`, or why it gave none.
+    pub statuses: BTreeMap<u64, Result<StatusResponse, String>>,
 }
 
 pub fn view(
@@ -41,11 +43,24 @@ pub fn view(
         .members
         .iter()
         .map(|(id, addr, voter)| {
-            json!({
+            let mut member = json!({
                 "id": id, "addr": addr, "voter": voter,
                 "leader": raft.leader == Some(*id),
                 "lag": raft.lag.get(id),
-            })
+            });
+            match raft.statuses.get(id) {
+                Some(Ok(s)) => {
+                    let role = Role::try_from(s.role).unwrap_or(Role::Unspecified);
+                    member["role"] = json!(role_name(role));
+                    member["term"] = json!(s.term);
+                    member["applied"] = json!(s.applied_index);
+                    member["digest"] = json!(format!("{:016x}", s.state_digest));
+                    member["digest_version"] = json!(s.state_digest_version);
+                }
+                Some(Err(why)) => member["error"] = json!(why),
+                None => {}
+            }
+            member
         })
         .collect();
     let counts: BTreeMap<String, usize> = state
@@ -124,6 +139,17 @@ fn job(state: &SchedulerState, j: &Job) -> Value {
     })
 }
 
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Learner => "learner",
+        Role::Shutdown => "shutdown",
+        Role::Uninitialized | Role::Unspecified => "uninitialized",
+    }
+}
+
 /// The client's name of a state (`timed_out`), as the CLI and metrics say it.
 fn state_name(s: TaskState) -> &'static str {
     autoglm_client::task_state_name(state_to_proto(s) as i32)
@@ -157,6 +183,19 @@ mod tests {
             last_log: 10,
             members: vec![(1, "a:1".into(), true), (2, "b:1".into(), true)],
             lag: BTreeMap::new(),
+            statuses: BTreeMap::from([
+                (
+                    1,
+                    Ok(StatusResponse {
+                        role: Role::Leader as i32,
+                        term: 4,
+                        applied_index: Some(10),
+                        state_digest: 0xabc,
+                        ..Default::default()
+                    }),
+                ),
+                (2, Err("unreachable: no answer within 1000 ms".into())),
+            ]),
         }
     }
 
@@ -188,6 +227,14 @@ mod tests {
         assert_eq!(v["leader"], 1);
         assert_eq!(v["members"][0]["leader"], true);
         assert_eq!(v["members"][1]["leader"], false);
+        assert_eq!(
+            (&v["members"][0]["role"], &v["members"][0]["digest"]),
+            (&json!("leader"), &json!("0000000000000abc"))
+        );
+        assert!(v["members"][1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unreachable"));
         let node = &v["nodes"][0];
         assert_eq!(
             (&node["name"], &node["drained"]),

@@ -116,13 +116,30 @@ function render(view) {
   refreshTask(view);
 }
 
+// Members at the same applied index (and digest version) must have the
+// same digest: a different one marks a replica whose state diverged.
 function renderMembers(view) {
+  const byIndex = new Map();
+  for (const m of view.members) {
+    if (m.digest == null) continue;
+    const key = `${m.applied}/${m.digest_version}`;
+    (byIndex.get(key) || byIndex.set(key, new Set()).get(key)).add(m.digest);
+  }
   const body = $("members").tBodies[0];
-  body.replaceChildren(...view.members.map((m) => el("tr", { dataset: { member: m.id } },
-    el("td", {}, m.id),
-    el("td", {}, m.addr),
-    el("td", {}, m.leader ? "leader" : m.voter ? "voter" : "learner"),
-    el("td", {}, m.lag ?? (view.role === "leader" ? 0 : "-")))));
+  body.replaceChildren(...view.members.map((m) => {
+    const kind = m.voter ? "voter" : "learner";
+    const cells = m.error
+      ? [el("td", {}, `${kind}`), el("td", { colspan: 4, class: "unreachable" }, m.error)]
+      : [
+          el("td", {}, `${m.role ?? kind}${m.role && !m.voter ? " (learner)" : ""}`),
+          el("td", {}, m.term ?? "-"),
+          el("td", {}, m.applied ?? "-"),
+          el("td", {}, m.lag ?? (view.role === "leader" ? 0 : "-")),
+          el("td", { class: byIndex.get(`${m.applied}/${m.digest_version}`)?.size > 1 ? "diverged" : "" },
+            el("code", {}, m.digest ?? "-")),
+        ];
+    return el("tr", { dataset: { member: m.id } }, el("td", {}, m.id), el("td", {}, m.addr), ...cells);
+  }));
 }
 
 function renderNodes(view) {
