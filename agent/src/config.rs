@@ -34,6 +34,20 @@ pub struct SimulatedGpu {
     pub memory_mb: u64,
 }
 
+impl SimulatedGpu {
+    pub fn new(model: &str, memory_mb: u64) -> Self {
+        Self {
+            model: model.into(),
+            memory_mb,
+        }
+    }
+
+    /// An H100 80GB as NVML reports its memory.
+    pub fn h100() -> Self {
+        Self::new("H100", 81_559)
+    }
+}
+
 /// The service-time model of `sim` attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -252,6 +266,21 @@ impl AgentConfig {
                 ..OutputConfig::default()
             },
             ..Self::default()
+        }
+    }
+
+    /// An agent with simulated `gpus` of `slots_per_gpu` slots each and a
+    /// fixed host (16 CPUs, 64 GB), so its capacity never depends on the
+    /// machine it runs on: the one builder of local clusters, tests, jepsen
+    /// and the benchmarks, which then change what they need.
+    pub fn simulated(node: impl Into<String>, gpus: Vec<SimulatedGpu>, slots_per_gpu: u32) -> Self {
+        Self {
+            gpu_source: GpuSourceKind::Simulated,
+            simulated_gpus: gpus,
+            slots_per_gpu,
+            cpu_millis: Some(16_000),
+            memory_mb: Some(64_000),
+            ..Self::new(node, Vec::new())
         }
     }
 

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use autoglm_agent::config::{AgentConfig, GpuSourceKind, SimulatedGpu};
+use autoglm_agent::config::{AgentConfig, SimulatedGpu};
 use autoglm_client::proto::agent_message::Kind as In;
 use autoglm_client::proto::agent_service_server::{AgentService, AgentServiceServer};
 use autoglm_client::proto::leader_message::Kind as Out;
@@ -69,15 +69,9 @@ async fn replica() -> (String, mpsc::UnboundedReceiver<Conn>) {
 }
 
 fn config(endpoints: Vec<String>) -> AgentConfig {
-    let mut c = AgentConfig::new("sim-node", endpoints);
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "NVIDIA H100 80GB HBM3".into(),
-            memory_mb: 81_559,
-        };
-        2
-    ];
+    let gpu = SimulatedGpu::new("NVIDIA H100 80GB HBM3", 81_559);
+    let mut c = AgentConfig::simulated("sim-node", vec![gpu; 2], 1);
+    c.endpoints = endpoints;
     c.cpu_millis = Some(4_000);
     c.memory_mb = Some(8_000);
     c.heartbeat_interval_ms = 100;

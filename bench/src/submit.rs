@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
+use autoglm_agent::config::SimulatedGpu;
 use autoglm_agent::AgentConfig;
 use autoglm_client::proto::{ListTasksRequest, TaskState};
 use autoglm_client::{Client, ClientOptions, JobBuilder, TaskBuilder};
@@ -64,16 +64,7 @@ fn now_ms() -> u64 {
 }
 
 fn agent(i: usize) -> AgentConfig {
-    let mut c = AgentConfig::new(format!("sim-{i}"), Vec::new());
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: 81_559
-        };
-        8
-    ];
-    c.slots_per_gpu = 64;
+    let mut c = AgentConfig::simulated(format!("sim-{i}"), vec![SimulatedGpu::h100(); 8], 64);
     c.cpu_millis = Some(1_000_000);
     c.memory_mb = Some(10_000_000);
     c

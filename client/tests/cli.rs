@@ -347,16 +347,13 @@ fn agent_config(
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let mut c = autoglm_agent::AgentConfig::new(node, vec![cluster.0.clone()]);
-    c.tls = TlsFiles::in_dir(tls, &format!("agent-{node}"));
-    c.gpu_source = autoglm_agent::config::GpuSourceKind::Simulated;
-    c.simulated_gpus = gpu_mb
+    let gpus = gpu_mb
         .iter()
-        .map(|mb| autoglm_agent::config::SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: *mb,
-        })
+        .map(|mb| autoglm_agent::config::SimulatedGpu::new("H100", *mb))
         .collect();
+    let mut c = autoglm_agent::AgentConfig::simulated(node, gpus, 1);
+    c.endpoints = vec![cluster.0.clone()];
+    c.tls = TlsFiles::in_dir(tls, &format!("agent-{node}"));
     c.cpu_millis = Some(cpu_millis);
     c.memory_mb = Some(memory_mb);
     c.labels.insert("zone".into(), zone.into());

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
+use autoglm_agent::config::SimulatedGpu;
 use autoglm_agent::AgentConfig;
 use autoglm_client::proto::Member;
 use autoglm_client::Client;
@@ -289,19 +289,9 @@ async fn form_cluster(admin: &Client, first: &str, members: Vec<Member>) -> Resu
 /// The agent's config: two simulated H100s with four slots each, short
 /// heartbeats and a lease below the cluster's node TTL.
 fn agent_yaml(name: &str, endpoints: &[String]) -> Result<String> {
-    let mut c = AgentConfig::new(name, endpoints.to_vec());
+    let mut c = AgentConfig::simulated(name, vec![SimulatedGpu::h100(); 2], 4);
+    c.endpoints = endpoints.to_vec();
     c.tls = crate::credentials::agent_files(name)?;
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: 81_559,
-        };
-        2
-    ];
-    c.slots_per_gpu = 4;
-    c.cpu_millis = Some(16_000);
-    c.memory_mb = Some(64_000);
     c.heartbeat_interval_ms = 300;
     c.lease_ms = 1_200;
     // YAML is a superset of JSON.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
+use autoglm_agent::config::SimulatedGpu;
 use autoglm_agent::AgentConfig;
 use autoglm_client::proto::{Task, TaskState};
 use autoglm_client::{JobBuilder, TaskBuilder, Watch};
@@ -53,16 +53,8 @@ fn agent(
     slots: u32,
     speed: f64,
 ) -> AgentConfig {
-    let mut c = AgentConfig::new(name, Vec::new());
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: model.into(),
-            memory_mb
-        };
-        gpus
-    ];
-    c.slots_per_gpu = slots;
+    let mut c =
+        AgentConfig::simulated(name, vec![SimulatedGpu::new(model, memory_mb); gpus], slots);
     c.cpu_millis = Some(32_000);
     c.memory_mb = Some(256_000);
     c.labels = BTreeMap::from([("gpu".to_string(), model.to_lowercase())]);

@@ -10,7 +10,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
 use autoglm_agent::AgentConfig;
 use autoglm_client::proto::TaskState;
 use autoglm_client::{Client, JobBuilder, TaskBuilder};
@@ -24,20 +23,7 @@ fn cluster_yaml() -> String {
 }
 
 fn agent(name: &str) -> AgentConfig {
-    let mut c = AgentConfig::new(name, Vec::new());
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: 81_559
-        };
-        2
-    ];
-    c.slots_per_gpu = 8;
-    c.cpu_millis = Some(16_000);
-    c.memory_mb = Some(64_000);
-    c.heartbeat_interval_ms = 300;
-    c.lease_ms = 1_200;
+    let mut c = common::sim_agent(name, 2, 8);
     // Root, explicitly: the tasks write into the test's private temp dir.
     // Running as another user is tested in agent/tests/executor/exec.rs.
     c.exec = autoglm_agent::config::ExecConfig {

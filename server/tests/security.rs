@@ -358,16 +358,7 @@ async fn an_agent_acts_only_for_the_node_its_certificate_names() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
 
     // gpu-b, a real agent, runs a long task; gpu-a reports it done.
-    let mut b = autoglm_agent::AgentConfig::new("gpu-b", Vec::new());
-    b.gpu_source = autoglm_agent::config::GpuSourceKind::Simulated;
-    b.simulated_gpus = vec![autoglm_agent::config::SimulatedGpu {
-        model: "H100".into(),
-        memory_mb: 81_559,
-    }];
-    b.cpu_millis = Some(8_000);
-    b.memory_mb = Some(8_000);
-    b.heartbeat_interval_ms = 300;
-    b.lease_ms = 1_200;
+    let b = common::sim_agent("gpu-b", 1, 1);
     cluster.spawn_agent(&b).unwrap();
     let admin = cluster.client();
     let job = admin
@@ -423,17 +414,7 @@ async fn a_second_agent_process_for_a_served_node_is_refused() {
         "scheduler:\n  heartbeat_interval_ms: 300\n  node_ttl_ms: 3000\n  election_grace_ms: 600\n",
     );
     cluster.start_and_init(&[1]).await;
-    let mut d = autoglm_agent::AgentConfig::new("gpu-d", Vec::new());
-    d.gpu_source = autoglm_agent::config::GpuSourceKind::Simulated;
-    d.simulated_gpus = vec![autoglm_agent::config::SimulatedGpu {
-        model: "H100".into(),
-        memory_mb: 81_559,
-    }];
-    d.slots_per_gpu = 8;
-    d.cpu_millis = Some(8_000);
-    d.memory_mb = Some(8_000);
-    d.heartbeat_interval_ms = 300;
-    d.lease_ms = 1_200;
+    let d = common::sim_agent("gpu-d", 1, 8);
     cluster.spawn_agent(&d).unwrap();
     let admin = cluster.client();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -907,10 +888,8 @@ async fn agents_refuse_exec_by_default_and_secret_env_is_redacted_on_read() {
         "scheduler:\n  heartbeat_interval_ms: 300\n  node_ttl_ms: 3000\n  election_grace_ms: 600\n",
     );
     cluster.start_and_init(&[1]).await;
-    let mut agent = autoglm_agent::AgentConfig::new("gpu-x", Vec::new());
-    agent.gpu_source = autoglm_agent::config::GpuSourceKind::Simulated;
-    agent.cpu_millis = Some(8_000);
-    agent.memory_mb = Some(8_000);
+    // No GPUs, exec left at its default (off).
+    let agent = autoglm_agent::AgentConfig::simulated("gpu-x", Vec::new(), 1);
     cluster.spawn_agent(&agent).unwrap();
     let admin = cluster.client();
     let marker = cluster.dir.path().join("ran");

@@ -14,19 +14,9 @@ pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_autoglm-server");
 /// A simulated agent: `gpus` H100s of `slots` slots each, 16 CPUs, 64 GB,
 /// 300 ms heartbeats and a 1.2 s lease.
 pub fn sim_agent(name: &str, gpus: usize, slots: u32) -> autoglm_agent::AgentConfig {
-    use autoglm_agent::config::{GpuSourceKind, SimulatedGpu};
-    let mut c = autoglm_agent::AgentConfig::new(name, Vec::new());
-    c.gpu_source = GpuSourceKind::Simulated;
-    c.simulated_gpus = vec![
-        SimulatedGpu {
-            model: "H100".into(),
-            memory_mb: 81_559
-        };
-        gpus
-    ];
-    c.slots_per_gpu = slots;
-    c.cpu_millis = Some(16_000);
-    c.memory_mb = Some(64_000);
+    use autoglm_agent::config::SimulatedGpu;
+    let mut c =
+        autoglm_agent::AgentConfig::simulated(name, vec![SimulatedGpu::h100(); gpus], slots);
     c.heartbeat_interval_ms = 300;
     c.lease_ms = 1_200;
     c
