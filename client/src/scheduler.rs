@@ -25,6 +25,16 @@ fn fresh_key() -> String {
     )
 }
 
+/// Whether a stream that broke with `status` is opened again (on another
+/// replica, from where it stopped): the replica went away or lost
+/// leadership mid-stream, not a refusal.
+fn resumes(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+    )
+}
+
 /// What a watch follows.
 #[derive(Debug, Clone, Copy)]
 pub enum Watch {
@@ -195,17 +205,7 @@ impl Client {
                         }
                         // The server ends the stream once everything is terminal.
                         Ok(None) => return,
-                        Err(status)
-                            if matches!(
-                                status.code(),
-                                Code::Unavailable
-                                    | Code::Unknown
-                                    | Code::Internal
-                                    | Code::Cancelled
-                            ) =>
-                        {
-                            break
-                        }
+                        Err(status) if resumes(&status) => break,
                         Err(status) => {
                             let _ = tx.send(Err(ClientError::Rpc(status))).await;
                             return;
@@ -263,17 +263,7 @@ impl Client {
                             }
                         }
                         Ok(None) => return,
-                        Err(status)
-                            if matches!(
-                                status.code(),
-                                Code::Unavailable
-                                    | Code::Unknown
-                                    | Code::Internal
-                                    | Code::Cancelled
-                            ) =>
-                        {
-                            break
-                        }
+                        Err(status) if resumes(&status) => break,
                         Err(status) => {
                             let _ = tx.send(Err(ClientError::Rpc(status))).await;
                             return;
