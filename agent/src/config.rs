@@ -8,8 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use autoglm_client::security::TlsFiles;
-use figment::providers::{Env, Format, Serialized, Yaml};
-use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Where the agent gets its GPUs from.
@@ -215,41 +213,11 @@ pub struct FlagOverrides {
     pub http_listen: Option<String>,
 }
 
-/// Prefix of environment overrides; nested keys use `__`, e.g.
-/// `AUTOGLM_SIM__SPEED_FACTOR=2`.
-pub const ENV_PREFIX: &str = "AUTOGLM_";
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "node",
-    "endpoints",
-    "address",
-    "labels",
-    "models_loaded",
-    "slots_per_gpu",
-    "heartbeat_interval_ms",
-    "lease_ms",
-    "reconnect_backoff_min_ms",
-    "reconnect_backoff_max_ms",
-    "cpu_millis",
-    "memory_mb",
-    "gpu_source",
-    "simulated_gpus",
-    "sim",
-    "output_tail_bytes",
-    "http_timeout_ms",
-    "tls",
-    "insecure",
-    "exec",
-    "http_listen",
-    "output",
-];
-
 /// Largest `output_tail_bytes`: reports are small gRPC messages and the
 /// cluster keeps only a few KiB of each anyway.
 pub const OUTPUT_TAIL_BYTES_MAX: usize = 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-#[error("config: {0}")]
-pub struct ConfigError(String);
+pub use autoglm_runtime::config::ConfigError;
 
 impl AgentConfig {
     /// A configuration with every default, for agents built in code (tests,
@@ -293,27 +261,7 @@ impl AgentConfig {
 
     /// Loads without checking values (`probe` needs no node nor endpoints).
     pub fn extract(file: Option<&Path>, flags: FlagOverrides) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "file {} does not exist or is not a file",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Yaml::file_exact(path));
-        }
-        // Only variables naming our keys: AUTOGLM_NODE_ID and friends belong
-        // to the replica. `split` has already turned `__` into `.` when the
-        // filter sees the key.
-        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
-            let first = key.as_str().split('.').next().unwrap_or_default();
-            TOP_LEVEL_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
-        });
-        figment = figment.merge(env).merge(Serialized::defaults(flags));
-        figment
-            .extract()
-            .map_err(|e| ConfigError(e.to_string().replace('\n', " ")))
+        autoglm_runtime::config::load(AgentConfig::default(), file, flags)
     }
 
     /// Checks every value; errors name the key.

@@ -13,7 +13,7 @@
 //! - [`session`]: the stream to the leader: register, heartbeats, reports,
 //!   reconnects with backoff, self-fencing; [`run`] is the whole agent.
 //! - [`probe`]: what `autoglm-agent probe` prints.
-//! - `src/main.rs`: the `autoglm-agent` binary (`run`, `probe`).
+//! - [`cli`]: the `autoglm-agent` command line (`run`, `probe`).
 //!
 //! # Running an agent in-process
 //! ```no_run
@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod executor;
 pub mod gpu;
@@ -44,23 +45,6 @@ pub mod session;
 
 pub use config::{AgentConfig, ConfigError};
 pub use session::run;
-
-/// Resolves on SIGTERM or Ctrl-C: how the agent and replica binaries stop.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        // No SIGTERM handler could be installed: Ctrl-C still works.
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use autoglm_telemetry::gauges::{gauge, gauges, Labels};
+use autoglm_runtime::gauges::{gauge, gauges, Labels};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -104,7 +104,7 @@ impl AgentMetrics {
             self.connected.clone(),
         );
         r.register_collector(Box::new(ReadingsCollector(self.readings.clone())));
-        r.register_collector(Box::new(autoglm_telemetry::process::ProcessCollector));
+        r.register_collector(Box::new(autoglm_runtime::process::ProcessCollector));
         r
     }
 }
@@ -229,10 +229,10 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
             get(move || {
                 let registry = registry.clone();
                 async move {
-                    match autoglm_telemetry::exposition::render(&registry) {
+                    match autoglm_runtime::exposition::render(&registry) {
                         Ok(body) => (
                             StatusCode::OK,
-                            [(CONTENT_TYPE, autoglm_telemetry::exposition::CONTENT_TYPE)],
+                            [(CONTENT_TYPE, autoglm_runtime::exposition::CONTENT_TYPE)],
                             body,
                         ),
                         Err(e) => (

@@ -1,10 +1,14 @@
 //! Replicas and agents as child processes: this binary re-run as
-//! `autoglm-bench replica` and `autoglm-bench agent`.
+//! `autoglm-bench replica` and `autoglm-bench agent`. They log warnings, or
+//! what `RUST_LOG` asks for (e.g. `warn,autoglm_storage=info` for snapshot
+//! timings).
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use autoglm_server::local::{Launcher, LocalCluster};
+use autoglm_local::cluster::LocalCluster;
+use autoglm_local::launch::Launcher;
+use autoglm_local::{AGENT_MODE, REPLICA_MODE};
 
 /// Set (to anything), the cluster's directory (data dirs, every process's
 /// log) is kept after the run, for a look at what happened.
@@ -34,14 +38,9 @@ impl BenchCluster {
                 dir.path().display()
             );
         }
-        let launcher = Launcher {
-            program: std::env::current_exe()?,
-            args: vec!["replica".into()],
-        };
-        let agents = Launcher {
-            program: std::env::current_exe()?,
-            args: vec!["agent".into()],
-        };
+        let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let launcher = Launcher::this_binary(REPLICA_MODE)?.with_env("RUST_LOG", &log_filter);
+        let agents = Launcher::this_binary(AGENT_MODE)?.with_env("RUST_LOG", &log_filter);
         let mut cluster =
             LocalCluster::new(dir.path(), launcher, extra_yaml).with_agent_launcher(agents);
         if !secure {

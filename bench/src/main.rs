@@ -1,8 +1,9 @@
 //! `autoglm-bench`: measurements reported in docs/benchmarks.md.
 //!
 //! Every benchmark starts real replicas as separate processes on loopback:
-//! this same binary re-run as `autoglm-bench replica --config FILE`, which
-//! runs the server library exactly as `autoglm-server` does.
+//! this same binary re-run as `autoglm-bench replica --config FILE` (or
+//! `agent`), which runs `autoglm-server`'s (or `autoglm-agent`'s) own
+//! command line (`autoglm_local::run_cluster_process`).
 
 mod cluster;
 mod etcd;
@@ -16,9 +17,9 @@ mod stats;
 mod submit;
 mod throughput;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -48,23 +49,25 @@ enum BenchCommand {
     Sim(sim::SimArgs),
     /// Placement quality: a grid of simulated scenarios; CSV, JSON, SVG and tables.
     SimSweep(sim::sweep::SweepArgs),
-    /// Internal: run one replica from a config file (used by the benchmarks).
-    #[command(hide = true)]
-    Replica {
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Internal: run one simulated agent from a config file.
-    #[command(hide = true)]
-    Agent {
-        #[arg(long)]
-        config: PathBuf,
-    },
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
+async fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = autoglm_local::run_cluster_process(&argv).await {
+        return code;
+    }
+    match run(Args::parse_from(argv)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autoglm-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
         BenchCommand::Failover(a) => failover::run(a).await,
         BenchCommand::Throughput(a) => throughput::run(a).await,
         BenchCommand::Footprint(a) => footprint::run(a).await,
@@ -74,38 +77,5 @@ async fn main() -> anyhow::Result<()> {
         BenchCommand::LargeJob(a) => large_job::run(a).await,
         BenchCommand::Sim(a) => sim::run_one(a),
         BenchCommand::SimSweep(a) => sim::sweep::run(a),
-        BenchCommand::Agent { config } => {
-            init_child_logs();
-            let config = autoglm_agent::AgentConfig::load(Some(&config), Default::default())?;
-            autoglm_agent::run(config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-            Ok(())
-        }
-        BenchCommand::Replica { config } => {
-            init_child_logs();
-            let config =
-                autoglm_server::config::ServerConfig::load(Some(&config), Default::default())?;
-            let running = autoglm_server::raft::bootstrap::start(&config).await?;
-            running
-                .serve(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("replica")
-        }
     }
-}
-
-/// Replicas and agents started by a benchmark log warnings, or what
-/// `RUST_LOG` asks for (e.g. `warn,autoglm_storage=info` for snapshot timings).
-fn init_child_logs() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }

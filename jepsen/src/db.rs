@@ -5,14 +5,12 @@
 //! (ids are never reused for another data dir).
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use autoglm_local::launch::{Launcher, Process};
+use nix::sys::signal::Signal;
 
 use crate::credentials;
 use crate::net::Host;
@@ -35,7 +33,7 @@ pub struct Replica {
     pub id: u64,
     generation: u32,
     starts: u32,
-    child: Option<Child>,
+    process: Option<Process>,
     paused: bool,
     /// `faketime -f` spec of the running process, if it runs under one.
     pub faketime: Option<String>,
@@ -49,11 +47,11 @@ impl Replica {
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_some()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.process.as_ref().map(Process::pid)
     }
 
     /// How many times a process was started on this host: a new number is a
@@ -66,7 +64,7 @@ impl Replica {
 struct AgentProc {
     host: Host,
     starts: u32,
-    child: Option<Child>,
+    process: Option<Process>,
     paused: bool,
 }
 
@@ -123,7 +121,7 @@ impl Db {
                 id,
                 generation: 1,
                 starts: 0,
-                child: None,
+                process: None,
                 paused: false,
                 faketime: None,
                 upgraded: false,
@@ -137,7 +135,7 @@ impl Db {
             AgentProc {
                 host,
                 starts: 0,
-                child: None,
+                process: None,
                 paused: false,
             },
         );
@@ -187,11 +185,11 @@ impl Db {
             .with_context(|| format!("no replica host {name}"))?;
         let started = std::time::Instant::now();
         while started.elapsed() < timeout {
-            let Some(child) = r.child.as_mut() else {
+            let Some(process) = r.process.as_mut() else {
                 return Ok(None);
             };
-            if let Some(status) = child.try_wait()? {
-                r.child = None;
+            if let Some(status) = process.exited() {
+                r.process = None;
                 return Ok(Some(status.code().unwrap_or(-1)));
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -258,7 +256,7 @@ impl Db {
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
-        if r.child.is_some() {
+        if r.process.is_some() {
             bail!("replica {name} is already running");
         }
         let config = dir.join(format!("replica-{}.yaml", r.id));
@@ -274,15 +272,10 @@ impl Db {
         );
         std::fs::write(&config, yaml)?;
         r.starts += 1;
-        let log = File::create(dir.join(format!("replica.{}.log", r.starts)))?;
-        let mut argv = r.host.launcher();
-        if let Some(spec) = &faketime {
-            argv.extend(["faketime".into(), "-f".into(), spec.clone()]);
-        }
-        argv.push(bin.display().to_string());
-        argv.extend(["--config".into(), config.display().to_string()]);
-        let child = spawn(&argv, log)?;
-        r.child = Some(child);
+        let log = dir.join(format!("replica.{}.log", r.starts));
+        let process = launcher(&r.host, &bin, faketime.as_deref())
+            .start(&["--config".as_ref(), config.as_os_str()], &log)?;
+        r.process = Some(process);
         r.paused = false;
         r.faketime = faketime;
         Ok(())
@@ -294,8 +287,8 @@ impl Db {
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
-        if let Some(child) = r.child.take() {
-            kill_group(child);
+        if let Some(process) = r.process.take() {
+            process.kill();
         }
         r.paused = false;
         Ok(())
@@ -308,18 +301,8 @@ impl Db {
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
-        if let Some(mut child) = r.child.take() {
-            if r.paused {
-                signal_group(&child, Signal::SIGCONT);
-            }
-            signal_group(&child, Signal::SIGTERM);
-            for _ in 0..1000 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            kill_group(child);
+        if let Some(process) = r.process.take() {
+            process.stop(Duration::from_secs(10));
         }
         r.paused = false;
         Ok(())
@@ -331,15 +314,14 @@ impl Db {
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
-        let Some(child) = &r.child else {
+        let Some(process) = &r.process else {
             bail!("replica {name} is not running");
         };
-        let signal = if pause {
+        process.signal(if pause {
             Signal::SIGSTOP
         } else {
             Signal::SIGCONT
-        };
-        signal_group(child, signal);
+        });
         r.paused = pause;
         Ok(())
     }
@@ -356,7 +338,7 @@ impl Db {
             .replicas
             .get_mut(name)
             .with_context(|| format!("no replica host {name}"))?;
-        if r.child.is_some() {
+        if r.process.is_some() {
             bail!("replica {name} must be stopped before it is wiped");
         }
         let old = self.root.join(name).join(format!("data-{}", r.generation));
@@ -386,21 +368,15 @@ impl Db {
             .agents
             .get_mut(name)
             .with_context(|| format!("no agent host {name}"))?;
-        if a.child.is_some() {
+        if a.process.is_some() {
             bail!("agent {name} is already running");
         }
         a.starts += 1;
-        let log = File::create(dir.join(format!("agent.{}.log", a.starts)))?;
-        let mut argv = a.host.launcher();
-        if let Some(spec) = faketime {
-            argv.extend(["faketime".into(), "-f".into(), spec.to_string()]);
-        }
-        argv.push(bin.display().to_string());
-        argv.extend([
-            "--config".into(),
-            dir.join("agent.yaml").display().to_string(),
-        ]);
-        a.child = Some(spawn(&argv, log)?);
+        let log = dir.join(format!("agent.{}.log", a.starts));
+        let config = dir.join("agent.yaml");
+        let process = launcher(&a.host, &bin, faketime)
+            .start(&["--config".as_ref(), config.as_os_str()], &log)?;
+        a.process = Some(process);
         a.paused = false;
         Ok(())
     }
@@ -415,8 +391,8 @@ impl Db {
             .agents
             .get_mut(name)
             .with_context(|| format!("no agent host {name}"))?;
-        if let Some(child) = a.child.take() {
-            kill_group(child);
+        if let Some(process) = a.process.take() {
+            process.kill();
         }
         self.launch_agent(name, faketime)
     }
@@ -427,17 +403,14 @@ impl Db {
             .agents
             .get_mut(name)
             .with_context(|| format!("no agent host {name}"))?;
-        let Some(child) = a.child.as_ref() else {
+        let Some(process) = a.process.as_ref() else {
             bail!("agent {name} is not running");
         };
-        signal_group(
-            child,
-            if pause {
-                Signal::SIGSTOP
-            } else {
-                Signal::SIGCONT
-            },
-        );
+        process.signal(if pause {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        });
         a.paused = pause;
         Ok(())
     }
@@ -456,8 +429,8 @@ impl Db {
             let _ = self.kill_replica(&name);
         }
         for a in self.agents.values_mut() {
-            if let Some(child) = a.child.take() {
-                kill_group(child);
+            if let Some(process) = a.process.take() {
+                process.kill();
             }
         }
     }
@@ -469,14 +442,18 @@ impl Drop for Db {
     }
 }
 
-/// Signals every process of the child's group (each child leads its own).
-fn signal_group(child: &Child, signal: Signal) {
-    let _ = killpg(Pid::from_raw(child.id() as i32), signal);
+/// How `bin` starts on `host`: inside its network namespace, under
+/// `faketime -f SPEC` when given, logging at info.
+fn launcher(host: &Host, bin: &Path, faketime: Option<&str>) -> Launcher {
+    let mut prefix = host.launcher();
+    if let Some(spec) = faketime {
+        prefix.extend(["faketime".into(), "-f".into(), spec.to_string()]);
+    }
+    Launcher::new(bin, &[])
+        .with_env("RUST_LOG", "info")
+        .wrapped(&prefix)
 }
 
-/// SIGKILLs the child's whole group and waits until every process in it is
-/// gone: faketime's server is a grandchild, and it must have released its
-/// data dir's lock before anything restarts on that dir.
 /// The `*.log` files in the host directories of a run's directory `root`.
 pub fn log_files_under(root: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root)
@@ -494,29 +471,4 @@ pub fn log_files_under(root: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-fn kill_group(mut child: Child) {
-    signal_group(&child, Signal::SIGKILL);
-    let _ = child.wait();
-    let group = Pid::from_raw(child.id() as i32);
-    for _ in 0..500 {
-        if killpg(group, None).is_err() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-fn spawn(argv: &[String], log: File) -> Result<Child> {
-    let err = log.try_clone()?;
-    Command::new(&argv[0])
-        .args(&argv[1..])
-        .process_group(0)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("start {}", argv.join(" ")))
 }

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autoglm_client::security::TlsFiles;
-use figment::providers::{Env, Format, Serialized, Yaml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::raft::election::ElectionTimeouts;
@@ -137,47 +135,13 @@ pub struct FlagOverrides {
     pub insecure: bool,
 }
 
-/// Prefix of environment overrides; nested keys use `__`, e.g.
-/// `AUTOGLM_RAFT__HEARTBEAT_INTERVAL_MS=100`.
-pub const ENV_PREFIX: &str = "AUTOGLM_";
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "node_id",
-    "cluster_name",
-    "listen",
-    "http_listen",
-    "data_dir",
-    "raft",
-    "storage",
-    "grpc",
-    "scheduler",
-    "tls",
-    "insecure",
-];
-
-#[derive(Debug, thiserror::Error)]
-#[error("config: {0}")]
-pub struct ConfigError(String);
+pub use autoglm_runtime::config::ConfigError;
 
 impl ServerConfig {
+    /// Loads (defaults, file, environment, flags: `autoglm_runtime::config`)
+    /// and validates.
     pub fn load(file: Option<&Path>, flags: FlagOverrides) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "file {} does not exist or is not a file",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Yaml::file_exact(path));
-        }
-        // Only variables naming our keys: AUTOGLM_ENDPOINTS and friends belong to other programs.
-        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
-            // By now `split("__")` has turned the separators into dots.
-            let first = key.as_str().split('.').next().unwrap_or_default();
-            TOP_LEVEL_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
-        });
-        figment = figment.merge(env).merge(Serialized::defaults(flags));
-        let config: ServerConfig = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        let config = autoglm_runtime::config::load(ServerConfig::default(), file, flags)?;
         config.validate()?;
         Ok(config)
     }
@@ -275,10 +239,6 @@ impl ServerConfig {
         .validate()
         .map_err(|e| ConfigError(format!("raft: {e}")))
     }
-}
-
-fn one_line(e: &figment::Error) -> String {
-    e.to_string().replace('\n', " ")
 }
 
 #[cfg(test)]

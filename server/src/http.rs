@@ -31,11 +31,11 @@ pub fn router(
 async fn metrics(registry: Arc<Registry>) -> axum::response::Response {
     // The state's read lock is taken while rendering: off the async workers.
     let rendered =
-        tokio::task::spawn_blocking(move || autoglm_telemetry::exposition::render(&registry)).await;
+        tokio::task::spawn_blocking(move || autoglm_runtime::exposition::render(&registry)).await;
     match rendered {
         Ok(Ok(body)) => (
             StatusCode::OK,
-            [(CONTENT_TYPE, autoglm_telemetry::exposition::CONTENT_TYPE)],
+            [(CONTENT_TYPE, autoglm_runtime::exposition::CONTENT_TYPE)],
             body,
         )
             .into_response(),

@@ -10,16 +10,17 @@
 //! - [`http`]: metrics, health and readiness endpoints.
 //! - [`metrics`]: the replica's Prometheus metrics.
 //! - [`config`]: file, environment and flag configuration.
-//! - [`demo`]: `autoglm-server local`, the walkthrough on the embedded default.
-//! - [`local`]: a cluster of replica processes on loopback (demo, tests, benchmarks).
+//! - [`cli`]: the `autoglm-server` command line.
+//!
+//! The local cluster, the demo and the integration tests that start
+//! processes live in `autoglm-local`: a replica links no agent code.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod dashboard;
-pub mod demo;
 pub mod http;
 pub mod leader;
-pub mod local;
 pub mod metrics;
 pub mod raft;
 pub mod replica;

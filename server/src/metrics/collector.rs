@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use autoglm_runtime::gauges::{gauge, gauges, Labels};
 use autoglm_storage::SnapshotStats;
-use autoglm_telemetry::gauges::{gauge, gauges, Labels};
 use openraft::ServerState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};

@@ -154,6 +154,6 @@ pub fn registry(events: &Events, collector: collector::ReplicaCollector) -> Regi
     let mut registry = Registry::default();
     events.register(&mut registry);
     registry.register_collector(Box::new(collector));
-    registry.register_collector(Box::new(autoglm_telemetry::process::ProcessCollector));
+    registry.register_collector(Box::new(autoglm_runtime::process::ProcessCollector));
     registry
 }

@@ -64,11 +64,8 @@ async fn replicas_and_agents_serve_metrics_that_follow_the_cluster() {
         "RUST_LOG",
         "info,autoglm_server=debug,openraft=warn,sled=warn,h2=warn,tower=warn",
     );
-    let mut cluster = TestCluster::with_args(
-        FAST,
-        &["--log-format", "json"],
-        &["agent", "--log-format", "json"],
-    );
+    let mut cluster =
+        TestCluster::with_args(FAST, &["--log-format", "json"], &["--log-format", "json"]);
     cluster.start_and_init(&[1, 2, 3]).await;
     cluster
         .spawn_agent(&common::sim_agent("gpu-m", 2, 2))

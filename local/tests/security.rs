@@ -177,15 +177,9 @@ async fn plaintext_and_foreign_certificates_are_refused() {
     // Same cluster name, another CA: its certificates name nobody here, and
     // its clients cannot verify our replicas either.
     let other_dir = tempfile::tempdir().unwrap();
-    let mut other = autoglm_server::local::LocalCluster::new(
-        other_dir.path(),
-        autoglm_server::local::Launcher {
-            program: common::SERVER_BIN.into(),
-            args: Vec::new(),
-        },
-        "",
-    )
-    .with_cluster_name("test");
+    let mut other =
+        autoglm_local::cluster::LocalCluster::new(other_dir.path(), common::replica_launcher(), "")
+            .with_cluster_name("test");
     let foreign = other.user_credentials("mallory", Role::Admin).unwrap();
     let e = client(&cluster, foreign).status().await.unwrap_err();
     assert!(!matches!(e.code(), Some(Code::Ok)), "{e}");
@@ -672,15 +666,9 @@ async fn the_probes_of_the_security_issue_are_refused() {
     // A rogue replica with the same cluster name but its own CA cannot be
     // added: the leader cannot verify it.
     let rogue_dir = tempfile::tempdir().unwrap();
-    let mut rogue = autoglm_server::local::LocalCluster::new(
-        rogue_dir.path(),
-        autoglm_server::local::Launcher {
-            program: common::SERVER_BIN.into(),
-            args: Vec::new(),
-        },
-        "",
-    )
-    .with_cluster_name("test");
+    let mut rogue =
+        autoglm_local::cluster::LocalCluster::new(rogue_dir.path(), common::replica_launcher(), "")
+            .with_cluster_name("test");
     rogue.spawn(4).unwrap();
     rogue
         .wait_answering(4, Duration::from_secs(30))

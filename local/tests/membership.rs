@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use autoglm_client::proto::Role;
-use autoglm_server::local::Writer;
+use autoglm_local::cluster::Writer;
 use common::{assert_all_present, TestCluster};
 
 /// Small snapshot interval and no log kept behind it, so a new learner cannot

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use autoglm_server::local::Writer;
+use autoglm_local::cluster::Writer;
 use common::{assert_converged_with_writes, TestCluster};
 
 const KILLS: usize = 10;

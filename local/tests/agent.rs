@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use autoglm_agent::AgentConfig;
 use autoglm_client::proto::TaskState;
 use autoglm_client::{Client, JobBuilder, TaskBuilder};
-use autoglm_server::local::{Launcher, LocalCluster};
-use common::{TestCluster, SERVER_BIN};
+use autoglm_local::cluster::LocalCluster;
+use autoglm_local::launch::Launcher;
+use common::TestCluster;
 
 const TTL_MS: u64 = 3_000;
 
@@ -181,16 +182,12 @@ impl Netns {
     }
 
     fn launcher(&self) -> Launcher {
-        Launcher {
-            program: "ip".into(),
-            args: vec![
-                "netns".into(),
-                "exec".into(),
-                self.name.clone(),
-                SERVER_BIN.into(),
-                "agent".into(),
-            ],
-        }
+        common::agent_launcher().wrapped(&[
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+        ])
     }
 
     /// Drops every packet in and out of the namespace.
@@ -233,20 +230,10 @@ async fn cut_off_agent_fences_itself_before_the_ttl_and_its_late_report_is_stale
     let netns = Netns::create();
     let dir = tempfile::tempdir().unwrap();
     let yaml = cluster_yaml();
-    let mut cluster = LocalCluster::new(
-        dir.path(),
-        Launcher {
-            program: SERVER_BIN.into(),
-            args: Vec::new(),
-        },
-        &yaml,
-    )
-    .with_cluster_name("test")
-    .with_host(&netns.host_ip)
-    .with_agent_launcher(Launcher {
-        program: SERVER_BIN.into(),
-        args: vec!["agent".into()],
-    });
+    let mut cluster = LocalCluster::new(dir.path(), common::replica_launcher(), &yaml)
+        .with_cluster_name("test")
+        .with_host(&netns.host_ip)
+        .with_agent_launcher(common::agent_launcher());
     cluster.start(&[1, 2, 3]).await.unwrap();
     cluster
         .spawn_agent_with(&agent("fenced"), &netns.launcher())

@@ -4,15 +4,14 @@
 mod common;
 
 use std::io::Write;
-use std::process::Command;
 use std::time::Duration;
 
 use autoglm_client::security::pki;
-use common::{TestCluster, SERVER_BIN};
+use common::{server_command, TestCluster};
 use tonic::Code;
 
 fn run_server(args: &[&str]) -> (i32, String) {
-    let out = Command::new(SERVER_BIN).args(args).output().unwrap();
+    let out = server_command().args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -160,7 +159,7 @@ async fn membership_mistakes_and_foreign_peers_are_refused() {
     pki::issue(&foreign_tls, subject, &foreign_tls, "replica-4", 1, false).unwrap();
     let foreign = format!("127.0.0.1:{}", common::free_port());
     let foreign_http = format!("127.0.0.1:{}", common::free_port());
-    let mut other = Command::new(SERVER_BIN)
+    let mut other = server_command()
         .args([
             "--node-id",
             "4",

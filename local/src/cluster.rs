@@ -1,11 +1,10 @@
 //! A cluster of replica processes on loopback: the embedded default behind
-//! `autoglm-server local`, the integration tests and the benchmarks. Each
+//! `autoglm-local`, the integration tests and the benchmarks. Each
 //! replica is a child process started from a config file in the cluster's
 //! directory; killing one is a real SIGKILL.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autoglm_client::proto::{Member, Role, StatusResponse};
@@ -13,12 +12,7 @@ use autoglm_client::security::pki::{self, Subject};
 use autoglm_client::security::{self, Credentials, TlsFiles, Transport};
 use autoglm_client::{Client, ClientOptions};
 
-/// How a replica process is started: `program args... --config FILE`.
-#[derive(Debug, Clone)]
-pub struct Launcher {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-}
+use crate::launch::{Launcher, Process};
 
 #[derive(Debug, thiserror::Error)]
 #[error("local cluster: {0}")]
@@ -40,7 +34,7 @@ pub struct LocalReplica {
     pub http: String,
     pub data_dir: PathBuf,
     config: PathBuf,
-    child: Option<Child>,
+    process: Option<Process>,
     starts: u32,
 }
 
@@ -49,7 +43,7 @@ struct LocalAgent {
     config: PathBuf,
     /// Its HTTP port (`/metrics`), fixed across restarts.
     http: String,
-    child: Option<Child>,
+    process: Option<Process>,
     starts: u32,
 }
 
@@ -280,34 +274,26 @@ impl LocalCluster {
         let agent = self.agents.entry(name.clone()).or_insert(LocalAgent {
             config: path,
             http: config.http_listen.clone(),
-            child: None,
+            process: None,
             starts: 0,
         });
         agent.http = config.http_listen.clone();
-        if agent.child.is_some() {
+        if agent.process.is_some() {
             return Err(err(format!("agent {name} is already running")));
         }
         agent.starts += 1;
         let log_path = self.root.join(format!("agent-{name}.{}.log", agent.starts));
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
-        let child = Command::new(&launcher.program)
-            .args(&launcher.args)
-            .arg("--config")
-            .arg(&agent.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| err(format!("start agent {name}: {e}")))?;
-        agent.child = Some(child);
+        let process = launcher
+            .start(&["--config".as_ref(), agent.config.as_os_str()], &log_path)
+            .map_err(|e| err(format!("agent {name}: {e}")))?;
+        agent.process = Some(process);
         Ok(())
     }
 
     /// SIGKILL an agent, then reap it.
     pub fn kill_agent(&mut self, name: &str) {
-        if let Some(mut child) = self.agents.get_mut(name).and_then(|a| a.child.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.agents.get_mut(name).and_then(|a| a.process.take()) {
+            process.kill();
         }
     }
 
@@ -357,7 +343,7 @@ impl LocalCluster {
                     http,
                     data_dir,
                     config,
-                    child: None,
+                    process: None,
                     starts: 0,
                 },
             );
@@ -365,22 +351,18 @@ impl LocalCluster {
         let launcher = self.launcher.clone();
         let root = self.root.clone();
         let replica = self.replicas.get_mut(&id).expect("inserted above");
-        if replica.child.is_some() {
+        if replica.process.is_some() {
             return Err(err(format!("replica {id} is already running")));
         }
         replica.starts += 1;
         let log_path = root.join(format!("replica-{id}.{}.log", replica.starts));
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| err(format!("{}: {e}", log_path.display())))?;
-        let child = Command::new(&launcher.program)
-            .args(&launcher.args)
-            .arg("--config")
-            .arg(&replica.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| err(format!("start {}: {e}", launcher.program.display())))?;
-        replica.child = Some(child);
+        let process = launcher
+            .start(
+                &["--config".as_ref(), replica.config.as_os_str()],
+                &log_path,
+            )
+            .map_err(|e| err(format!("replica {id}: {e}")))?;
+        replica.process = Some(process);
         Ok(())
     }
 
@@ -404,11 +386,11 @@ impl LocalCluster {
         id: u64,
         timeout: Duration,
     ) -> Option<std::process::ExitStatus> {
-        let pid = self.pid(id)?;
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        self.replicas
+            .get(&id)?
+            .process
+            .as_ref()?
+            .signal(nix::sys::signal::Signal::SIGTERM);
         let status = self.wait_exit(id, timeout).await;
         if status.is_none() {
             self.kill(id);
@@ -418,21 +400,20 @@ impl LocalCluster {
 
     /// SIGKILL, then reap.
     pub fn kill(&mut self, id: u64) {
-        if let Some(mut child) = self.replicas.get_mut(&id).and_then(|r| r.child.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.replicas.get_mut(&id).and_then(|r| r.process.take()) {
+            process.kill();
         }
     }
 
     pub fn is_running(&mut self, id: u64) -> bool {
-        let Some(child) = self.replicas.get_mut(&id).and_then(|r| r.child.as_mut()) else {
-            return false;
-        };
-        matches!(child.try_wait(), Ok(None))
+        self.replicas
+            .get_mut(&id)
+            .and_then(|r| r.process.as_mut())
+            .is_some_and(Process::is_running)
     }
 
     pub fn pid(&self, id: u64) -> Option<u32> {
-        self.replicas.get(&id)?.child.as_ref().map(Child::id)
+        self.replicas.get(&id)?.process.as_ref().map(Process::pid)
     }
 
     /// Replica `id`'s configuration file, for offline commands
@@ -457,9 +438,9 @@ impl LocalCluster {
     ) -> Option<std::process::ExitStatus> {
         let started = Instant::now();
         while started.elapsed() < timeout {
-            let child = self.replicas.get_mut(&id)?.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                self.replicas.get_mut(&id)?.child = None;
+            let replica = self.replicas.get_mut(&id)?;
+            if let Some(status) = replica.process.as_mut()?.exited() {
+                replica.process = None;
                 return Some(status);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -470,7 +451,7 @@ impl LocalCluster {
     /// Deletes a stopped replica's data dir.
     pub fn wipe(&mut self, id: u64) -> Result<(), LocalError> {
         let replica = self.replica(id);
-        if replica.child.is_some() {
+        if replica.process.is_some() {
             return Err(err(format!("stop replica {id} before wiping it")));
         }
         match std::fs::remove_dir_all(&replica.data_dir) {

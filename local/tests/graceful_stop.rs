@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use autoglm_server::local::Writer;
+use autoglm_local::cluster::Writer;
 use common::{assert_converged_with_writes, TestCluster};
 
 /// Rounds of (follower stop, leader stop); GRACEFUL_ROUNDS=5 for the

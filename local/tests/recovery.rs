@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use autoglm_client::{JobBuilder, TaskBuilder};
-use autoglm_server::local::{verify_writes, Writer};
+use autoglm_local::cluster::{verify_writes, Writer};
 use autoglm_storage::damage::{cut_tail, flip_bytes, set_len};
-use common::{TestCluster, SERVER_BIN};
+use common::{server_command, TestCluster};
 
 const EXIT_DAMAGED: i32 = 3;
 
@@ -46,7 +46,7 @@ fn flip_middle(path: &Path, count: usize) {
 
 /// Runs `autoglm-server ARGS`; (exit code, stdout, stderr).
 fn server(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(SERVER_BIN).args(args).output().unwrap();
+    let out = server_command().args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,4 +1,4 @@
-//! `autoglm-server local`: the embedded default. Starts three replicas and
+//! `autoglm-local`: the embedded default. Starts three replicas and
 //! four heterogeneous simulated GPU agents on loopback, all from this same
 //! binary; submits a DAG workload; shows it being placed and completed live;
 //! SIGKILLs the leader in the middle and restarts it; and ends with a summary:
@@ -15,7 +15,8 @@ use autoglm_client::proto::{Task, TaskState};
 use autoglm_client::{JobBuilder, TaskBuilder, Watch};
 use tokio_stream::StreamExt;
 
-use crate::local::{Launcher, LocalCluster, LocalError};
+use crate::cluster::{LocalCluster, LocalError};
+use crate::launch::Launcher;
 
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
@@ -121,20 +122,13 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
-    let program = std::env::current_exe().map_err(err)?;
     let mut cluster = LocalCluster::new(
         &root,
-        Launcher {
-            program: program.clone(),
-            args: Vec::new(),
-        },
+        Launcher::this_binary(crate::REPLICA_MODE).map_err(err)?,
         CLUSTER_YAML,
     )
     .with_cluster_name("local")
-    .with_agent_launcher(Launcher {
-        program,
-        args: vec!["agent".into()],
-    });
+    .with_agent_launcher(Launcher::this_binary(crate::AGENT_MODE).map_err(err)?);
     let long = Duration::from_secs(30);
 
     println!(

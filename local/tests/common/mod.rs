@@ -7,9 +7,29 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use autoglm_client::Client;
-use autoglm_server::local::{Launcher, LocalCluster};
+use autoglm_local::cluster::LocalCluster;
+use autoglm_local::launch::Launcher;
+use autoglm_local::{AGENT_MODE, REPLICA_MODE};
 
-pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_autoglm-server");
+/// This crate's binary: `autoglm-server` and `autoglm-agent` in one.
+pub const LOCAL_BIN: &str = env!("CARGO_BIN_EXE_autoglm-local");
+
+/// Starts replicas: `autoglm-server ... --config FILE`.
+pub fn replica_launcher() -> Launcher {
+    Launcher::new(LOCAL_BIN, &[REPLICA_MODE])
+}
+
+/// Starts agents: `autoglm-agent ... --config FILE`.
+pub fn agent_launcher() -> Launcher {
+    Launcher::new(LOCAL_BIN, &[AGENT_MODE])
+}
+
+/// `autoglm-server` as a command, for its offline subcommands and bad flags.
+pub fn server_command() -> std::process::Command {
+    let mut command = std::process::Command::new(LOCAL_BIN);
+    command.arg(REPLICA_MODE);
+    command
+}
 
 /// A simulated agent: `gpus` H100s of `slots` slots each, 16 CPUs, 64 GB,
 /// 300 ms heartbeats and a 1.2 s lease.
@@ -38,27 +58,20 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn new(extra_yaml: &str) -> Self {
-        Self::with_agent_args(extra_yaml, &["agent"])
-    }
-
-    /// Agents start as `autoglm-server ARGS... --config FILE`.
-    pub fn with_agent_args(extra_yaml: &str, agent_args: &[&str]) -> Self {
-        Self::with_args(extra_yaml, &[], agent_args)
+        Self::with_args(extra_yaml, &[], &[])
     }
 
     /// Replicas start as `autoglm-server REPLICA_ARGS... --config FILE`,
-    /// agents as `autoglm-server AGENT_ARGS... --config FILE`.
+    /// agents as `autoglm-agent AGENT_ARGS... --config FILE`.
     pub fn with_args(extra_yaml: &str, replica_args: &[&str], agent_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let launcher = Launcher {
-            program: SERVER_BIN.into(),
-            args: replica_args.iter().map(|a| a.to_string()).collect(),
-        };
+        let mut launcher = replica_launcher();
+        launcher
+            .args
+            .extend(replica_args.iter().map(|a| a.to_string()));
         let yaml = extra_yaml.to_string();
-        let agents = Launcher {
-            program: SERVER_BIN.into(),
-            args: agent_args.iter().map(|a| a.to_string()).collect(),
-        };
+        let mut agents = agent_launcher();
+        agents.args.extend(agent_args.iter().map(|a| a.to_string()));
         Self {
             cluster: LocalCluster::new(dir.path(), launcher, &yaml)
                 .with_cluster_name("test")
@@ -109,7 +122,7 @@ impl Drop for TestCluster {
 
 /// Every acknowledged write of a `Writer` started with prefix `w/`, present on replica `id`.
 pub async fn assert_all_present(cluster: &LocalCluster, id: u64, acked: &[u64]) {
-    autoglm_server::local::verify_writes(cluster, id, "kv/w/", acked)
+    autoglm_local::cluster::verify_writes(cluster, id, "kv/w/", acked)
         .await
         .unwrap();
 }
