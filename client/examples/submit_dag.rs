@@ -1,6 +1,6 @@
 //! Submits a small DAG and follows it to the end.
 //!
-//! Start a cluster first (`cargo run --release -p autoglm-server -- local --keep`
+//! Start a cluster first (`cargo run --release -p autoglm-local -- --keep`
 //! prints its endpoints), then:
 //! `cargo run -p autoglm-client --example submit_dag -- 127.0.0.1:7001,127.0.0.1:7002`
 

@@ -100,6 +100,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
     fn later_sources_win_and_foreign_variables_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.yaml", "name: file\ninner:\n  port: 2\n")?;
@@ -125,6 +126,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
     fn unknown_keys_and_missing_files_are_errors_naming_them() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.yaml", "nmae: typo\n")?;

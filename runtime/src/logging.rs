@@ -2,6 +2,8 @@
 //! binary's default) and lines on stderr, as text for people or as one JSON
 //! object per line for log shippers (`--log-format json`).
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -35,8 +37,11 @@ pub struct LogArgs {
 /// is unset or unreadable.
 pub fn init(format: LogFormat, default_filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    // Colours only for a person at a terminal: not in files, the journal
+    // or `docker logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
