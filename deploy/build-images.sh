@@ -50,8 +50,17 @@ rootfs "$stage/server" "target/$target/release/autoglm-server"
 rootfs "$stage/cli" "target/$target/release/autoglm"
 rootfs "$stage/agent" target/release/autoglm-agent
 mkdir -p "$stage/agent/data/output"
-# The agent's loader and libraries, at the paths the binary asks for.
-ldd target/release/autoglm-agent | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
+# The agent's loader and libraries, at the paths the binary asks for, and
+# the glibc libraries NVML links (the NVIDIA runtime mounts the driver's
+# libraries, not glibc's): without libpthread, libdl and librt the dlopen of
+# libnvidia-ml.so.1 fails (seen on an H200 host, docs/operations.md).
+agent_libs() {
+  ldd target/release/autoglm-agent | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
+  local libc_dir
+  libc_dir=$(dirname "$(ldd target/release/autoglm-agent | awk '$1 == "libc.so.6" { print $3 }')")
+  for lib in libpthread.so.0 libdl.so.2 librt.so.1; do echo "$libc_dir/$lib"; done
+}
+agent_libs | sort -u |
   while read -r lib; do
     mkdir -p "$stage/agent/rootfs$(dirname "$lib")"
     cp -L "$lib" "$stage/agent/rootfs$lib"

@@ -80,7 +80,7 @@ fn config(endpoints: Vec<String>) -> AgentConfig {
     c.labels.insert("zone".into(), "a".into());
     c.models_loaded = vec!["glm-4".into()];
     // The fake replicas speak plaintext: these tests drive the session
-    // protocol. Agents over TLS with certificates run in server/tests and jepsen.
+    // protocol. Agents over TLS with certificates run in local/tests and jepsen.
     c.insecure = true;
     c
 }

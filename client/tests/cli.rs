@@ -524,7 +524,9 @@ async fn an_ended_task_keeps_where_and_how_long_each_attempt_ran() {
         t["started_ms"].as_u64().unwrap(),
         t["finished_ms"].as_u64().unwrap(),
     );
-    assert!(started > 0 && finished >= started + 300, "{t}");
+    // The attempt sleeps 300 ms; the two stamps come from different
+    // events (the agent's start report, the finish), so allow some jitter.
+    assert!(started > 0 && finished >= started + 200, "{t}");
     let attempts = t["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{t}");
     for (i, a) in attempts.iter().enumerate() {
@@ -540,7 +542,7 @@ async fn an_ended_task_keeps_where_and_how_long_each_attempt_ran() {
             "{a}"
         );
         let run_ms = a["run_ms"].as_u64().unwrap();
-        assert!((300..30_000).contains(&run_ms), "{a}");
+        assert!((200..30_000).contains(&run_ms), "{a}");
         assert_eq!(
             run_ms,
             a["finished_ms"].as_u64().unwrap() - a["started_ms"].as_u64().unwrap()
