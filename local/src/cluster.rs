@@ -74,12 +74,28 @@ pub const ADMIN_USER: &str = "admin";
 /// "Address already in use"). A random one that binds now is free.
 const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_768;
 
-fn free_port(host: &str) -> Result<u16, LocalError> {
+/// Ports this process has handed out. A replica binds its ports only after
+/// it starts, so a port picked for one replica still binds free while the
+/// next one's ports are picked; without this two replicas (of one cluster or
+/// of two tests in one process) could draw the same port (seen in CI).
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A port on `host` that binds now and that this process has not handed out
+/// before.
+pub fn free_port(host: &str) -> Result<u16, LocalError> {
     let mut last = None;
     for _ in 0..100 {
         let port = rand::random_range(LISTEN_PORTS);
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.contains(&port) {
+            continue;
+        }
         match std::net::TcpListener::bind((host, port)) {
-            Ok(_) => return Ok(port),
+            Ok(_) => {
+                handed_out.insert(port);
+                return Ok(port);
+            }
             Err(e) => last = Some(e),
         }
     }

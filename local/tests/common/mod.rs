@@ -43,11 +43,7 @@ pub fn sim_agent(name: &str, gpus: usize, slots: u32) -> autoglm_agent::AgentCon
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    autoglm_local::cluster::free_port("127.0.0.1").unwrap()
 }
 
 pub struct TestCluster {
