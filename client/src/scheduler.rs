@@ -1,5 +1,6 @@
 //! Jobs, tasks and nodes through [`Client`].
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +34,46 @@ fn resumes(status: &tonic::Status) -> bool {
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
     )
+}
+
+/// Where a broken watch resumes. One entry can change many tasks (a cancel
+/// cascade, a batch), all at one revision, and a stream can break between
+/// them: resuming from the revision before the last one received and
+/// skipping the tasks already delivered at it neither misses nor repeats a
+/// change.
+struct Cursor {
+    last: u64,
+    /// Tasks received at revision `last`.
+    at_last: HashSet<u64>,
+}
+
+impl Cursor {
+    fn new(from_revision: u64) -> Self {
+        Self {
+            last: from_revision,
+            at_last: HashSet::new(),
+        }
+    }
+
+    fn resume_from(&self) -> u64 {
+        if self.at_last.is_empty() {
+            self.last
+        } else {
+            self.last - 1
+        }
+    }
+
+    /// Whether an event is new; records it when it is.
+    fn accept(&mut self, revision: u64, task_id: u64) -> bool {
+        if revision > self.last {
+            self.last = revision;
+            self.at_last.clear();
+        } else if revision < self.last || self.at_last.contains(&task_id) {
+            return false;
+        }
+        self.at_last.insert(task_id);
+        true
+    }
 }
 
 /// What a watch follows.
@@ -156,7 +197,8 @@ impl Client {
 
     /// Streams task changes of a job or task until everything watched is
     /// terminal. When a replica goes away mid-stream the watch resumes on
-    /// another from the last revision received, so no change is missed.
+    /// another from the last revision received, so no change is missed or
+    /// repeated.
     pub fn watch(
         self: &std::sync::Arc<Self>,
         watched: Watch,
@@ -165,8 +207,9 @@ impl Client {
         let (tx, rx) = mpsc::channel(256);
         let client = self.clone();
         tokio::spawn(async move {
-            let mut last = from_revision;
+            let mut cursor = Cursor::new(from_revision);
             loop {
+                let from = cursor.resume_from();
                 let opened = client
                     .with_retry_on(Retry::Idempotent, |ch| async move {
                         let mut c = SchedulerServiceClient::new(ch);
@@ -174,14 +217,14 @@ impl Client {
                             Watch::Job(job_id) => {
                                 c.watch_job(WatchJobRequest {
                                     job_id,
-                                    from_revision: last,
+                                    from_revision: from,
                                 })
                                 .await
                             }
                             Watch::Task(task_id) => {
                                 c.watch_task(WatchTaskRequest {
                                     task_id,
-                                    from_revision: last,
+                                    from_revision: from,
                                 })
                                 .await
                             }
@@ -198,7 +241,10 @@ impl Client {
                 loop {
                     match stream.message().await {
                         Ok(Some(event)) => {
-                            last = last.max(event.revision);
+                            let id = event.task.as_ref().map_or(0, |t| t.id);
+                            if !cursor.accept(event.revision, id) {
+                                continue;
+                            }
                             if tx.send(Ok(event)).await.is_err() {
                                 return;
                             }
@@ -273,5 +319,25 @@ impl Client {
             }
         });
         ReceiverStream::new(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn a_resumed_watch_neither_misses_nor_repeats_tasks_of_one_revision() {
+        let mut cursor = Cursor::new(0);
+        assert!(cursor.accept(5, 1) && cursor.accept(7, 1) && cursor.accept(7, 2));
+        // The stream broke after tasks 1 and 2 of revision 7; task 3 also changed there.
+        assert_eq!(cursor.resume_from(), 6);
+        let delivered: Vec<u64> = [(7, 1), (7, 2), (7, 3), (9, 1)]
+            .into_iter()
+            .filter(|&(rev, id)| cursor.accept(rev, id))
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(delivered, vec![3, 1]);
+        assert_eq!(Cursor::new(4).resume_from(), 4);
     }
 }
