@@ -5,7 +5,7 @@
 //! where each task ran, latencies, and the leader change.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,15 +115,18 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
-    let temp = tempfile::tempdir().map_err(err)?;
-    let root = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
+/// The demo's cluster under `root`: three replicas and the [`FLEET`] of
+/// simulated GPU agents, TLS and tokens on, each agent allowed to `exec` the
+/// programs in `exec_allow` (none: exec off). Returns once every agent has
+/// registered, with the first leader. The walkthrough and
+/// `autoglm-local serve` both start it here.
+pub async fn start_fleet(
+    root: &Path,
+    exec_allow: &[String],
+) -> Result<(LocalCluster, u64), LocalError> {
+    std::fs::create_dir_all(root).map_err(|e| err(format!("{}: {e}", root.display())))?;
     let mut cluster = LocalCluster::new(
-        &root,
+        root,
         Launcher::this_binary(crate::REPLICA_MODE).map_err(err)?,
         CLUSTER_YAML,
     )
@@ -138,10 +141,19 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
     );
     let first_leader = cluster.start(&[1, 2, 3]).await?;
     for (name, gpus, model, mem, slots, speed) in FLEET {
-        cluster.spawn_agent(&agent(name, *gpus, model, *mem, *slots, *speed))?;
+        let mut config = agent(name, *gpus, model, *mem, *slots, *speed);
+        if !exec_allow.is_empty() {
+            config.exec.enabled = true;
+            config.exec.allow = exec_allow.to_vec();
+            // Attempts run as whoever runs the cluster; as root that must be said.
+            if nix::unistd::geteuid().is_root() {
+                config.exec.run_as = "root".into();
+            }
+        }
+        cluster.spawn_agent(&config)?;
         println!("   agent {name}: {gpus} x {model}, {slots} slots per GPU, speed {speed}");
     }
-    let client = Arc::new(cluster.client(long));
+    let client = cluster.client(long);
     let started = Instant::now();
     while client.list_nodes(true).await.map_err(err)?.nodes.len() < FLEET.len() {
         if started.elapsed() > long {
@@ -150,6 +162,19 @@ pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("   replica {first_leader} leads; every agent registered");
+    Ok((cluster, first_leader))
+}
+
+pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
+    let temp = tempfile::tempdir().map_err(err)?;
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let (mut cluster, _) = start_fleet(&root, &[]).await?;
+    let long = Duration::from_secs(30);
+    let client = Arc::new(cluster.client(long));
+    let started = Instant::now();
 
     let (eval, finetune) = workload(args.fan_out);
     let eval = client.submit(eval).await.map_err(err)?;

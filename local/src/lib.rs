@@ -8,6 +8,8 @@
 //!   with TLS and tokens on: the demo's, the integration tests' (`tests/`)
 //!   and the benchmarks'.
 //! - [`demo`]: the walkthrough on the embedded default (`cargo run -p autoglm-local`).
+//! - [`serve`]: the same cluster kept running for client test suites
+//!   (`autoglm-local serve --info FILE`).
 //! - `src/main.rs`: the `autoglm-local` binary: the demo, or (as
 //!   `autoglm-local replica ...` / `autoglm-local agent ...`) the
 //!   `autoglm-server` and `autoglm-agent` command lines, so one binary
@@ -16,6 +18,7 @@
 pub mod cluster;
 pub mod demo;
 pub mod launch;
+pub mod serve;
 
 /// First argument that makes `autoglm-local` run `autoglm-server`'s command line.
 pub const REPLICA_MODE: &str = "replica";

@@ -2,6 +2,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use autoglm_local::demo::{self, LocalArgs};
+use autoglm_local::serve::ServeArgs;
 use autoglm_runtime::logging::LogArgs;
 use clap::Parser;
 
@@ -10,10 +11,19 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "autoglm-local", version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     local: LocalArgs,
     #[command(flatten)]
     log: LogArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Start the same cluster without the walkthrough and keep it until
+    /// SIGTERM or Ctrl-C; write where it is to a JSON file.
+    Serve(ServeArgs),
 }
 
 #[tokio::main]
@@ -25,7 +35,11 @@ async fn main() -> ExitCode {
     }
     let args = Args::parse_from(args);
     autoglm_runtime::logging::init(args.log.log_format, "warn");
-    match demo::run(args.local).await {
+    let result = match args.command {
+        Some(Command::Serve(serve)) => autoglm_local::serve::run(serve).await,
+        None => demo::run(args.local).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("autoglm-local: {e}");
