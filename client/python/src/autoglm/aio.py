@@ -1,0 +1,308 @@
+"""The asyncio client (on `grpc.aio`): the same surface as `Client`, with
+coroutines and async iterators."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Callable, Sequence, TypeVar
+
+import grpc
+import grpc.aio
+
+from . import _shared
+from ._progress import Progress
+from ._retry import RESUMABLE_STREAM_CODES, Attempts, Rotation, fresh_request_id
+from ._watch import Cursor, JobView
+from .errors import AutoGLMError, Internal, WaitTimeout, from_status
+from .jobs import Job, Task
+from .results import CasResult, ClusterStatus, ConfigEntry, NodeInfo, Result, TaskEvent, TaskInfo
+from .settings import Settings
+from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
+from .v1 import scheduler_pb2 as pb
+from .v1 import scheduler_pb2_grpc as pb_grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class AsyncClient:
+    """`Client` for asyncio: the same arguments and environment, the same
+    retry and leader-following rules. Use it in one event loop; close it
+    (or use `async with`) when done."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | None = None,
+        *,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        insecure: bool | None = None,
+        deadline: float = 10.0,
+        attempt_timeout: float = 5.0,
+        client_id: str = "python",
+    ) -> None:
+        self.settings = Settings.resolve(
+            endpoints,
+            token=token,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            insecure=insecure,
+            deadline=deadline,
+            attempt_timeout=attempt_timeout,
+            client_id=client_id,
+        )
+        self._rotation = Rotation(self.settings.endpoints)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.config = AsyncConfigApi(self)
+        self.cluster = AsyncClusterApi(self)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            credentials = self.settings.channel_credentials()
+            channel = (
+                grpc.aio.insecure_channel(address)
+                if credentials is None
+                else grpc.aio.secure_channel(address, credentials)
+            )
+            self._channels[address] = channel
+        return channel
+
+    async def _call(
+        self,
+        method: Callable[[grpc.aio.Channel], grpc.aio.UnaryUnaryMultiCallable[Req, Resp]],
+        request: Req,
+        *,
+        write: bool = False,
+    ) -> Resp:
+        md = _shared.metadata(self.settings, fresh_request_id() if write else None)
+        attempts = Attempts(self._rotation, self.settings.deadline)
+        while True:
+            address = attempts.address()
+            try:
+                timeout = min(self.settings.attempt_timeout, max(attempts.remaining(), 0.001))
+                response = await method(self._channel(address))(
+                    request, timeout=timeout, metadata=md
+                )
+                self._rotation.answered(address)
+                return response
+            except grpc.aio.AioRpcError as e:
+                outcome = attempts.failed(e.code(), e.details(), list(e.trailing_metadata() or ()))
+                if isinstance(outcome, AutoGLMError):
+                    raise outcome from None
+                await asyncio.sleep(outcome)
+
+    async def _watch(
+        self,
+        method: Callable[[grpc.aio.Channel], grpc.aio.UnaryStreamMultiCallable[Req, pb.TaskEvent]],
+        request: Callable[[int], Req],
+        from_revision: int,
+        until: float | None = None,
+    ) -> AsyncIterator[TaskEvent]:
+        cursor = Cursor(from_revision)
+        md = _shared.metadata(self.settings, None)
+        attempts = Attempts(self._rotation, self.settings.deadline)
+        while True:
+            address = attempts.address()
+            timeout = None if until is None else max(until - time.monotonic(), 0.001)
+            try:
+                call = method(self._channel(address))(
+                    request(cursor.resume_from()), metadata=md, timeout=timeout
+                )
+                async for event in call:
+                    attempts = Attempts(self._rotation, self.settings.deadline)
+                    if cursor.accept(event.revision, event.task.id):
+                        yield TaskEvent(TaskInfo.from_proto(event.task), event.revision)
+                return
+            except grpc.aio.AioRpcError as e:
+                code = e.code()
+                if until is not None and time.monotonic() >= until:
+                    raise WaitTimeout("the watch's time ran out") from None
+                if code not in RESUMABLE_STREAM_CODES:
+                    raise from_status(code, e.details()) from None
+                outcome = attempts.failed(
+                    grpc.StatusCode.UNAVAILABLE, e.details(), list(e.trailing_metadata() or ())
+                )
+                if isinstance(outcome, AutoGLMError):
+                    raise outcome from None
+                await asyncio.sleep(outcome)
+
+    async def submit(self, job: Job | Task | Sequence[Task]) -> "AsyncJobHandle":
+        """As `Client.submit`."""
+        request = _shared.as_job(job).to_request(self.settings.client_id, _shared.fresh_key())
+        response = await self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).SubmitJob, request, write=True
+        )
+        return AsyncJobHandle(
+            self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
+        )
+
+    async def job(self, job_id: int) -> "AsyncJobHandle":
+        tasks = await self._job_tasks(job_id)
+        return AsyncJobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
+
+    async def _job_tasks(self, job_id: int) -> list[TaskInfo]:
+        job = await self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id)
+        )
+        return [TaskInfo.from_proto(t) for t in job.tasks]
+
+    async def task(self, task_id: int) -> TaskInfo:
+        t = await self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id)
+        )
+        return TaskInfo.from_proto(t)
+
+    def watch_task(
+        self, task_id: int, from_revision: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[TaskEvent]:
+        return self._watch(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchTask,
+            lambda rev: pb.WatchTaskRequest(task_id=task_id, from_revision=rev),
+            from_revision,
+            None if timeout is None else time.monotonic() + timeout,
+        )
+
+    async def cancel_task(self, task_id: int) -> list[int]:
+        r = await self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelTask,
+            pb.CancelTaskRequest(task_id=task_id),
+            write=True,
+        )
+        return list(r.changed_task_ids)
+
+    async def nodes(self, *, stale: bool = False) -> list[NodeInfo]:
+        r = await self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).ListNodes, pb.ListNodesRequest(stale=stale)
+        )
+        return [NodeInfo.from_proto(n) for n in r.nodes]
+
+
+class AsyncJobHandle:
+    """`JobHandle` for asyncio."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        job_id: int,
+        task_ids: dict[str, int],
+        duplicate: bool,
+        revision: int,
+    ) -> None:
+        self._client = client
+        self.job_id = job_id
+        self.task_ids = task_ids
+        self.duplicate = duplicate
+        self.revision = revision
+
+    def __repr__(self) -> str:
+        return f"AsyncJobHandle(job_id={self.job_id}, tasks={len(self.task_ids)})"
+
+    async def tasks(self) -> list[TaskInfo]:
+        return await self._client._job_tasks(self.job_id)
+
+    def watch(
+        self, from_revision: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[TaskEvent]:
+        job_id = self.job_id
+        return self._client._watch(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchJob,
+            lambda rev: pb.WatchJobRequest(job_id=job_id, from_revision=rev),
+            from_revision,
+            None if timeout is None else time.monotonic() + timeout,
+        )
+
+    async def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        progress: bool = False,
+        raise_on_failure: bool = False,
+    ) -> dict[str, Result]:
+        view = JobView(len(self.task_ids))
+        bar = Progress(self.job_id, len(self.task_ids), progress)
+        try:
+            async for event in self.watch(timeout=timeout):
+                view.update(event)
+                bar.show(view)
+        except WaitTimeout:
+            raise _shared.wait_timeout(self.job_id, view, timeout) from None
+        finally:
+            bar.close()
+        return _shared.results(self.job_id, view, raise_on_failure)
+
+    async def result(self, name: str, timeout: float | None = None) -> Result:
+        last = None
+        try:
+            async for event in self._client.watch_task(
+                _shared.task_id(self.task_ids, name), timeout=timeout
+            ):
+                last = event.task
+        except WaitTimeout:
+            raise WaitTimeout(f"task '{name}' did not end within {timeout} s") from None
+        if last is None:
+            raise Internal(f"task '{name}': its watch ended without an event")
+        return Result.of(last)
+
+    async def cancel(self) -> list[int]:
+        r = await self._client._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelJob,
+            pb.CancelJobRequest(job_id=self.job_id),
+            write=True,
+        )
+        return list(r.changed_task_ids)
+
+
+class AsyncConfigApi:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def get(self, key: str, *, stale: bool = False) -> ConfigEntry | None:
+        r = await self._client._call(
+            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Get,
+            config_pb2.ConfigGetRequest(key=key, stale=stale),
+        )
+        return ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
+
+    async def set(self, key: str, value: str) -> ConfigEntry:
+        r = await self._client._call(
+            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Put,
+            config_pb2.ConfigPutRequest(key=key, value=value),
+            write=True,
+        )
+        return ConfigEntry.from_proto(r.entry)
+
+    async def cas(self, key: str, value: str, expected_version: int) -> CasResult:
+        r = await self._client._call(
+            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).CompareAndSet,
+            config_pb2.ConfigCasRequest(key=key, value=value, expected_version=expected_version),
+            write=True,
+        )
+        entry = ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
+        return CasResult(succeeded=r.succeeded, entry=entry)
+
+
+class AsyncClusterApi:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def status(self) -> ClusterStatus:
+        r = await self._client._call(
+            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).Status, admin_pb2.StatusRequest()
+        )
+        return ClusterStatus.from_proto(r)

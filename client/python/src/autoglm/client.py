@@ -1,0 +1,331 @@
+"""The synchronous client (on `grpc`'s blocking channels)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import grpc
+
+from . import _shared
+from ._progress import Progress
+from ._retry import RESUMABLE_STREAM_CODES, Attempts, Rotation, fresh_request_id
+from ._watch import Cursor, JobView
+from .errors import AutoGLMError, Internal, WaitTimeout, from_status
+from .jobs import Job, Task
+from .results import CasResult, ClusterStatus, ConfigEntry, NodeInfo, Result, TaskEvent, TaskInfo
+from .settings import Settings
+from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
+from .v1 import scheduler_pb2 as pb
+from .v1 import scheduler_pb2_grpc as pb_grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class Client:
+    """A handle on a cluster: any replica's address will do, the client
+    follows the leader. Thread-safe; close it (or use `with`) when done.
+
+    Arguments not given come from the environment the `autoglm` CLI reads:
+    AUTOGLM_ENDPOINTS (comma-separated), AUTOGLM_TOKEN, AUTOGLM_CA_FILE,
+    AUTOGLM_CERT_FILE, AUTOGLM_KEY_FILE, AUTOGLM_INSECURE."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | None = None,
+        *,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        insecure: bool | None = None,
+        deadline: float = 10.0,
+        attempt_timeout: float = 5.0,
+        client_id: str = "python",
+    ) -> None:
+        self.settings = Settings.resolve(
+            endpoints,
+            token=token,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            insecure=insecure,
+            deadline=deadline,
+            attempt_timeout=attempt_timeout,
+            client_id=client_id,
+        )
+        self._rotation = Rotation(self.settings.endpoints)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+        self.config = ConfigApi(self)
+        self.cluster = ClusterApi(self)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            channel.close()
+
+    def _channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                credentials = self.settings.channel_credentials()
+                channel = (
+                    grpc.insecure_channel(address)
+                    if credentials is None
+                    else grpc.secure_channel(address, credentials)
+                )
+                self._channels[address] = channel
+            return channel
+
+    def _call(
+        self,
+        method: Callable[[grpc.Channel], grpc.UnaryUnaryMultiCallable[Req, Resp]],
+        request: Req,
+        *,
+        write: bool = False,
+    ) -> Resp:
+        """One call, retried across replicas by the rules in `_retry`; a
+        write carries one request id on every retry."""
+        md = _shared.metadata(self.settings, fresh_request_id() if write else None)
+        attempts = Attempts(self._rotation, self.settings.deadline)
+        while True:
+            address = attempts.address()
+            try:
+                timeout = min(self.settings.attempt_timeout, max(attempts.remaining(), 0.001))
+                response = method(self._channel(address))(request, timeout=timeout, metadata=md)
+                self._rotation.answered(address)
+                return response
+            except grpc.RpcError as e:
+                outcome = attempts.failed(e.code(), e.details(), e.trailing_metadata())
+                if isinstance(outcome, AutoGLMError):
+                    raise outcome from None
+                time.sleep(outcome)
+
+    def _watch(
+        self,
+        method: Callable[[grpc.Channel], grpc.UnaryStreamMultiCallable[Req, pb.TaskEvent]],
+        request: Callable[[int], Req],
+        from_revision: int,
+        until: float | None = None,
+    ) -> Iterator[TaskEvent]:
+        """Events of a watch, resumed across replicas; WaitTimeout once the
+        monotonic clock passes `until`."""
+        cursor = Cursor(from_revision)
+        md = _shared.metadata(self.settings, None)
+        attempts = Attempts(self._rotation, self.settings.deadline)
+        while True:
+            address = attempts.address()
+            timeout = None if until is None else max(until - time.monotonic(), 0.001)
+            try:
+                for event in method(self._channel(address))(
+                    request(cursor.resume_from()), metadata=md, timeout=timeout
+                ):
+                    # The stream works: a later break gets a fresh deadline.
+                    attempts = Attempts(self._rotation, self.settings.deadline)
+                    if cursor.accept(event.revision, event.task.id):
+                        yield TaskEvent(TaskInfo.from_proto(event.task), event.revision)
+                return
+            except grpc.RpcError as e:
+                code = e.code()
+                if until is not None and time.monotonic() >= until:
+                    raise WaitTimeout("the watch's time ran out") from None
+                if code not in RESUMABLE_STREAM_CODES:
+                    raise from_status(code, e.details()) from None
+                outcome = attempts.failed(grpc.StatusCode.UNAVAILABLE, e.details(), e.trailing_metadata())
+                if isinstance(outcome, AutoGLMError):
+                    raise outcome from None
+                time.sleep(outcome)
+
+    # Jobs and tasks.
+
+    def submit(self, job: Job | Task | Sequence[Task]) -> "JobHandle":
+        """Submits a job (or one task, or a list of tasks as one job).
+        Validated whole by the server: InvalidArgument names the task and
+        field it refuses. Over the admission limits it waits as the server
+        says until the deadline, then raises ResourceExhausted."""
+        request = _shared.as_job(job).to_request(self.settings.client_id, _shared.fresh_key())
+        response = self._call(lambda ch: pb_grpc.SchedulerServiceStub(ch).SubmitJob, request, write=True)
+        return JobHandle(
+            self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
+        )
+
+    def job(self, job_id: int) -> "JobHandle":
+        """A handle on a job submitted earlier (by anyone allowed to see it)."""
+        tasks = self._job_tasks(job_id)
+        return JobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
+
+    def _job_tasks(self, job_id: int) -> list[TaskInfo]:
+        job = self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id)
+        )
+        return [TaskInfo.from_proto(t) for t in job.tasks]
+
+    def task(self, task_id: int) -> TaskInfo:
+        """A task as it is now; for a queued one, why it waits (`waiting`)."""
+        t = self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id)
+        )
+        return TaskInfo.from_proto(t)
+
+    def watch_task(
+        self, task_id: int, from_revision: int = 0, *, timeout: float | None = None
+    ) -> Iterator[TaskEvent]:
+        """The task's changes until it ends (from 0: its current state first)."""
+        return self._watch(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchTask,
+            lambda rev: pb.WatchTaskRequest(task_id=task_id, from_revision=rev),
+            from_revision,
+            None if timeout is None else time.monotonic() + timeout,
+        )
+
+    def cancel_task(self, task_id: int) -> list[int]:
+        """Cancels a task and its dependents; returns the tasks that changed."""
+        r = self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelTask,
+            pb.CancelTaskRequest(task_id=task_id),
+            write=True,
+        )
+        return list(r.changed_task_ids)
+
+    def nodes(self, *, stale: bool = False) -> list[NodeInfo]:
+        r = self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).ListNodes, pb.ListNodesRequest(stale=stale)
+        )
+        return [NodeInfo.from_proto(n) for n in r.nodes]
+
+
+class JobHandle:
+    """A submitted job: wait for it, watch it, cancel it, read its results."""
+
+    def __init__(
+        self, client: Client, job_id: int, task_ids: dict[str, int], duplicate: bool, revision: int
+    ) -> None:
+        self._client = client
+        self.job_id = job_id
+        #: Task ids by task name.
+        self.task_ids = task_ids
+        #: True when an earlier submission with the same idempotency key made it.
+        self.duplicate = duplicate
+        #: Log index the job was created at (0 for a duplicate).
+        self.revision = revision
+
+    def __repr__(self) -> str:
+        return f"JobHandle(job_id={self.job_id}, tasks={len(self.task_ids)})"
+
+    def tasks(self) -> list[TaskInfo]:
+        """Every task of the job as it is now."""
+        return self._client._job_tasks(self.job_id)
+
+    def watch(self, from_revision: int = 0, *, timeout: float | None = None) -> Iterator[TaskEvent]:
+        """Task changes until every task has ended; from 0, every task's
+        current state first. Resumes on another replica after a failover
+        without missing or repeating a change. WaitTimeout after `timeout` s."""
+        job_id = self.job_id
+        return self._client._watch(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchJob,
+            lambda rev: pb.WatchJobRequest(job_id=job_id, from_revision=rev),
+            from_revision,
+            None if timeout is None else time.monotonic() + timeout,
+        )
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        progress: bool = False,
+        raise_on_failure: bool = False,
+    ) -> dict[str, Result]:
+        """Blocks until every task has ended; returns each task's result by
+        name. `progress` shows a bar of tasks by state; `raise_on_failure`
+        raises JobFailed when a task did not succeed; WaitTimeout when
+        `timeout` seconds pass first."""
+        view = JobView(len(self.task_ids))
+        bar = Progress(self.job_id, len(self.task_ids), progress)
+        try:
+            for event in self.watch(timeout=timeout):
+                view.update(event)
+                bar.show(view)
+        except WaitTimeout:
+            raise _shared.wait_timeout(self.job_id, view, timeout) from None
+        finally:
+            bar.close()
+        return _shared.results(self.job_id, view, raise_on_failure)
+
+    def result(self, name: str, timeout: float | None = None) -> Result:
+        """Blocks until task `name` has ended; how it ended."""
+        last = None
+        try:
+            for event in self._client.watch_task(
+                _shared.task_id(self.task_ids, name), timeout=timeout
+            ):
+                last = event.task
+        except WaitTimeout:
+            raise WaitTimeout(f"task '{name}' did not end within {timeout} s") from None
+        if last is None:
+            raise Internal(f"task '{name}': its watch ended without an event")
+        return Result.of(last)
+
+    def cancel(self) -> list[int]:
+        """Cancels every unfinished task; returns the tasks that changed."""
+        r = self._client._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelJob,
+            pb.CancelJobRequest(job_id=self.job_id),
+            write=True,
+        )
+        return list(r.changed_task_ids)
+
+
+class ConfigApi:
+    """The replicated key-value store (`client.config`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, key: str, *, stale: bool = False) -> ConfigEntry | None:
+        r = self._client._call(
+            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Get,
+            config_pb2.ConfigGetRequest(key=key, stale=stale),
+        )
+        return ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
+
+    def set(self, key: str, value: str) -> ConfigEntry:
+        r = self._client._call(
+            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Put,
+            config_pb2.ConfigPutRequest(key=key, value=value),
+            write=True,
+        )
+        return ConfigEntry.from_proto(r.entry)
+
+    def cas(self, key: str, value: str, expected_version: int) -> CasResult:
+        """Writes only if the key's version is `expected_version` (0: absent)."""
+        r = self._client._call(
+            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).CompareAndSet,
+            config_pb2.ConfigCasRequest(key=key, value=value, expected_version=expected_version),
+            write=True,
+        )
+        entry = ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
+        return CasResult(succeeded=r.succeeded, entry=entry)
+
+
+class ClusterApi:
+    """The cluster's replicas (`client.cluster`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def status(self) -> ClusterStatus:
+        """The status of whichever replica answers first."""
+        r = self._client._call(
+            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).Status, admin_pb2.StatusRequest()
+        )
+        return ClusterStatus.from_proto(r)
