@@ -94,3 +94,24 @@ def test_settings_name_the_bad_field() -> None:
         environ={"AUTOGLM_ENDPOINTS": "a:1, b:2", "AUTOGLM_INSECURE": "1", "AUTOGLM_TOKEN": "t"}
     )
     assert s.endpoints == ("a:1", "b:2") and s.insecure and s.token == "t"
+
+
+def test_resource_exhausted_without_a_retry_after_is_not_retried() -> None:
+    attempts = Attempts(Rotation(("a:1",)), deadline=10)
+    too_big = attempts.failed(grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than max", None)
+    assert isinstance(too_big, autoglm.ResourceExhausted) and too_big.retry_after_ms is None
+
+
+def test_tasks_refuse_what_cannot_be_encoded() -> None:
+    with pytest.raises(autoglm.InvalidArgument, match="'sometimes' is not one of"):
+        autoglm.After("x", on="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(autoglm.InvalidArgument, match="depends_on: a list of task names"):
+        autoglm.Task("t", sim_ms=1, depends_on="prepare")
+    with pytest.raises(autoglm.InvalidArgument, match="env, secret_env and cwd go with exec"):
+        autoglm.Task("t", sim_ms=1, env={"A": "1"})
+    spec = autoglm.Task(
+        "t", exec=["sh", "-c", "true"], gpus=2, priority=0, depends_on=[autoglm.After("u", on="always")]
+    ).to_proto()
+    assert spec.HasField("priority") and spec.priority == 0
+    assert spec.exec.argv == ["sh", "-c", "true"] and spec.resources.gpus == 2
+    assert spec.depends_on[0].task == "u"

@@ -10,6 +10,7 @@ deadline."""
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -54,23 +55,42 @@ def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
     return None
 
 
+#: Channel options of both clients: the server accepts messages up to 16 MiB
+#: (a job of 10,000 tasks with their output tails is more than gRPC's default
+#: 4 MiB), and keepalive pings during calls notice a replica that vanished
+#: without a reset, so a long watch moves on instead of hanging.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+
+
 @dataclass
 class Rotation:
-    """Which replica to try next; shared by every call of one client."""
+    """Which replica to try next; shared by every call of one client (and
+    by its threads, hence the lock)."""
 
     endpoints: tuple[str, ...]
     preferred: int = 0
     leader_hint: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def address(self, attempt: int) -> str:
-        hint, self.leader_hint = self.leader_hint, None
-        if hint is not None:
-            return hint
-        return self.endpoints[(self.preferred + attempt) % len(self.endpoints)]
+        with self.lock:
+            hint, self.leader_hint = self.leader_hint, None
+            if hint is not None:
+                return hint
+            return self.endpoints[(self.preferred + attempt) % len(self.endpoints)]
 
     def answered(self, address: str) -> None:
         if address in self.endpoints:
-            self.preferred = self.endpoints.index(address)
+            with self.lock:
+                self.preferred = self.endpoints.index(address)
+
+    def hinted(self, address: str) -> None:
+        with self.lock:
+            self.leader_hint = address
 
 
 @dataclass
@@ -97,8 +117,13 @@ class Attempts:
         metadata: Iterable[Any] | None,
     ) -> float | AutoGLMError:
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            # Only the server's admission control says when to come back; a
+            # message over gRPC's size limit is RESOURCE_EXHAUSTED too, and
+            # retrying that cannot help.
             raw = metadata_value(metadata, RETRY_AFTER_METADATA)
-            wait_ms = int(raw) if raw is not None and raw.isdigit() else 100
+            if raw is None or not raw.isdigit():
+                return from_status(code, details)
+            wait_ms = int(raw)
             if wait_ms / 1000 > self.remaining():
                 return from_status(code, details, retry_after_ms=wait_ms)
             return wait_ms / 1000
@@ -107,7 +132,7 @@ class Attempts:
             return from_status(code, details)
         hint = metadata_value(metadata, LEADER_ADDR_METADATA)
         if hint:
-            self.rotation.leader_hint = hint
+            self.rotation.hinted(hint)
         self.attempt += 1
         if self.remaining() <= 0:
             waited = int((time.monotonic() - self.started) * 1000)

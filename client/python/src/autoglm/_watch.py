@@ -48,3 +48,9 @@ class JobView:
 
     def finished(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state.terminal)
+
+    def all_ended(self) -> bool:
+        """Every watched task seen, and ended: how a finished watch is told
+        from a stream a replica closed early (one shutting down ends its
+        streams without an error)."""
+        return len(self.tasks) >= self.total and self.finished() == len(self.tasks)

@@ -12,9 +12,15 @@ import grpc.aio
 
 from . import _shared
 from ._progress import Progress
-from ._retry import RESUMABLE_STREAM_CODES, Attempts, Rotation, fresh_request_id
+from ._retry import (
+    CHANNEL_OPTIONS,
+    RESUMABLE_STREAM_CODES,
+    Attempts,
+    Rotation,
+    fresh_request_id,
+)
 from ._watch import Cursor, JobView
-from .errors import AutoGLMError, Internal, WaitTimeout, from_status
+from .errors import AutoGLMError, Cancelled, Internal, WaitTimeout, from_status
 from .jobs import Job, Task
 from .results import CasResult, ClusterStatus, ConfigEntry, NodeInfo, Result, TaskEvent, TaskInfo
 from .settings import Settings
@@ -57,6 +63,7 @@ class AsyncClient:
         )
         self._rotation = Rotation(self.settings.endpoints)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closed = False
         self.config = AsyncConfigApi(self)
         self.cluster = AsyncClusterApi(self)
 
@@ -67,18 +74,22 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        """Closes every channel; calls in flight and later raise Cancelled."""
+        self._closed = True
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             await channel.close()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
+        if self._closed:
+            raise Cancelled("the client was closed")
         channel = self._channels.get(address)
         if channel is None:
             credentials = self.settings.channel_credentials()
             channel = (
-                grpc.aio.insecure_channel(address)
+                grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
                 if credentials is None
-                else grpc.aio.secure_channel(address, credentials)
+                else grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
             )
             self._channels[address] = channel
         return channel
@@ -102,36 +113,56 @@ class AsyncClient:
                 self._rotation.answered(address)
                 return response
             except grpc.aio.AioRpcError as e:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
                 outcome = attempts.failed(e.code(), e.details(), list(e.trailing_metadata() or ()))
                 if isinstance(outcome, AutoGLMError):
                     raise outcome from None
                 await asyncio.sleep(outcome)
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
+                raise
 
     async def _watch(
         self,
         method: Callable[[grpc.aio.Channel], grpc.aio.UnaryStreamMultiCallable[Req, pb.TaskEvent]],
         request: Callable[[int], Req],
         from_revision: int,
+        watched: int,
         until: float | None = None,
     ) -> AsyncIterator[TaskEvent]:
+        """As `Client._watch`."""
         cursor = Cursor(from_revision)
+        view = JobView(watched)
         md = _shared.metadata(self.settings, None)
         attempts = Attempts(self._rotation, self.settings.deadline)
+        ended_before = False
         while True:
             address = attempts.address()
             timeout = None if until is None else max(until - time.monotonic(), 0.001)
+            call = method(self._channel(address))(
+                request(cursor.resume_from()), metadata=md, timeout=timeout
+            )
+            delivered = False
             try:
-                call = method(self._channel(address))(
-                    request(cursor.resume_from()), metadata=md, timeout=timeout
-                )
                 async for event in call:
-                    attempts = Attempts(self._rotation, self.settings.deadline)
-                    if cursor.accept(event.revision, event.task.id):
-                        yield TaskEvent(TaskInfo.from_proto(event.task), event.revision)
-                return
+                    if not cursor.accept(event.revision, event.task.id):
+                        continue
+                    if not delivered:
+                        self._rotation.answered(address)
+                        attempts = Attempts(self._rotation, self.settings.deadline)
+                        delivered = True
+                    task = TaskEvent(TaskInfo.from_proto(event.task), event.revision)
+                    view.update(task)
+                    yield task
             except grpc.aio.AioRpcError as e:
                 code = e.code()
-                if until is not None and time.monotonic() >= until:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
+                if until is not None and (
+                    code == grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() >= until
+                ):
                     raise WaitTimeout("the watch's time ran out") from None
                 if code not in RESUMABLE_STREAM_CODES:
                     raise from_status(code, e.details()) from None
@@ -141,6 +172,16 @@ class AsyncClient:
                 if isinstance(outcome, AutoGLMError):
                     raise outcome from None
                 await asyncio.sleep(outcome)
+                continue
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
+                raise
+            finally:
+                call.cancel()
+            if view.all_ended() or (ended_before and not delivered):
+                return
+            ended_before = True
 
     async def submit(self, job: Job | Task | Sequence[Task]) -> "AsyncJobHandle":
         """As `Client.submit`."""
@@ -152,19 +193,19 @@ class AsyncClient:
             self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
         )
 
-    async def job(self, job_id: int) -> "AsyncJobHandle":
-        tasks = await self._job_tasks(job_id)
+    async def job(self, job_id: int, *, stale: bool = False) -> "AsyncJobHandle":
+        tasks = await self._job_tasks(job_id, stale)
         return AsyncJobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
 
-    async def _job_tasks(self, job_id: int) -> list[TaskInfo]:
+    async def _job_tasks(self, job_id: int, stale: bool = False) -> list[TaskInfo]:
         job = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id, stale=stale)
         )
         return [TaskInfo.from_proto(t) for t in job.tasks]
 
-    async def task(self, task_id: int) -> TaskInfo:
+    async def task(self, task_id: int, *, stale: bool = False) -> TaskInfo:
         t = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id, stale=stale)
         )
         return TaskInfo.from_proto(t)
 
@@ -175,6 +216,7 @@ class AsyncClient:
             lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchTask,
             lambda rev: pb.WatchTaskRequest(task_id=task_id, from_revision=rev),
             from_revision,
+            1,
             None if timeout is None else time.monotonic() + timeout,
         )
 
@@ -213,8 +255,8 @@ class AsyncJobHandle:
     def __repr__(self) -> str:
         return f"AsyncJobHandle(job_id={self.job_id}, tasks={len(self.task_ids)})"
 
-    async def tasks(self) -> list[TaskInfo]:
-        return await self._client._job_tasks(self.job_id)
+    async def tasks(self, *, stale: bool = False) -> list[TaskInfo]:
+        return await self._client._job_tasks(self.job_id, stale)
 
     def watch(
         self, from_revision: int = 0, *, timeout: float | None = None
@@ -224,6 +266,7 @@ class AsyncJobHandle:
             lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchJob,
             lambda rev: pb.WatchJobRequest(job_id=job_id, from_revision=rev),
             from_revision,
+            len(self.task_ids),
             None if timeout is None else time.monotonic() + timeout,
         )
 
@@ -285,6 +328,8 @@ class AsyncConfigApi:
             config_pb2.ConfigPutRequest(key=key, value=value),
             write=True,
         )
+        if not r.HasField("entry"):
+            raise Internal(f"config put {key}: the server returned no entry")
         return ConfigEntry.from_proto(r.entry)
 
     async def cas(self, key: str, value: str, expected_version: int) -> CasResult:

@@ -10,9 +10,15 @@ import grpc
 
 from . import _shared
 from ._progress import Progress
-from ._retry import RESUMABLE_STREAM_CODES, Attempts, Rotation, fresh_request_id
+from ._retry import (
+    CHANNEL_OPTIONS,
+    RESUMABLE_STREAM_CODES,
+    Attempts,
+    Rotation,
+    fresh_request_id,
+)
 from ._watch import Cursor, JobView
-from .errors import AutoGLMError, Internal, WaitTimeout, from_status
+from .errors import AutoGLMError, Cancelled, Internal, WaitTimeout, from_status
 from .jobs import Job, Task
 from .results import CasResult, ClusterStatus, ConfigEntry, NodeInfo, Result, TaskEvent, TaskInfo
 from .settings import Settings
@@ -59,6 +65,7 @@ class Client:
         self._rotation = Rotation(self.settings.endpoints)
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
+        self._closed = False
         self.config = ConfigApi(self)
         self.cluster = ClusterApi(self)
 
@@ -69,20 +76,24 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Closes every channel; calls in flight and later raise Cancelled."""
         with self._lock:
+            self._closed = True
             channels, self._channels = self._channels, {}
         for channel in channels.values():
             channel.close()
 
     def _channel(self, address: str) -> grpc.Channel:
         with self._lock:
+            if self._closed:
+                raise Cancelled("the client was closed")
             channel = self._channels.get(address)
             if channel is None:
                 credentials = self.settings.channel_credentials()
                 channel = (
-                    grpc.insecure_channel(address)
+                    grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
                     if credentials is None
-                    else grpc.secure_channel(address, credentials)
+                    else grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
                 )
                 self._channels[address] = channel
             return channel
@@ -106,6 +117,8 @@ class Client:
                 self._rotation.answered(address)
                 return response
             except grpc.RpcError as e:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
                 outcome = attempts.failed(e.code(), e.details(), e.trailing_metadata())
                 if isinstance(outcome, AutoGLMError):
                     raise outcome from None
@@ -116,35 +129,64 @@ class Client:
         method: Callable[[grpc.Channel], grpc.UnaryStreamMultiCallable[Req, pb.TaskEvent]],
         request: Callable[[int], Req],
         from_revision: int,
+        watched: int,
         until: float | None = None,
     ) -> Iterator[TaskEvent]:
-        """Events of a watch, resumed across replicas; WaitTimeout once the
-        monotonic clock passes `until`."""
+        """Events of a watch of `watched` tasks, resumed across replicas
+        until every one has ended; WaitTimeout once the monotonic clock
+        passes `until`."""
         cursor = Cursor(from_revision)
+        view = JobView(watched)
         md = _shared.metadata(self.settings, None)
         attempts = Attempts(self._rotation, self.settings.deadline)
+        ended_before = False
         while True:
             address = attempts.address()
             timeout = None if until is None else max(until - time.monotonic(), 0.001)
+            call = method(self._channel(address))(
+                request(cursor.resume_from()), metadata=md, timeout=timeout
+            )
+            delivered = False
             try:
-                for event in method(self._channel(address))(
-                    request(cursor.resume_from()), metadata=md, timeout=timeout
-                ):
-                    # The stream works: a later break gets a fresh deadline.
-                    attempts = Attempts(self._rotation, self.settings.deadline)
-                    if cursor.accept(event.revision, event.task.id):
-                        yield TaskEvent(TaskInfo.from_proto(event.task), event.revision)
-                return
+                for event in call:
+                    if not cursor.accept(event.revision, event.task.id):
+                        continue
+                    if not delivered:
+                        # The stream works: a later break gets a fresh deadline.
+                        self._rotation.answered(address)
+                        attempts = Attempts(self._rotation, self.settings.deadline)
+                        delivered = True
+                    task = TaskEvent(TaskInfo.from_proto(event.task), event.revision)
+                    view.update(task)
+                    yield task
             except grpc.RpcError as e:
                 code = e.code()
-                if until is not None and time.monotonic() >= until:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
+                if until is not None and (
+                    code == grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() >= until
+                ):
                     raise WaitTimeout("the watch's time ran out") from None
                 if code not in RESUMABLE_STREAM_CODES:
                     raise from_status(code, e.details()) from None
-                outcome = attempts.failed(grpc.StatusCode.UNAVAILABLE, e.details(), e.trailing_metadata())
+                outcome = attempts.failed(
+                    grpc.StatusCode.UNAVAILABLE, e.details(), e.trailing_metadata()
+                )
                 if isinstance(outcome, AutoGLMError):
                     raise outcome from None
                 time.sleep(outcome)
+                continue
+            finally:
+                # Also when the caller stops iterating: the stream ends now,
+                # not when the garbage collector finds it.
+                call.cancel()
+            # The server ended the stream: done, unless some watched task was
+            # not seen ending (a replica shutting down ends its streams
+            # cleanly too); then ask again, and stop when a replica ends one
+            # with nothing new.
+            if view.all_ended() or (ended_before and not delivered):
+                return
+            ended_before = True
 
     # Jobs and tasks.
 
@@ -159,21 +201,21 @@ class Client:
             self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
         )
 
-    def job(self, job_id: int) -> "JobHandle":
+    def job(self, job_id: int, *, stale: bool = False) -> "JobHandle":
         """A handle on a job submitted earlier (by anyone allowed to see it)."""
-        tasks = self._job_tasks(job_id)
+        tasks = self._job_tasks(job_id, stale)
         return JobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
 
-    def _job_tasks(self, job_id: int) -> list[TaskInfo]:
+    def _job_tasks(self, job_id: int, stale: bool = False) -> list[TaskInfo]:
         job = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id, stale=stale)
         )
         return [TaskInfo.from_proto(t) for t in job.tasks]
 
-    def task(self, task_id: int) -> TaskInfo:
+    def task(self, task_id: int, *, stale: bool = False) -> TaskInfo:
         """A task as it is now; for a queued one, why it waits (`waiting`)."""
         t = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id, stale=stale)
         )
         return TaskInfo.from_proto(t)
 
@@ -185,6 +227,7 @@ class Client:
             lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchTask,
             lambda rev: pb.WatchTaskRequest(task_id=task_id, from_revision=rev),
             from_revision,
+            1,
             None if timeout is None else time.monotonic() + timeout,
         )
 
@@ -222,9 +265,9 @@ class JobHandle:
     def __repr__(self) -> str:
         return f"JobHandle(job_id={self.job_id}, tasks={len(self.task_ids)})"
 
-    def tasks(self) -> list[TaskInfo]:
+    def tasks(self, *, stale: bool = False) -> list[TaskInfo]:
         """Every task of the job as it is now."""
-        return self._client._job_tasks(self.job_id)
+        return self._client._job_tasks(self.job_id, stale)
 
     def watch(self, from_revision: int = 0, *, timeout: float | None = None) -> Iterator[TaskEvent]:
         """Task changes until every task has ended; from 0, every task's
@@ -235,6 +278,7 @@ class JobHandle:
             lambda ch: pb_grpc.SchedulerServiceStub(ch).WatchJob,
             lambda rev: pb.WatchJobRequest(job_id=job_id, from_revision=rev),
             from_revision,
+            len(self.task_ids),
             None if timeout is None else time.monotonic() + timeout,
         )
 
@@ -304,6 +348,8 @@ class ConfigApi:
             config_pb2.ConfigPutRequest(key=key, value=value),
             write=True,
         )
+        if not r.HasField("entry"):
+            raise Internal(f"config put {key}: the server returned no entry")
         return ConfigEntry.from_proto(r.entry)
 
     def cas(self, key: str, value: str, expected_version: int) -> CasResult:

@@ -52,9 +52,10 @@ class PermissionDenied(AutoGLMError):
 
 
 class ResourceExhausted(AutoGLMError):
-    """Over the client's rate or the queue's bound; the server says when to
-    try again (``retry_after_ms``), and the client already waited that long
-    until its deadline."""
+    """Over the client's rate or the queue's bound, still at the deadline
+    (the client waited as the server said until then); `retry_after_ms` is
+    the server's last word on when to try again. None when the server said
+    nothing, e.g. for a message over gRPC's size limit."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -87,10 +88,9 @@ class JobFailed(AutoGLMError):
     code = grpc.StatusCode.OK
 
 
-class WaitTimeout(AutoGLMError, TimeoutError):
-    """`wait(timeout=...)` ran out before every task ended."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+class WaitTimeout(DeadlineExceeded, TimeoutError):
+    """`wait`, `result` or `watch` ran past their `timeout` before every
+    watched task ended."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AutoGLMError]] = {

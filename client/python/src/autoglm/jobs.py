@@ -27,11 +27,19 @@ class After:
     task: str
     on: Condition = "success"
 
+    def __post_init__(self) -> None:
+        if self.on not in _CONDITIONS:
+            raise InvalidArgument(
+                f"After({self.task!r}).on: '{self.on}' is not one of success, failure, always"
+            )
+
 
 @dataclass(frozen=True)
 class Retry:
-    """Retries after a failure, a lost node or a timeout; zeros mean the
-    server's defaults (3 attempts, 1 s doubling up to 60 s, 20% jitter)."""
+    """Retries after a failure, a lost node or a timeout. Zeros in the
+    first four mean the server's defaults (3 attempts, 1 s doubling up to
+    60 s); `jitter` is the random spread of each wait as a fraction of it
+    (0: none)."""
 
     max_attempts: int = 0
     backoff_base_ms: int = 0
@@ -83,6 +91,8 @@ class Task:
             raise InvalidArgument(f"task '{name}': give exactly one of exec, http, sim_ms")
         if exec is not None and (isinstance(exec, str) or not exec):
             raise InvalidArgument(f"task '{name}'.exec: a non-empty list of program and arguments")
+        if isinstance(depends_on, str):
+            raise InvalidArgument(f"task '{name}'.depends_on: a list of task names, not one string")
         if (env or secret_env or cwd) and exec is None:
             raise InvalidArgument(f"task '{name}': env, secret_env and cwd go with exec")
         self.name = name

@@ -65,7 +65,7 @@ class Settings:
         if insecure is None:
             insecure = (from_env("AUTOGLM_INSECURE") or "").lower() in ("1", "true")
         token = token if token is not None else from_env("AUTOGLM_TOKEN")
-        if token is not None and not token.isprintable():
+        if token is not None and not (token.isascii() and token.isprintable()):
             raise InvalidArgument("token: must be printable ASCII")
         ca = ca_file if ca_file is not None else from_env("AUTOGLM_CA_FILE")
         cert = cert_file if cert_file is not None else from_env("AUTOGLM_CERT_FILE")
