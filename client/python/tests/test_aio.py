@@ -37,6 +37,15 @@ async def test_many_submissions_at_once(cluster: Cluster) -> None:
         assert all(r.succeeded for d in done for r in d.values())
 
 
+async def test_output_and_list_tasks(cluster: Cluster) -> None:
+    async with cluster.async_client() as client:
+        job = await client.submit(Task("echo", exec=["sh", "-c", "echo from asyncio"]))
+        await job.wait(timeout=60, raise_on_failure=True)
+        assert b"".join([c async for c in job.output("echo")]) == b"from asyncio\n"
+        listed = [t async for t in client.list_tasks(job_id=job.job_id)]
+        assert [t.name for t in listed] == ["echo"]
+
+
 async def test_resubmitting_with_a_key_returns_the_first_job(cluster: Cluster) -> None:
     async with cluster.async_client() as client:
         job = Job([Task("once", sim_ms=10)], idempotency_key="python-aio-once")

@@ -56,6 +56,41 @@ def test_an_exec_result_has_its_exit_code_and_output(cluster: Cluster) -> None:
         assert "hello from sh" in result.output_tail
 
 
+def test_output_is_relayed_whole_and_followed(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        job = client.submit(
+            Job(
+                [
+                    Task("lines", exec=["sh", "-c", "for i in 1 2 3; do echo line $i; done"]),
+                    Task("slow", exec=["sh", "-c", "echo first; sleep 1; echo second"]),
+                ]
+            )
+        )
+        for event in client.watch_task(job.task_ids["slow"]):
+            if event.task.state in (TaskState.RUNNING, TaskState.SUCCEEDED):
+                break
+        # Followed while it runs: the stream ends when the attempt does.
+        assert b"".join(job.output("slow", follow=True)) == b"first\nsecond\n"
+        job.wait(timeout=60, raise_on_failure=True)
+        assert b"".join(job.output("lines")) == b"line 1\nline 2\nline 3\n"
+        # A task that never ran has no output yet: the error says so.
+        waiting = client.submit(
+            [Task("first", sim_ms=600_000), Task("later", exec=["true"], depends_on=["first"])]
+        )
+        with pytest.raises(autoglm.FailedPrecondition, match="has not run yet"):
+            b"".join(waiting.output("later"))
+        waiting.cancel()
+
+
+def test_list_tasks_filters_and_pages(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        job = client.submit(Job([Task(f"listed-{i}", sim_ms=1) for i in range(5)]))
+        job.wait(timeout=60, raise_on_failure=True)
+        mine = list(client.list_tasks(job_id=job.job_id, states=[TaskState.SUCCEEDED]))
+        assert sorted(t.name for t in mine) == [f"listed-{i}" for i in range(5)]
+        assert list(client.list_tasks(job_id=job.job_id, states=[TaskState.QUEUED])) == []
+
+
 def test_resubmitting_with_a_key_returns_the_first_job(cluster: Cluster) -> None:
     with cluster.client() as client:
         first = client.submit(Job([Task("once", sim_ms=10)], idempotency_key="python-once"))

@@ -12,7 +12,7 @@ import pytest
 
 import autoglm
 from autoglm._retry import LEADER_ADDR_METADATA, RETRY_AFTER_METADATA, Attempts, Rotation
-from autoglm._watch import Cursor
+from autoglm._watch import Cursor, OutputCursor
 from autoglm.settings import Settings
 
 HERE = Path(__file__).resolve().parent.parent
@@ -115,3 +115,12 @@ def test_tasks_refuse_what_cannot_be_encoded() -> None:
     assert spec.HasField("priority") and spec.priority == 0
     assert spec.exec.argv == ["sh", "-c", "true"] and spec.resources.gpus == 2
     assert spec.depends_on[0].task == "u"
+
+
+def test_a_resumed_output_stream_stays_on_its_attempt_and_skips_what_it_had() -> None:
+    cursor = OutputCursor(0)
+    assert cursor.accept(2, 0, b"hello ") == b"hello "
+    assert (cursor.attempt, cursor.offset) == (2, 6)
+    # A replayed overlap is cut; only new bytes come out.
+    assert cursor.accept(2, 3, b"lo world") == b"world"
+    assert cursor.offset == 11

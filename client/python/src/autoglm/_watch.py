@@ -33,6 +33,22 @@ class Cursor:
         return True
 
 
+class OutputCursor:
+    """Where a broken output stream resumes: the same attempt (the first
+    chunk names it), from the bytes already received."""
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt
+        self.offset = 0
+
+    def accept(self, attempt: int, offset: int, data: bytes) -> bytes:
+        """The part of a chunk not delivered before."""
+        self.attempt = attempt
+        fresh = data[max(self.offset - offset, 0) :]
+        self.offset = max(self.offset, offset + len(data))
+        return fresh
+
+
 class JobView:
     """The latest state of each task of a job, from its events."""
 

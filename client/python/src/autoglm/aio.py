@@ -19,10 +19,19 @@ from ._retry import (
     Rotation,
     fresh_request_id,
 )
-from ._watch import Cursor, JobView
+from ._watch import Cursor, JobView, OutputCursor
 from .errors import AutoGLMError, Cancelled, Internal, WaitTimeout, from_status
 from .jobs import Job, Task
-from .results import CasResult, ClusterStatus, ConfigEntry, NodeInfo, Result, TaskEvent, TaskInfo
+from .results import (
+    CasResult,
+    ClusterStatus,
+    ConfigEntry,
+    NodeInfo,
+    Result,
+    TaskEvent,
+    TaskInfo,
+    TaskState,
+)
 from .settings import Settings
 from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
 from .v1 import scheduler_pb2 as pb
@@ -209,6 +218,67 @@ class AsyncClient:
         )
         return TaskInfo.from_proto(t)
 
+    async def list_tasks(
+        self,
+        *,
+        states: Sequence[TaskState] = (),
+        job_id: int = 0,
+        node: str = "",
+        label: str = "",
+        stale: bool = False,
+    ) -> AsyncIterator[TaskInfo]:
+        """As `Client.list_tasks`."""
+        request = _shared.list_request(states, job_id, node, label, stale)
+        while True:
+            page = await self._call(
+                lambda ch: pb_grpc.SchedulerServiceStub(ch).ListTasks, request
+            )
+            for t in page.tasks:
+                yield TaskInfo.from_proto(t)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def output(
+        self, task_id: int, *, attempt: int = 0, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """As `Client.output`."""
+        cursor = OutputCursor(attempt)
+        md = _shared.metadata(self.settings, None)
+        attempts = Attempts(self._rotation, self.settings.deadline)
+        while True:
+            address = attempts.address()
+            request = pb.TaskOutputRequest(
+                task_id=task_id, attempt=cursor.attempt, offset=cursor.offset, follow=follow
+            )
+            call = pb_grpc.SchedulerServiceStub(self._channel(address)).TaskOutput(
+                request, metadata=md
+            )
+            try:
+                async for chunk in call:
+                    attempts = Attempts(self._rotation, self.settings.deadline)
+                    data = cursor.accept(chunk.attempt, chunk.offset, chunk.data)
+                    if data:
+                        yield data
+                return
+            except grpc.aio.AioRpcError as e:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
+                if e.code() not in RESUMABLE_STREAM_CODES:
+                    raise from_status(e.code(), e.details()) from None
+                outcome = attempts.failed(
+                    grpc.StatusCode.UNAVAILABLE, e.details(), list(e.trailing_metadata() or ())
+                )
+                if isinstance(outcome, AutoGLMError):
+                    raise outcome from None
+                await asyncio.sleep(outcome)
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
+                raise
+            finally:
+                call.cancel()
+
     def watch_task(
         self, task_id: int, from_revision: int = 0, *, timeout: float | None = None
     ) -> AsyncIterator[TaskEvent]:
@@ -301,6 +371,11 @@ class AsyncJobHandle:
         if last is None:
             raise Internal(f"task '{name}': its watch ended without an event")
         return Result.of(last)
+
+    def output(self, name: str, *, attempt: int = 0, follow: bool = False) -> AsyncIterator[bytes]:
+        return self._client.output(
+            _shared.task_id(self.task_ids, name), attempt=attempt, follow=follow
+        )
 
     async def cancel(self) -> list[int]:
         r = await self._client._call(

@@ -17,10 +17,19 @@ from ._retry import (
     Rotation,
     fresh_request_id,
 )
-from ._watch import Cursor, JobView
+from ._watch import Cursor, JobView, OutputCursor
 from .errors import AutoGLMError, Cancelled, Internal, WaitTimeout, from_status
 from .jobs import Job, Task
-from .results import CasResult, ClusterStatus, ConfigEntry, NodeInfo, Result, TaskEvent, TaskInfo
+from .results import (
+    CasResult,
+    ClusterStatus,
+    ConfigEntry,
+    NodeInfo,
+    Result,
+    TaskEvent,
+    TaskInfo,
+    TaskState,
+)
 from .settings import Settings
 from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
 from .v1 import scheduler_pb2 as pb
@@ -219,6 +228,62 @@ class Client:
         )
         return TaskInfo.from_proto(t)
 
+    def list_tasks(
+        self,
+        *,
+        states: Sequence[TaskState] = (),
+        job_id: int = 0,
+        node: str = "",
+        label: str = "",
+        stale: bool = False,
+    ) -> Iterator[TaskInfo]:
+        """Tasks matching every filter given (states, a job, a node, a
+        `key=value` label of the node selector), page by page."""
+        request = _shared.list_request(states, job_id, node, label, stale)
+        while True:
+            page = self._call(lambda ch: pb_grpc.SchedulerServiceStub(ch).ListTasks, request)
+            yield from (TaskInfo.from_proto(t) for t in page.tasks)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def output(self, task_id: int, *, attempt: int = 0, follow: bool = False) -> Iterator[bytes]:
+        """An exec attempt's whole output (`attempt` 0: the latest), relayed
+        by the leader from its node; with `follow`, more as it comes until
+        the attempt ends. Resumes at a new leader from the bytes received.
+        FailedPrecondition while the task has not run yet."""
+        cursor = OutputCursor(attempt)
+        md = _shared.metadata(self.settings, None)
+        attempts = Attempts(self._rotation, self.settings.deadline)
+        while True:
+            address = attempts.address()
+            request = pb.TaskOutputRequest(
+                task_id=task_id, attempt=cursor.attempt, offset=cursor.offset, follow=follow
+            )
+            call = pb_grpc.SchedulerServiceStub(self._channel(address)).TaskOutput(
+                request, metadata=md
+            )
+            try:
+                for chunk in call:
+                    attempts = Attempts(self._rotation, self.settings.deadline)
+                    data = cursor.accept(chunk.attempt, chunk.offset, chunk.data)
+                    if data:
+                        yield data
+                return
+            except grpc.RpcError as e:
+                if self._closed:
+                    raise Cancelled("the client was closed") from None
+                if e.code() not in RESUMABLE_STREAM_CODES:
+                    raise from_status(e.code(), e.details()) from None
+                outcome = attempts.failed(
+                    grpc.StatusCode.UNAVAILABLE, e.details(), e.trailing_metadata()
+                )
+                if isinstance(outcome, AutoGLMError):
+                    raise outcome from None
+                time.sleep(outcome)
+            finally:
+                call.cancel()
+
     def watch_task(
         self, task_id: int, from_revision: int = 0, *, timeout: float | None = None
     ) -> Iterator[TaskEvent]:
@@ -318,6 +383,12 @@ class JobHandle:
         if last is None:
             raise Internal(f"task '{name}': its watch ended without an event")
         return Result.of(last)
+
+    def output(self, name: str, *, attempt: int = 0, follow: bool = False) -> Iterator[bytes]:
+        """Task `name`'s output, as `Client.output`."""
+        return self._client.output(
+            _shared.task_id(self.task_ids, name), attempt=attempt, follow=follow
+        )
 
     def cancel(self) -> list[int]:
         """Cancels every unfinished task; returns the tasks that changed."""

@@ -28,10 +28,13 @@ class TaskState(str, enum.Enum):
 
     @classmethod
     def from_proto(cls, value: int) -> "TaskState":
-        return _STATES.get(int(value), cls.UNKNOWN)
+        return _STATES.get(pb.TaskState.ValueType(value), cls.UNKNOWN)
+
+    def to_proto(self) -> "pb.TaskState.ValueType":
+        return _PROTO_OF.get(self, pb.TASK_STATE_UNSPECIFIED)
 
 
-_STATES: dict[int, TaskState] = {
+_STATES: dict[pb.TaskState.ValueType, TaskState] = {
     pb.TASK_STATE_WAITING: TaskState.WAITING,
     pb.TASK_STATE_QUEUED: TaskState.QUEUED,
     pb.TASK_STATE_ASSIGNED: TaskState.ASSIGNED,
@@ -41,6 +44,7 @@ _STATES: dict[int, TaskState] = {
     pb.TASK_STATE_CANCELLED: TaskState.CANCELLED,
     pb.TASK_STATE_TIMED_OUT: TaskState.TIMED_OUT,
 }
+_PROTO_OF = {state: value for value, state in _STATES.items()}
 _TERMINAL = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
 )
