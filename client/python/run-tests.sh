@@ -2,7 +2,8 @@
 # The Python client's checks, run by `cargo test --workspace`
 # (local/tests/python_client.rs): installs the package as a user would
 # (`pip install ./client/python`, with its dev extra) into a virtual
-# environment under target/, type-checks it with mypy --strict, and runs its
+# environment under target/, checks its formatting and lints (ruff),
+# type-checks it with mypy --strict, and runs its
 # pytest suite against `autoglm-local serve` (AUTOGLM_LOCAL_BIN; default
 # target/debug/autoglm-local).
 set -euo pipefail
@@ -14,5 +15,7 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$here[dev]"
 cd "$here"
+"$venv/bin/python" -m ruff format --check src scripts tests
+"$venv/bin/python" -m ruff check src scripts tests
 "$venv/bin/python" -m mypy src scripts tests
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider tests

@@ -76,14 +76,20 @@ async def async_run(info: dict[str, Any], token: str, in_flight: int, seconds: f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--info", type=Path, required=True, help="the file `autoglm-local serve --info` wrote")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--info", type=Path, required=True, help="the file `autoglm-local serve --info` wrote"
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     info = json.loads(args.info.read_text())
     token = Path(info["token_file"]).read_text().strip()
-    with autoglm.Client(info["endpoints"], ca_file=info["ca_file"], token=token, deadline=30) as client:
+    with autoglm.Client(
+        info["endpoints"], ca_file=info["ca_file"], token=token, deadline=30
+    ) as client:
         client.config.set("admission/rate_per_second", "1000000")
         client.config.set("admission/burst", "1000000")
         print("| mode | submissions | rate | median | p99 |\n|---|---|---|---|---|")

@@ -9,9 +9,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -85,8 +86,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     info_path = root / "info.json"
     log = open(root / "serve.log", "wb")
     process = subprocess.Popen(
-        [str(LOCAL_BIN), "serve", "--dir", str(root / "data"), "--info", str(info_path),
-         "--exec-allow", "sh"],
+        [
+            str(LOCAL_BIN),
+            "serve",
+            "--dir",
+            str(root / "data"),
+            "--info",
+            str(info_path),
+            "--exec-allow",
+            "sh",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

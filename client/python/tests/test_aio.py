@@ -81,7 +81,9 @@ async def test_watch_follows_a_leader_kill_without_missing_or_repeating(
     """Runs last in this module: the cluster keeps two of three replicas."""
     opened = count_stream_opens(monkeypatch)
     async with cluster.async_client(cluster.leader_first(), deadline=30) as client:
-        job = await client.submit(Job([Task(f"t{i}", sim_ms=100 + 100 * i, gpus=1) for i in range(40)]))
+        job = await client.submit(
+            Job([Task(f"t{i}", sim_ms=100 + 100 * i, gpus=1) for i in range(40)])
+        )
         terminal: Counter[str] = Counter()
         killed = False
         async for event in job.watch(timeout=120):

@@ -48,7 +48,11 @@ def test_a_dag_runs_to_the_end(cluster: Cluster) -> None:
 def test_an_exec_result_has_its_exit_code_and_output(cluster: Cluster) -> None:
     with cluster.client() as client:
         job = client.submit(
-            Task("shell", exec=["sh", "-c", "echo hello from $0; exit 3"], retry=Retry(max_attempts=1))
+            Task(
+                "shell",
+                exec=["sh", "-c", "echo hello from $0; exit 3"],
+                retry=Retry(max_attempts=1),
+            )
         )
         result = job.result("shell", timeout=60)
         assert result.state == TaskState.FAILED
@@ -171,7 +175,9 @@ def test_nodes_config_and_status(cluster: Cluster) -> None:
         assert status.leader_id in status.voters and len(status.voters) == 3
 
 
-def test_environment_configures_the_client(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_configures_the_client(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in cluster.env().items():
         monkeypatch.setenv(key, value)
     with autoglm.Client() as client:

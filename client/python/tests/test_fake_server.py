@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Callable, Iterator
 
 import grpc
 import pytest
@@ -49,8 +49,7 @@ class FakeReplica:
         if stop == "hang":
             # A stream that never ends by itself ends only when cancelled.
             context.add_callback(self.cancelled.set)
-        for e in [e for e in HISTORY if e.revision > request.from_revision][:count]:
-            yield e
+        yield from [e for e in HISTORY if e.revision > request.from_revision][:count]
         if stop == "break":
             context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
         if stop == "hang":
@@ -74,7 +73,11 @@ def replica() -> Iterator[StartReplica]:
             response_serializer=pb.TaskEvent.SerializeToString,
         )
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("autoglm.v1.SchedulerService", {"WatchJob": watch}),)
+            (
+                grpc.method_handlers_generic_handler(
+                    "autoglm.v1.SchedulerService", {"WatchJob": watch}
+                ),
+            )
         )
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
@@ -94,8 +97,12 @@ def test_a_break_inside_one_revision_neither_misses_nor_repeats(replica: StartRe
     fake, address = replica([(3, "break")])
     with autoglm.Client(address, insecure=True) as client:
         seen = [(e.revision, e.task.name, e.task.state) for e in handle(client).watch()]
-    assert seen == [(5, "a", autoglm.TaskState.RUNNING), (5, "b", autoglm.TaskState.RUNNING),
-                    (7, "a", autoglm.TaskState.SUCCEEDED), (7, "b", autoglm.TaskState.SUCCEEDED)]
+    assert seen == [
+        (5, "a", autoglm.TaskState.RUNNING),
+        (5, "b", autoglm.TaskState.RUNNING),
+        (7, "a", autoglm.TaskState.SUCCEEDED),
+        (7, "b", autoglm.TaskState.SUCCEEDED),
+    ]
     # Resumed from the revision before the last one received.
     assert fake.opened_from == [0, 6]
 

@@ -50,7 +50,9 @@ def test_unknown_outcomes_retry_and_refusals_do_not() -> None:
     refused = attempts.failed(grpc.StatusCode.INVALID_ARGUMENT, "tasks[0].name: bad", None)
     assert isinstance(refused, autoglm.InvalidArgument)
     assert refused.message == "tasks[0].name: bad"
-    assert isinstance(attempts.failed(grpc.StatusCode.PERMISSION_DENIED, "no", None), autoglm.PermissionDenied)
+    assert isinstance(
+        attempts.failed(grpc.StatusCode.PERMISSION_DENIED, "no", None), autoglm.PermissionDenied
+    )
 
 
 def test_resource_exhausted_waits_as_told_until_the_deadline() -> None:
@@ -110,7 +112,11 @@ def test_tasks_refuse_what_cannot_be_encoded() -> None:
     with pytest.raises(autoglm.InvalidArgument, match="env, secret_env and cwd go with exec"):
         autoglm.Task("t", sim_ms=1, env={"A": "1"})
     spec = autoglm.Task(
-        "t", exec=["sh", "-c", "true"], gpus=2, priority=0, depends_on=[autoglm.After("u", on="always")]
+        "t",
+        exec=["sh", "-c", "true"],
+        gpus=2,
+        priority=0,
+        depends_on=[autoglm.After("u", on="always")],
     ).to_proto()
     assert spec.HasField("priority") and spec.priority == 0
     assert spec.exec.argv == ["sh", "-c", "true"] and spec.resources.gpus == 2

@@ -12,12 +12,13 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import grpc
 
-from .errors import AutoGLMError, Unavailable, from_status
+from .errors import AutoGLMError, Cancelled, Unavailable, WaitTimeout, from_status
 
 #: Response metadata on RESOURCE_EXHAUSTED: milliseconds to wait.
 RETRY_AFTER_METADATA = "retry-after-ms"
@@ -110,6 +111,43 @@ class Attempts:
     def remaining(self) -> float:
         return self.deadline - (time.monotonic() - self.started)
 
+    def call_failed(
+        self,
+        closed: bool,
+        code: grpc.StatusCode,
+        details: str | None,
+        metadata: Iterable[Any] | None,
+    ) -> float:
+        """After a failed try of a call: how long to wait before the next;
+        raises what ends the call instead."""
+        if closed:
+            raise Cancelled("the client was closed") from None
+        outcome = self.failed(code, details, metadata)
+        if isinstance(outcome, AutoGLMError):
+            raise outcome from None
+        return outcome
+
+    def stream_broke(
+        self,
+        closed: bool,
+        code: grpc.StatusCode,
+        details: str | None,
+        metadata: Iterable[Any] | None,
+        until: float | None = None,
+    ) -> float:
+        """After a stream broke: how long to wait before it is opened again
+        from where it stopped; raises what ends it instead (a refusal, or
+        `until`, a monotonic time, passed)."""
+        if closed:
+            raise Cancelled("the client was closed") from None
+        if until is not None and (
+            code == grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() >= until
+        ):
+            raise WaitTimeout("the watch's time ran out") from None
+        if code not in RESUMABLE_STREAM_CODES:
+            raise from_status(code, details) from None
+        return self.call_failed(closed, grpc.StatusCode.UNAVAILABLE, details, metadata)
+
     def failed(
         self,
         code: grpc.StatusCode,
@@ -136,9 +174,8 @@ class Attempts:
         self.attempt += 1
         if self.remaining() <= 0:
             waited = int((time.monotonic() - self.started) * 1000)
-            return Unavailable(
-                f"no replica answered within {waited} ms; last: {code.name}: {details or ''}".rstrip()
-            )
+            last = f"{code.name}: {details or ''}".rstrip()
+            return Unavailable(f"no replica answered within {waited} ms; last: {last}")
         # Every replica once quickly, then back off between rounds.
         if self.attempt % len(self.rotation.endpoints) == 0:
             wait = min(self.backoff, max(self.remaining(), 0.0))

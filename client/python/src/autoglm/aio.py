@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Callable, Sequence, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 import grpc.aio
 
 from . import _shared
 from ._progress import Progress
-from ._retry import (
-    CHANNEL_OPTIONS,
-    RESUMABLE_STREAM_CODES,
-    Attempts,
-    Rotation,
-    fresh_request_id,
-)
+from ._retry import CHANNEL_OPTIONS, fresh_request_id
 from ._watch import Cursor, JobView, OutputCursor
-from .errors import AutoGLMError, Cancelled, Internal, WaitTimeout, from_status
+from .errors import Cancelled, Internal, WaitTimeout
 from .jobs import Job, Task
 from .results import (
     CasResult,
@@ -32,7 +27,6 @@ from .results import (
     TaskInfo,
     TaskState,
 )
-from .settings import Settings
 from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
 from .v1 import scheduler_pb2 as pb
 from .v1 import scheduler_pb2_grpc as pb_grpc
@@ -41,42 +35,24 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-class AsyncClient:
+def _trailers(e: grpc.aio.AioRpcError) -> list[tuple[str, str | bytes]]:
+    return list(e.trailing_metadata() or ())
+
+
+class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
     """`Client` for asyncio: the same arguments and environment, the same
     retry and leader-following rules. Use it in one event loop; close it
     (or use `async with`) when done."""
 
-    def __init__(
-        self,
-        endpoints: str | Sequence[str] | None = None,
-        *,
-        token: str | None = None,
-        ca_file: str | None = None,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        insecure: bool | None = None,
-        deadline: float = 10.0,
-        attempt_timeout: float = 5.0,
-        client_id: str = "python",
-    ) -> None:
-        self.settings = Settings.resolve(
-            endpoints,
-            token=token,
-            ca_file=ca_file,
-            cert_file=cert_file,
-            key_file=key_file,
-            insecure=insecure,
-            deadline=deadline,
-            attempt_timeout=attempt_timeout,
-            client_id=client_id,
-        )
-        self._rotation = Rotation(self.settings.endpoints)
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._closed = False
-        self.config = AsyncConfigApi(self)
-        self.cluster = AsyncClusterApi(self)
+    @property
+    def config(self) -> AsyncConfigApi:
+        return AsyncConfigApi(self)
 
-    async def __aenter__(self) -> "AsyncClient":
+    @property
+    def cluster(self) -> AsyncClusterApi:
+        return AsyncClusterApi(self)
+
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -84,24 +60,15 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Closes every channel; calls in flight and later raise Cancelled."""
-        self._closed = True
-        channels, self._channels = self._channels, {}
-        for channel in channels.values():
+        for channel in self._close_all():
             await channel.close()
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        if self._closed:
-            raise Cancelled("the client was closed")
-        channel = self._channels.get(address)
-        if channel is None:
-            credentials = self.settings.channel_credentials()
-            channel = (
-                grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-                if credentials is None
-                else grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
-            )
-            self._channels[address] = channel
-        return channel
+    def _connect(
+        self, address: str, credentials: grpc.ChannelCredentials | None
+    ) -> grpc.aio.Channel:
+        if credentials is None:
+            return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
     async def _call(
         self,
@@ -111,23 +78,19 @@ class AsyncClient:
         write: bool = False,
     ) -> Resp:
         md = _shared.metadata(self.settings, fresh_request_id() if write else None)
-        attempts = Attempts(self._rotation, self.settings.deadline)
+        attempts = self._attempts()
         while True:
             address = attempts.address()
             try:
-                timeout = min(self.settings.attempt_timeout, max(attempts.remaining(), 0.001))
                 response = await method(self._channel(address))(
-                    request, timeout=timeout, metadata=md
+                    request, timeout=self._try_timeout(attempts), metadata=md
                 )
                 self._rotation.answered(address)
                 return response
             except grpc.aio.AioRpcError as e:
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                outcome = attempts.failed(e.code(), e.details(), list(e.trailing_metadata() or ()))
-                if isinstance(outcome, AutoGLMError):
-                    raise outcome from None
-                await asyncio.sleep(outcome)
+                await asyncio.sleep(
+                    attempts.call_failed(self._closed, e.code(), e.details(), _trailers(e))
+                )
             except asyncio.CancelledError:
                 if self._closed:
                     raise Cancelled("the client was closed") from None
@@ -145,7 +108,7 @@ class AsyncClient:
         cursor = Cursor(from_revision)
         view = JobView(watched)
         md = _shared.metadata(self.settings, None)
-        attempts = Attempts(self._rotation, self.settings.deadline)
+        attempts = self._attempts()
         ended_before = False
         while True:
             address = attempts.address()
@@ -160,27 +123,15 @@ class AsyncClient:
                         continue
                     if not delivered:
                         self._rotation.answered(address)
-                        attempts = Attempts(self._rotation, self.settings.deadline)
+                        attempts = self._attempts()
                         delivered = True
                     task = TaskEvent(TaskInfo.from_proto(event.task), event.revision)
                     view.update(task)
                     yield task
             except grpc.aio.AioRpcError as e:
-                code = e.code()
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                if until is not None and (
-                    code == grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() >= until
-                ):
-                    raise WaitTimeout("the watch's time ran out") from None
-                if code not in RESUMABLE_STREAM_CODES:
-                    raise from_status(code, e.details()) from None
-                outcome = attempts.failed(
-                    grpc.StatusCode.UNAVAILABLE, e.details(), list(e.trailing_metadata() or ())
+                await asyncio.sleep(
+                    attempts.stream_broke(self._closed, e.code(), e.details(), _trailers(e), until)
                 )
-                if isinstance(outcome, AutoGLMError):
-                    raise outcome from None
-                await asyncio.sleep(outcome)
                 continue
             except asyncio.CancelledError:
                 if self._closed:
@@ -192,7 +143,7 @@ class AsyncClient:
                 return
             ended_before = True
 
-    async def submit(self, job: Job | Task | Sequence[Task]) -> "AsyncJobHandle":
+    async def submit(self, job: Job | Task | Sequence[Task]) -> AsyncJobHandle:
         """As `Client.submit`."""
         request = _shared.as_job(job).to_request(self.settings.client_id, _shared.fresh_key())
         response = await self._call(
@@ -202,19 +153,21 @@ class AsyncClient:
             self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
         )
 
-    async def job(self, job_id: int, *, stale: bool = False) -> "AsyncJobHandle":
+    async def job(self, job_id: int, *, stale: bool = False) -> AsyncJobHandle:
         tasks = await self._job_tasks(job_id, stale)
         return AsyncJobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
 
     async def _job_tasks(self, job_id: int, stale: bool = False) -> list[TaskInfo]:
         job = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id, stale=stale)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob,
+            pb.GetJobRequest(job_id=job_id, stale=stale),
         )
         return [TaskInfo.from_proto(t) for t in job.tasks]
 
     async def task(self, task_id: int, *, stale: bool = False) -> TaskInfo:
         t = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id, stale=stale)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask,
+            pb.GetTaskRequest(task_id=task_id, stale=stale),
         )
         return TaskInfo.from_proto(t)
 
@@ -230,9 +183,7 @@ class AsyncClient:
         """As `Client.list_tasks`."""
         request = _shared.list_request(states, job_id, node, label, stale)
         while True:
-            page = await self._call(
-                lambda ch: pb_grpc.SchedulerServiceStub(ch).ListTasks, request
-            )
+            page = await self._call(lambda ch: pb_grpc.SchedulerServiceStub(ch).ListTasks, request)
             for t in page.tasks:
                 yield TaskInfo.from_proto(t)
             if not page.next_page_token:
@@ -245,7 +196,7 @@ class AsyncClient:
         """As `Client.output`."""
         cursor = OutputCursor(attempt)
         md = _shared.metadata(self.settings, None)
-        attempts = Attempts(self._rotation, self.settings.deadline)
+        attempts = self._attempts()
         while True:
             address = attempts.address()
             request = pb.TaskOutputRequest(
@@ -256,22 +207,15 @@ class AsyncClient:
             )
             try:
                 async for chunk in call:
-                    attempts = Attempts(self._rotation, self.settings.deadline)
+                    attempts = self._attempts()
                     data = cursor.accept(chunk.attempt, chunk.offset, chunk.data)
                     if data:
                         yield data
                 return
             except grpc.aio.AioRpcError as e:
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                if e.code() not in RESUMABLE_STREAM_CODES:
-                    raise from_status(e.code(), e.details()) from None
-                outcome = attempts.failed(
-                    grpc.StatusCode.UNAVAILABLE, e.details(), list(e.trailing_metadata() or ())
+                await asyncio.sleep(
+                    attempts.stream_broke(self._closed, e.code(), e.details(), _trailers(e))
                 )
-                if isinstance(outcome, AutoGLMError):
-                    raise outcome from None
-                await asyncio.sleep(outcome)
             except asyncio.CancelledError:
                 if self._closed:
                     raise Cancelled("the client was closed") from None

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Callable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import grpc
 
 from . import _shared
 from ._progress import Progress
-from ._retry import (
-    CHANNEL_OPTIONS,
-    RESUMABLE_STREAM_CODES,
-    Attempts,
-    Rotation,
-    fresh_request_id,
-)
+from ._retry import CHANNEL_OPTIONS, fresh_request_id
 from ._watch import Cursor, JobView, OutputCursor
-from .errors import AutoGLMError, Cancelled, Internal, WaitTimeout, from_status
+from .errors import Internal, WaitTimeout
 from .jobs import Job, Task
 from .results import (
     CasResult,
@@ -30,7 +24,6 @@ from .results import (
     TaskInfo,
     TaskState,
 )
-from .settings import Settings
 from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
 from .v1 import scheduler_pb2 as pb
 from .v1 import scheduler_pb2_grpc as pb_grpc
@@ -39,46 +32,25 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-class Client:
+class Client(_shared.ClientCore[grpc.Channel]):
     """A handle on a cluster: any replica's address will do, the client
     follows the leader. Thread-safe; close it (or use `with`) when done.
+    Arguments: endpoints, token, ca_file, cert_file, key_file, insecure,
+    deadline (s per call), attempt_timeout (s per try), client_id; those
+    not given come from AUTOGLM_ENDPOINTS (comma-separated), AUTOGLM_TOKEN,
+    AUTOGLM_CA_FILE, AUTOGLM_CERT_FILE, AUTOGLM_KEY_FILE, AUTOGLM_INSECURE."""
 
-    Arguments not given come from the environment the `autoglm` CLI reads:
-    AUTOGLM_ENDPOINTS (comma-separated), AUTOGLM_TOKEN, AUTOGLM_CA_FILE,
-    AUTOGLM_CERT_FILE, AUTOGLM_KEY_FILE, AUTOGLM_INSECURE."""
+    @property
+    def config(self) -> ConfigApi:
+        """The replicated key-value store."""
+        return ConfigApi(self)
 
-    def __init__(
-        self,
-        endpoints: str | Sequence[str] | None = None,
-        *,
-        token: str | None = None,
-        ca_file: str | None = None,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        insecure: bool | None = None,
-        deadline: float = 10.0,
-        attempt_timeout: float = 5.0,
-        client_id: str = "python",
-    ) -> None:
-        self.settings = Settings.resolve(
-            endpoints,
-            token=token,
-            ca_file=ca_file,
-            cert_file=cert_file,
-            key_file=key_file,
-            insecure=insecure,
-            deadline=deadline,
-            attempt_timeout=attempt_timeout,
-            client_id=client_id,
-        )
-        self._rotation = Rotation(self.settings.endpoints)
-        self._channels: dict[str, grpc.Channel] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-        self.config = ConfigApi(self)
-        self.cluster = ClusterApi(self)
+    @property
+    def cluster(self) -> ClusterApi:
+        """The cluster's replicas."""
+        return ClusterApi(self)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -86,26 +58,13 @@ class Client:
 
     def close(self) -> None:
         """Closes every channel; calls in flight and later raise Cancelled."""
-        with self._lock:
-            self._closed = True
-            channels, self._channels = self._channels, {}
-        for channel in channels.values():
+        for channel in self._close_all():
             channel.close()
 
-    def _channel(self, address: str) -> grpc.Channel:
-        with self._lock:
-            if self._closed:
-                raise Cancelled("the client was closed")
-            channel = self._channels.get(address)
-            if channel is None:
-                credentials = self.settings.channel_credentials()
-                channel = (
-                    grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-                    if credentials is None
-                    else grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
-                )
-                self._channels[address] = channel
-            return channel
+    def _connect(self, address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+        if credentials is None:
+            return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
     def _call(
         self,
@@ -117,21 +76,19 @@ class Client:
         """One call, retried across replicas by the rules in `_retry`; a
         write carries one request id on every retry."""
         md = _shared.metadata(self.settings, fresh_request_id() if write else None)
-        attempts = Attempts(self._rotation, self.settings.deadline)
+        attempts = self._attempts()
         while True:
             address = attempts.address()
             try:
-                timeout = min(self.settings.attempt_timeout, max(attempts.remaining(), 0.001))
-                response = method(self._channel(address))(request, timeout=timeout, metadata=md)
+                response = method(self._channel(address))(
+                    request, timeout=self._try_timeout(attempts), metadata=md
+                )
                 self._rotation.answered(address)
                 return response
             except grpc.RpcError as e:
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                outcome = attempts.failed(e.code(), e.details(), e.trailing_metadata())
-                if isinstance(outcome, AutoGLMError):
-                    raise outcome from None
-                time.sleep(outcome)
+                time.sleep(
+                    attempts.call_failed(self._closed, e.code(), e.details(), e.trailing_metadata())
+                )
 
     def _watch(
         self,
@@ -147,7 +104,7 @@ class Client:
         cursor = Cursor(from_revision)
         view = JobView(watched)
         md = _shared.metadata(self.settings, None)
-        attempts = Attempts(self._rotation, self.settings.deadline)
+        attempts = self._attempts()
         ended_before = False
         while True:
             address = attempts.address()
@@ -163,27 +120,17 @@ class Client:
                     if not delivered:
                         # The stream works: a later break gets a fresh deadline.
                         self._rotation.answered(address)
-                        attempts = Attempts(self._rotation, self.settings.deadline)
+                        attempts = self._attempts()
                         delivered = True
                     task = TaskEvent(TaskInfo.from_proto(event.task), event.revision)
                     view.update(task)
                     yield task
             except grpc.RpcError as e:
-                code = e.code()
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                if until is not None and (
-                    code == grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() >= until
-                ):
-                    raise WaitTimeout("the watch's time ran out") from None
-                if code not in RESUMABLE_STREAM_CODES:
-                    raise from_status(code, e.details()) from None
-                outcome = attempts.failed(
-                    grpc.StatusCode.UNAVAILABLE, e.details(), e.trailing_metadata()
+                time.sleep(
+                    attempts.stream_broke(
+                        self._closed, e.code(), e.details(), e.trailing_metadata(), until
+                    )
                 )
-                if isinstance(outcome, AutoGLMError):
-                    raise outcome from None
-                time.sleep(outcome)
                 continue
             finally:
                 # Also when the caller stops iterating: the stream ends now,
@@ -199,32 +146,36 @@ class Client:
 
     # Jobs and tasks.
 
-    def submit(self, job: Job | Task | Sequence[Task]) -> "JobHandle":
+    def submit(self, job: Job | Task | Sequence[Task]) -> JobHandle:
         """Submits a job (or one task, or a list of tasks as one job).
         Validated whole by the server: InvalidArgument names the task and
         field it refuses. Over the admission limits it waits as the server
         says until the deadline, then raises ResourceExhausted."""
         request = _shared.as_job(job).to_request(self.settings.client_id, _shared.fresh_key())
-        response = self._call(lambda ch: pb_grpc.SchedulerServiceStub(ch).SubmitJob, request, write=True)
+        response = self._call(
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).SubmitJob, request, write=True
+        )
         return JobHandle(
             self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
         )
 
-    def job(self, job_id: int, *, stale: bool = False) -> "JobHandle":
+    def job(self, job_id: int, *, stale: bool = False) -> JobHandle:
         """A handle on a job submitted earlier (by anyone allowed to see it)."""
         tasks = self._job_tasks(job_id, stale)
         return JobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
 
     def _job_tasks(self, job_id: int, stale: bool = False) -> list[TaskInfo]:
         job = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob, pb.GetJobRequest(job_id=job_id, stale=stale)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob,
+            pb.GetJobRequest(job_id=job_id, stale=stale),
         )
         return [TaskInfo.from_proto(t) for t in job.tasks]
 
     def task(self, task_id: int, *, stale: bool = False) -> TaskInfo:
         """A task as it is now; for a queued one, why it waits (`waiting`)."""
         t = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask, pb.GetTaskRequest(task_id=task_id, stale=stale)
+            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask,
+            pb.GetTaskRequest(task_id=task_id, stale=stale),
         )
         return TaskInfo.from_proto(t)
 
@@ -254,7 +205,7 @@ class Client:
         FailedPrecondition while the task has not run yet."""
         cursor = OutputCursor(attempt)
         md = _shared.metadata(self.settings, None)
-        attempts = Attempts(self._rotation, self.settings.deadline)
+        attempts = self._attempts()
         while True:
             address = attempts.address()
             request = pb.TaskOutputRequest(
@@ -265,22 +216,17 @@ class Client:
             )
             try:
                 for chunk in call:
-                    attempts = Attempts(self._rotation, self.settings.deadline)
+                    attempts = self._attempts()
                     data = cursor.accept(chunk.attempt, chunk.offset, chunk.data)
                     if data:
                         yield data
                 return
             except grpc.RpcError as e:
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                if e.code() not in RESUMABLE_STREAM_CODES:
-                    raise from_status(e.code(), e.details()) from None
-                outcome = attempts.failed(
-                    grpc.StatusCode.UNAVAILABLE, e.details(), e.trailing_metadata()
+                time.sleep(
+                    attempts.stream_broke(
+                        self._closed, e.code(), e.details(), e.trailing_metadata()
+                    )
                 )
-                if isinstance(outcome, AutoGLMError):
-                    raise outcome from None
-                time.sleep(outcome)
             finally:
                 call.cancel()
 

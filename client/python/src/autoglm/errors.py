@@ -110,7 +110,9 @@ _BY_CODE: dict[grpc.StatusCode, type[AutoGLMError]] = {
 }
 
 
-def from_status(code: grpc.StatusCode, details: str | None, retry_after_ms: int | None = None) -> AutoGLMError:
+def from_status(
+    code: grpc.StatusCode, details: str | None, retry_after_ms: int | None = None
+) -> AutoGLMError:
     """The exception for a status the server returned."""
     message = details or code.name.lower()
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

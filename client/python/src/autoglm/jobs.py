@@ -5,15 +5,16 @@ refuses); the client refuses only what it cannot even encode."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 from .errors import InvalidArgument
 from .v1 import scheduler_pb2 as pb
 
 Condition = Literal["success", "failure", "always"]
 
-_CONDITIONS: dict[str, "pb.EdgeCondition.ValueType"] = {
+_CONDITIONS: dict[str, pb.EdgeCondition.ValueType] = {
     "success": pb.EDGE_CONDITION_ON_SUCCESS,
     "failure": pb.EDGE_CONDITION_ON_FAILURE,
     "always": pb.EDGE_CONDITION_ALWAYS,
@@ -151,7 +152,9 @@ class Task:
             )
         if self.exec is not None:
             spec.exec.CopyFrom(
-                pb.ExecPayload(argv=self.exec, env=self.env, cwd=self.cwd, secret_env=self.secret_env)
+                pb.ExecPayload(
+                    argv=self.exec, env=self.env, cwd=self.cwd, secret_env=self.secret_env
+                )
             )
         elif self.http is not None:
             h = self.http

@@ -4,8 +4,8 @@ from the `autoglm.v1` messages."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .v1 import admin_pb2, config_pb2
 from .v1 import scheduler_pb2 as pb
@@ -27,10 +27,10 @@ class TaskState(str, enum.Enum):
         return self in _TERMINAL
 
     @classmethod
-    def from_proto(cls, value: int) -> "TaskState":
+    def from_proto(cls, value: int) -> TaskState:
         return _STATES.get(pb.TaskState.ValueType(value), cls.UNKNOWN)
 
-    def to_proto(self) -> "pb.TaskState.ValueType":
+    def to_proto(self) -> pb.TaskState.ValueType:
         return _PROTO_OF.get(self, pb.TASK_STATE_UNSPECIFIED)
 
 
@@ -66,7 +66,7 @@ class Attempt:
     result: str
 
     @classmethod
-    def from_proto(cls, a: pb.Attempt) -> "Attempt":
+    def from_proto(cls, a: pb.Attempt) -> Attempt:
         return cls(
             attempt=a.attempt,
             node=a.node,
@@ -107,7 +107,7 @@ class TaskInfo:
     waiting: str
 
     @classmethod
-    def from_proto(cls, t: pb.Task) -> "TaskInfo":
+    def from_proto(cls, t: pb.Task) -> TaskInfo:
         return cls(
             id=t.id,
             job_id=t.job_id,
@@ -153,7 +153,7 @@ class Result:
         return self.state == TaskState.SUCCEEDED
 
     @classmethod
-    def of(cls, task: TaskInfo) -> "Result":
+    def of(cls, task: TaskInfo) -> Result:
         return cls(
             name=task.name,
             state=task.state,
@@ -190,7 +190,7 @@ class NodeInfo:
     outstanding: int
 
     @classmethod
-    def from_proto(cls, n: pb.Node) -> "NodeInfo":
+    def from_proto(cls, n: pb.Node) -> NodeInfo:
         return cls(
             name=n.name,
             address=n.address,
@@ -215,7 +215,7 @@ class ConfigEntry:
     mod_index: int
 
     @classmethod
-    def from_proto(cls, e: config_pb2.ConfigEntry) -> "ConfigEntry":
+    def from_proto(cls, e: config_pb2.ConfigEntry) -> ConfigEntry:
         return cls(key=e.key, value=e.value, version=e.version, mod_index=e.mod_index)
 
 
@@ -254,7 +254,7 @@ class ClusterStatus:
     state_digest: int
 
     @classmethod
-    def from_proto(cls, s: admin_pb2.StatusResponse) -> "ClusterStatus":
+    def from_proto(cls, s: admin_pb2.StatusResponse) -> ClusterStatus:
         return cls(
             id=s.id,
             cluster_name=s.cluster_name,

@@ -6,9 +6,9 @@ Read from arguments first, then the same environment the `autoglm` CLI reads
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import grpc
 
@@ -45,7 +45,7 @@ class Settings:
         attempt_timeout: float = 5.0,
         client_id: str = "python",
         environ: Mapping[str, str] | None = None,
-    ) -> "Settings":
+    ) -> Settings:
         env = os.environ if environ is None else environ
 
         def from_env(name: str) -> str | None:
@@ -74,7 +74,8 @@ class Settings:
             raise InvalidArgument("cert_file and key_file: give both or neither")
         if not insecure and ca is None:
             raise InvalidArgument(
-                "ca_file: required for TLS (set AUTOGLM_CA_FILE, or insecure=True for a plaintext cluster)"
+                "ca_file: required for TLS (set AUTOGLM_CA_FILE, or insecure=True "
+                "for a plaintext cluster)"
             )
         if deadline <= 0 or attempt_timeout <= 0:
             raise InvalidArgument("deadline and attempt_timeout: must be positive")
