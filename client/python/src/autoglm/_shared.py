@@ -17,9 +17,8 @@ from ._retry import AUTHORIZATION_METADATA, REQUEST_ID_METADATA, Attempts, Rotat
 from ._watch import JobView
 from .errors import Cancelled, InvalidArgument, JobFailed, WaitTimeout
 from .jobs import Job, Task
-from .results import Result, TaskState
+from .results import Result
 from .settings import Settings
-from .v1 import scheduler_pb2 as pb
 
 _KEYS = itertools.count()
 
@@ -110,19 +109,6 @@ def metadata(settings: Settings, request_id: str | None) -> tuple[tuple[str, str
     if request_id is not None:
         md.append((REQUEST_ID_METADATA, request_id))
     return tuple(md)
-
-
-def list_request(
-    states: Sequence[TaskState], job_id: int, node: str, label: str, stale: bool
-) -> pb.ListTasksRequest:
-    return pb.ListTasksRequest(
-        states=[s.to_proto() for s in states],
-        job_id=job_id,
-        node=node,
-        label=label,
-        page_size=1000,
-        stale=stale,
-    )
 
 
 def task_id(task_ids: Mapping[str, int], name: str) -> int:

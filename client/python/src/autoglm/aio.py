@@ -11,7 +11,7 @@ from typing import TypeVar
 import grpc
 import grpc.aio
 
-from . import _shared
+from . import _ops, _shared
 from ._progress import Progress
 from ._retry import CHANNEL_OPTIONS, fresh_request_id
 from ._watch import Cursor, JobView, OutputCursor
@@ -27,12 +27,12 @@ from .results import (
     TaskInfo,
     TaskState,
 )
-from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
 from .v1 import scheduler_pb2 as pb
 from .v1 import scheduler_pb2_grpc as pb_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+Out = TypeVar("Out")
 
 
 def _trailers(e: grpc.aio.AioRpcError) -> list[tuple[str, str | bytes]]:
@@ -96,6 +96,9 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
                     raise Cancelled("the client was closed") from None
                 raise
 
+    async def _run(self, op: _ops.Op[Out]) -> Out:
+        return op.convert(await self._call(op.rpc, op.request, write=op.write))
+
     async def _watch(
         self,
         method: Callable[[grpc.aio.Channel], grpc.aio.UnaryStreamMultiCallable[Req, pb.TaskEvent]],
@@ -145,31 +148,17 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
 
     async def submit(self, job: Job | Task | Sequence[Task]) -> AsyncJobHandle:
         """As `Client.submit`."""
-        request = _shared.as_job(job).to_request(self.settings.client_id, _shared.fresh_key())
-        response = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).SubmitJob, request, write=True
+        s = await self._run(
+            _ops.submit(_shared.as_job(job), self.settings.client_id, _shared.fresh_key())
         )
-        return AsyncJobHandle(
-            self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
-        )
+        return AsyncJobHandle(self, s.job_id, s.task_ids, s.duplicate, s.revision)
 
     async def job(self, job_id: int, *, stale: bool = False) -> AsyncJobHandle:
-        tasks = await self._job_tasks(job_id, stale)
+        tasks = await self._run(_ops.job_tasks(job_id, stale))
         return AsyncJobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
 
-    async def _job_tasks(self, job_id: int, stale: bool = False) -> list[TaskInfo]:
-        job = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob,
-            pb.GetJobRequest(job_id=job_id, stale=stale),
-        )
-        return [TaskInfo.from_proto(t) for t in job.tasks]
-
     async def task(self, task_id: int, *, stale: bool = False) -> TaskInfo:
-        t = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask,
-            pb.GetTaskRequest(task_id=task_id, stale=stale),
-        )
-        return TaskInfo.from_proto(t)
+        return await self._run(_ops.task(task_id, stale))
 
     async def list_tasks(
         self,
@@ -181,14 +170,13 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
         stale: bool = False,
     ) -> AsyncIterator[TaskInfo]:
         """As `Client.list_tasks`."""
-        request = _shared.list_request(states, job_id, node, label, stale)
+        request = _ops.list_request(states, job_id, node, label, stale)
         while True:
-            page = await self._call(lambda ch: pb_grpc.SchedulerServiceStub(ch).ListTasks, request)
-            for t in page.tasks:
-                yield TaskInfo.from_proto(t)
-            if not page.next_page_token:
+            tasks, request.page_token = await self._run(_ops.list_page(request))
+            for t in tasks:
+                yield t
+            if not request.page_token:
                 return
-            request.page_token = page.next_page_token
 
     async def output(
         self, task_id: int, *, attempt: int = 0, follow: bool = False
@@ -235,18 +223,10 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
         )
 
     async def cancel_task(self, task_id: int) -> list[int]:
-        r = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelTask,
-            pb.CancelTaskRequest(task_id=task_id),
-            write=True,
-        )
-        return list(r.changed_task_ids)
+        return await self._run(_ops.cancel_task(task_id))
 
     async def nodes(self, *, stale: bool = False) -> list[NodeInfo]:
-        r = await self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).ListNodes, pb.ListNodesRequest(stale=stale)
-        )
-        return [NodeInfo.from_proto(n) for n in r.nodes]
+        return await self._run(_ops.nodes(stale))
 
 
 class AsyncJobHandle:
@@ -270,7 +250,7 @@ class AsyncJobHandle:
         return f"AsyncJobHandle(job_id={self.job_id}, tasks={len(self.task_ids)})"
 
     async def tasks(self, *, stale: bool = False) -> list[TaskInfo]:
-        return await self._client._job_tasks(self.job_id, stale)
+        return await self._client._run(_ops.job_tasks(self.job_id, stale))
 
     def watch(
         self, from_revision: int = 0, *, timeout: float | None = None
@@ -322,12 +302,7 @@ class AsyncJobHandle:
         )
 
     async def cancel(self) -> list[int]:
-        r = await self._client._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelJob,
-            pb.CancelJobRequest(job_id=self.job_id),
-            write=True,
-        )
-        return list(r.changed_task_ids)
+        return await self._client._run(_ops.cancel_job(self.job_id))
 
 
 class AsyncConfigApi:
@@ -335,30 +310,13 @@ class AsyncConfigApi:
         self._client = client
 
     async def get(self, key: str, *, stale: bool = False) -> ConfigEntry | None:
-        r = await self._client._call(
-            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Get,
-            config_pb2.ConfigGetRequest(key=key, stale=stale),
-        )
-        return ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
+        return await self._client._run(_ops.config_get(key, stale))
 
     async def set(self, key: str, value: str) -> ConfigEntry:
-        r = await self._client._call(
-            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Put,
-            config_pb2.ConfigPutRequest(key=key, value=value),
-            write=True,
-        )
-        if not r.HasField("entry"):
-            raise Internal(f"config put {key}: the server returned no entry")
-        return ConfigEntry.from_proto(r.entry)
+        return await self._client._run(_ops.config_set(key, value))
 
     async def cas(self, key: str, value: str, expected_version: int) -> CasResult:
-        r = await self._client._call(
-            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).CompareAndSet,
-            config_pb2.ConfigCasRequest(key=key, value=value, expected_version=expected_version),
-            write=True,
-        )
-        entry = ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
-        return CasResult(succeeded=r.succeeded, entry=entry)
+        return await self._client._run(_ops.config_cas(key, value, expected_version))
 
 
 class AsyncClusterApi:
@@ -366,7 +324,4 @@ class AsyncClusterApi:
         self._client = client
 
     async def status(self) -> ClusterStatus:
-        r = await self._client._call(
-            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).Status, admin_pb2.StatusRequest()
-        )
-        return ClusterStatus.from_proto(r)
+        return await self._client._run(_ops.status())

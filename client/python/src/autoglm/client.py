@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import grpc
 
-from . import _shared
+from . import _ops, _shared
 from ._progress import Progress
 from ._retry import CHANNEL_OPTIONS, fresh_request_id
 from ._watch import Cursor, JobView, OutputCursor
@@ -24,12 +24,12 @@ from .results import (
     TaskInfo,
     TaskState,
 )
-from .v1 import admin_pb2, admin_pb2_grpc, config_pb2, config_pb2_grpc
 from .v1 import scheduler_pb2 as pb
 from .v1 import scheduler_pb2_grpc as pb_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+Out = TypeVar("Out")
 
 
 class Client(_shared.ClientCore[grpc.Channel]):
@@ -89,6 +89,9 @@ class Client(_shared.ClientCore[grpc.Channel]):
                 time.sleep(
                     attempts.call_failed(self._closed, e.code(), e.details(), e.trailing_metadata())
                 )
+
+    def _run(self, op: _ops.Op[Out]) -> Out:
+        return op.convert(self._call(op.rpc, op.request, write=op.write))
 
     def _watch(
         self,
@@ -151,33 +154,19 @@ class Client(_shared.ClientCore[grpc.Channel]):
         Validated whole by the server: InvalidArgument names the task and
         field it refuses. Over the admission limits it waits as the server
         says until the deadline, then raises ResourceExhausted."""
-        request = _shared.as_job(job).to_request(self.settings.client_id, _shared.fresh_key())
-        response = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).SubmitJob, request, write=True
+        s = self._run(
+            _ops.submit(_shared.as_job(job), self.settings.client_id, _shared.fresh_key())
         )
-        return JobHandle(
-            self, response.job_id, dict(response.task_ids), response.duplicate, response.revision
-        )
+        return JobHandle(self, s.job_id, s.task_ids, s.duplicate, s.revision)
 
     def job(self, job_id: int, *, stale: bool = False) -> JobHandle:
         """A handle on a job submitted earlier (by anyone allowed to see it)."""
-        tasks = self._job_tasks(job_id, stale)
+        tasks = self._run(_ops.job_tasks(job_id, stale))
         return JobHandle(self, job_id, {t.name: t.id for t in tasks}, False, 0)
-
-    def _job_tasks(self, job_id: int, stale: bool = False) -> list[TaskInfo]:
-        job = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetJob,
-            pb.GetJobRequest(job_id=job_id, stale=stale),
-        )
-        return [TaskInfo.from_proto(t) for t in job.tasks]
 
     def task(self, task_id: int, *, stale: bool = False) -> TaskInfo:
         """A task as it is now; for a queued one, why it waits (`waiting`)."""
-        t = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).GetTask,
-            pb.GetTaskRequest(task_id=task_id, stale=stale),
-        )
-        return TaskInfo.from_proto(t)
+        return self._run(_ops.task(task_id, stale))
 
     def list_tasks(
         self,
@@ -190,13 +179,12 @@ class Client(_shared.ClientCore[grpc.Channel]):
     ) -> Iterator[TaskInfo]:
         """Tasks matching every filter given (states, a job, a node, a
         `key=value` label of the node selector), page by page."""
-        request = _shared.list_request(states, job_id, node, label, stale)
+        request = _ops.list_request(states, job_id, node, label, stale)
         while True:
-            page = self._call(lambda ch: pb_grpc.SchedulerServiceStub(ch).ListTasks, request)
-            yield from (TaskInfo.from_proto(t) for t in page.tasks)
-            if not page.next_page_token:
+            tasks, request.page_token = self._run(_ops.list_page(request))
+            yield from tasks
+            if not request.page_token:
                 return
-            request.page_token = page.next_page_token
 
     def output(self, task_id: int, *, attempt: int = 0, follow: bool = False) -> Iterator[bytes]:
         """An exec attempt's whole output (`attempt` 0: the latest), relayed
@@ -244,18 +232,10 @@ class Client(_shared.ClientCore[grpc.Channel]):
 
     def cancel_task(self, task_id: int) -> list[int]:
         """Cancels a task and its dependents; returns the tasks that changed."""
-        r = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelTask,
-            pb.CancelTaskRequest(task_id=task_id),
-            write=True,
-        )
-        return list(r.changed_task_ids)
+        return self._run(_ops.cancel_task(task_id))
 
     def nodes(self, *, stale: bool = False) -> list[NodeInfo]:
-        r = self._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).ListNodes, pb.ListNodesRequest(stale=stale)
-        )
-        return [NodeInfo.from_proto(n) for n in r.nodes]
+        return self._run(_ops.nodes(stale))
 
 
 class JobHandle:
@@ -278,7 +258,7 @@ class JobHandle:
 
     def tasks(self, *, stale: bool = False) -> list[TaskInfo]:
         """Every task of the job as it is now."""
-        return self._client._job_tasks(self.job_id, stale)
+        return self._client._run(_ops.job_tasks(self.job_id, stale))
 
     def watch(self, from_revision: int = 0, *, timeout: float | None = None) -> Iterator[TaskEvent]:
         """Task changes until every task has ended; from 0, every task's
@@ -338,12 +318,7 @@ class JobHandle:
 
     def cancel(self) -> list[int]:
         """Cancels every unfinished task; returns the tasks that changed."""
-        r = self._client._call(
-            lambda ch: pb_grpc.SchedulerServiceStub(ch).CancelJob,
-            pb.CancelJobRequest(job_id=self.job_id),
-            write=True,
-        )
-        return list(r.changed_task_ids)
+        return self._client._run(_ops.cancel_job(self.job_id))
 
 
 class ConfigApi:
@@ -353,31 +328,14 @@ class ConfigApi:
         self._client = client
 
     def get(self, key: str, *, stale: bool = False) -> ConfigEntry | None:
-        r = self._client._call(
-            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Get,
-            config_pb2.ConfigGetRequest(key=key, stale=stale),
-        )
-        return ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
+        return self._client._run(_ops.config_get(key, stale))
 
     def set(self, key: str, value: str) -> ConfigEntry:
-        r = self._client._call(
-            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).Put,
-            config_pb2.ConfigPutRequest(key=key, value=value),
-            write=True,
-        )
-        if not r.HasField("entry"):
-            raise Internal(f"config put {key}: the server returned no entry")
-        return ConfigEntry.from_proto(r.entry)
+        return self._client._run(_ops.config_set(key, value))
 
     def cas(self, key: str, value: str, expected_version: int) -> CasResult:
         """Writes only if the key's version is `expected_version` (0: absent)."""
-        r = self._client._call(
-            lambda ch: config_pb2_grpc.ConfigServiceStub(ch).CompareAndSet,
-            config_pb2.ConfigCasRequest(key=key, value=value, expected_version=expected_version),
-            write=True,
-        )
-        entry = ConfigEntry.from_proto(r.entry) if r.HasField("entry") else None
-        return CasResult(succeeded=r.succeeded, entry=entry)
+        return self._client._run(_ops.config_cas(key, value, expected_version))
 
 
 class ClusterApi:
@@ -388,7 +346,4 @@ class ClusterApi:
 
     def status(self) -> ClusterStatus:
         """The status of whichever replica answers first."""
-        r = self._client._call(
-            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).Status, admin_pb2.StatusRequest()
-        )
-        return ClusterStatus.from_proto(r)
+        return self._client._run(_ops.status())
