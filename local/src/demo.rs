@@ -165,12 +165,22 @@ pub async fn start_fleet(
     Ok((cluster, first_leader))
 }
 
+/// Where a cluster keeps its data: `dir`, or a temporary directory that
+/// the returned guard removes when dropped (after the cluster).
+pub fn cluster_root(
+    dir: Option<PathBuf>,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), LocalError> {
+    match dir {
+        Some(dir) => Ok((dir, None)),
+        None => {
+            let temp = tempfile::tempdir().map_err(err)?;
+            Ok((temp.path().to_path_buf(), Some(temp)))
+        }
+    }
+}
+
 pub async fn run(args: LocalArgs) -> Result<(), LocalError> {
-    let temp = tempfile::tempdir().map_err(err)?;
-    let root = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
+    let (root, _temp) = cluster_root(args.dir.clone())?;
     let (mut cluster, _) = start_fleet(&root, &[]).await?;
     let long = Duration::from_secs(30);
     let client = Arc::new(cluster.client(long));

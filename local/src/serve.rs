@@ -10,7 +10,7 @@ use autoglm_client::security::TlsFiles;
 use serde_json::json;
 
 use crate::cluster::{LocalCluster, LocalError, ADMIN_USER};
-use crate::demo::start_fleet;
+use crate::demo::{cluster_root, start_fleet};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -69,11 +69,7 @@ fn write_whole(path: &Path, value: &serde_json::Value) -> Result<(), LocalError>
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), LocalError> {
-    let temp = tempfile::tempdir().map_err(err)?;
-    let root = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
+    let (root, _temp) = cluster_root(args.dir.clone())?;
     let (cluster, _) = start_fleet(&root, &args.exec_allow).await?;
     write_whole(&args.info, &info(&cluster))?;
     println!(

@@ -4,8 +4,9 @@ coroutines and async iterators."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import grpc
@@ -63,6 +64,17 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
         for channel in self._close_all():
             await channel.close()
 
+    @contextlib.contextmanager
+    def _cancelled_if_closed(self) -> Iterator[None]:
+        """Closing the channels throws CancelledError into the calls in
+        flight; they raise Cancelled instead, as the blocking client's do."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self._closed:
+                raise Cancelled("the client was closed") from None
+            raise
+
     def _connect(
         self, address: str, credentials: grpc.ChannelCredentials | None
     ) -> grpc.aio.Channel:
@@ -79,22 +91,19 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
     ) -> Resp:
         md = _shared.metadata(self.settings, fresh_request_id() if write else None)
         attempts = self._attempts()
-        while True:
-            address = attempts.address()
-            try:
-                response = await method(self._channel(address))(
-                    request, timeout=self._try_timeout(attempts), metadata=md
-                )
-                self._rotation.answered(address)
-                return response
-            except grpc.aio.AioRpcError as e:
-                await asyncio.sleep(
-                    attempts.call_failed(self._closed, e.code(), e.details(), _trailers(e))
-                )
-            except asyncio.CancelledError:
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                raise
+        with self._cancelled_if_closed():
+            while True:
+                address = attempts.address()
+                try:
+                    response = await method(self._channel(address))(
+                        request, timeout=self._try_timeout(attempts), metadata=md
+                    )
+                    self._rotation.answered(address)
+                    return response
+                except grpc.aio.AioRpcError as e:
+                    await asyncio.sleep(
+                        attempts.call_failed(self._closed, e.code(), e.details(), _trailers(e))
+                    )
 
     async def _run(self, op: _ops.Op[Out]) -> Out:
         return op.convert(await self._call(op.rpc, op.request, write=op.write))
@@ -113,38 +122,37 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
         md = _shared.metadata(self.settings, None)
         attempts = self._attempts()
         ended_before = False
-        while True:
-            address = attempts.address()
-            timeout = None if until is None else max(until - time.monotonic(), 0.001)
-            call = method(self._channel(address))(
-                request(cursor.resume_from()), metadata=md, timeout=timeout
-            )
-            delivered = False
-            try:
-                async for event in call:
-                    if not cursor.accept(event.revision, event.task.id):
-                        continue
-                    if not delivered:
-                        self._rotation.answered(address)
-                        attempts = self._attempts()
-                        delivered = True
-                    task = TaskEvent(TaskInfo.from_proto(event.task), event.revision)
-                    view.update(task)
-                    yield task
-            except grpc.aio.AioRpcError as e:
-                await asyncio.sleep(
-                    attempts.stream_broke(self._closed, e.code(), e.details(), _trailers(e), until)
+        with self._cancelled_if_closed():
+            while True:
+                address = attempts.address()
+                timeout = None if until is None else max(until - time.monotonic(), 0.001)
+                call = method(self._channel(address))(
+                    request(cursor.resume_from()), metadata=md, timeout=timeout
                 )
-                continue
-            except asyncio.CancelledError:
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                raise
-            finally:
-                call.cancel()
-            if view.all_ended() or (ended_before and not delivered):
-                return
-            ended_before = True
+                delivered = False
+                try:
+                    async for event in call:
+                        if not cursor.accept(event.revision, event.task.id):
+                            continue
+                        if not delivered:
+                            self._rotation.answered(address)
+                            attempts = self._attempts()
+                            delivered = True
+                        task = TaskEvent(TaskInfo.from_proto(event.task), event.revision)
+                        view.update(task)
+                        yield task
+                except grpc.aio.AioRpcError as e:
+                    await asyncio.sleep(
+                        attempts.stream_broke(
+                            self._closed, e.code(), e.details(), _trailers(e), until
+                        )
+                    )
+                    continue
+                finally:
+                    call.cancel()
+                if view.all_ended() or (ended_before and not delivered):
+                    return
+                ended_before = True
 
     async def submit(self, job: Job | Task | Sequence[Task]) -> AsyncJobHandle:
         """As `Client.submit`."""
@@ -185,31 +193,28 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
         cursor = OutputCursor(attempt)
         md = _shared.metadata(self.settings, None)
         attempts = self._attempts()
-        while True:
-            address = attempts.address()
-            request = pb.TaskOutputRequest(
-                task_id=task_id, attempt=cursor.attempt, offset=cursor.offset, follow=follow
-            )
-            call = pb_grpc.SchedulerServiceStub(self._channel(address)).TaskOutput(
-                request, metadata=md
-            )
-            try:
-                async for chunk in call:
-                    attempts = self._attempts()
-                    data = cursor.accept(chunk.attempt, chunk.offset, chunk.data)
-                    if data:
-                        yield data
-                return
-            except grpc.aio.AioRpcError as e:
-                await asyncio.sleep(
-                    attempts.stream_broke(self._closed, e.code(), e.details(), _trailers(e))
+        with self._cancelled_if_closed():
+            while True:
+                address = attempts.address()
+                request = pb.TaskOutputRequest(
+                    task_id=task_id, attempt=cursor.attempt, offset=cursor.offset, follow=follow
                 )
-            except asyncio.CancelledError:
-                if self._closed:
-                    raise Cancelled("the client was closed") from None
-                raise
-            finally:
-                call.cancel()
+                call = pb_grpc.SchedulerServiceStub(self._channel(address)).TaskOutput(
+                    request, metadata=md
+                )
+                try:
+                    async for chunk in call:
+                        attempts = self._attempts()
+                        data = cursor.accept(chunk.attempt, chunk.offset, chunk.data)
+                        if data:
+                            yield data
+                    return
+                except grpc.aio.AioRpcError as e:
+                    await asyncio.sleep(
+                        attempts.stream_broke(self._closed, e.code(), e.details(), _trailers(e))
+                    )
+                finally:
+                    call.cancel()
 
     def watch_task(
         self, task_id: int, from_revision: int = 0, *, timeout: float | None = None
