@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use autoglm_server::raft::TypeConfig;
 use autoglm_server::scheduler::command::BatchedWrite;
 use autoglm_server::scheduler::command::{Assignment, AttemptUpdate};
-use autoglm_server::scheduler::format::{ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BATCH};
+use autoglm_server::scheduler::format::{
+    ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BATCH, ENTRY_FORMAT_BREAKER,
+};
 use autoglm_server::scheduler::model::{Gpu, NodeCapacity};
 use autoglm_server::scheduler::model::{Payload, Resources, RetryPolicy, TaskSpec};
 use autoglm_server::scheduler::state::DIGEST_VERSION;
@@ -96,6 +98,11 @@ fn proposal(format: u16, i: usize, command: Command) -> Proposal {
 
 fn entries(format: u16) -> Vec<Entry<TypeConfig>> {
     let mut commands = commands();
+    if format >= ENTRY_FORMAT_BREAKER {
+        commands.push(Command::ResetNodeBreaker {
+            name: "gpu-1".into(),
+        });
+    }
     if format >= ENTRY_FORMAT_BATCH {
         commands.push(Command::Batch {
             writes: vec![
@@ -136,7 +143,7 @@ fn state() -> SchedulerState {
 
 #[test]
 fn log_entries_of_every_entry_format_decode() {
-    for format in [1u16, 2, 3, 4] {
+    for format in [1u16, 2, 3, 4, 5] {
         let expected = entries(format);
         let bytes = committed(
             &format!("entries-format-{format}.bin"),
@@ -237,6 +244,11 @@ fn the_snapshot_and_backup_of_a_release_restore_with_the_same_digest() {
 /// [`state`], then, in entries of the format that records attempt details,
 /// a node, a job, and one attempt of its `train` on GPU 1 that exited 3.
 fn state_with_an_attempt() -> SchedulerState {
+    state_with_an_attempt_in(ENTRY_FORMAT_ATTEMPT_DETAIL)
+}
+
+/// As [`state_with_an_attempt`], in entries of `format`.
+fn state_with_an_attempt_in(format: u16) -> SchedulerState {
     let mut s = state();
     let capacity = NodeCapacity {
         address: "127.0.0.1:1".into(),
@@ -263,7 +275,7 @@ fn state_with_an_attempt() -> SchedulerState {
     let later = [
         Command::SetConfig {
             key: "cluster/entry_format".into(),
-            value: ENTRY_FORMAT_ATTEMPT_DETAIL.to_string(),
+            value: format.to_string(),
             expected_version: None,
         },
         Command::RegisterNode {
@@ -295,7 +307,7 @@ fn state_with_an_attempt() -> SchedulerState {
     let first = commands().len();
     for (i, c) in later.into_iter().enumerate() {
         let i = first + i;
-        s.apply(i as u64 + 1, &proposal(ENTRY_FORMAT_ATTEMPT_DETAIL, i, c));
+        s.apply(i as u64 + 1, &proposal(format, i, c));
     }
     s
 }
@@ -323,5 +335,27 @@ fn a_snapshot_of_version_4_keeps_each_attempts_gpus_start_and_exit_code() {
         restored.state.tasks[&0].history,
         applied.state.tasks[&0].history
     );
+    assert_eq!(restored.state.digest(), applied.state.digest());
+}
+
+#[test]
+fn a_snapshot_of_version_5_keeps_the_nodes_circuit_breakers() {
+    let state = state_with_an_attempt_in(ENTRY_FORMAT_BREAKER);
+    let breaker = &state.breakers["gpu-1"];
+    assert_eq!(breaker.failures.len(), 1, "the failed attempt counted");
+    let applied = autoglm_storage::Applied {
+        last_applied: Some(LogId::new(CommittedLeaderId::new(3, 1), 9)),
+        membership: Default::default(),
+        state,
+    };
+    let encoded =
+        <SchedulerState as autoglm_storage::StateMachine<TypeConfig>>::encode_snapshot(&applied)
+            .unwrap();
+    assert_eq!(encoded[4], 5, "written as snapshot version 5");
+    let snapshot = committed("snapshot-format-5.bin", &encoded);
+    let restored =
+        autoglm_storage::state_machine::decode_snapshot::<TypeConfig, SchedulerState>(&snapshot)
+            .unwrap();
+    assert_eq!(restored.state.breakers, applied.state.breakers);
     assert_eq!(restored.state.digest(), applied.state.digest());
 }

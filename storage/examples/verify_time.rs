@@ -28,6 +28,7 @@ impl StateMachine<Config> for Nothing {
     fn no_request_response() {}
     type V1 = Nothing;
     type V3 = Nothing;
+    type V4 = Nothing;
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

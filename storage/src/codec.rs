@@ -71,15 +71,15 @@ pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
 /// Snapshots start with this tag and a version byte. Untagged snapshots are
 /// version 1 (before the tag existed); their first byte is an `Option` tag
 /// (0 or 1), which can never be the tag's first byte. Version 2 is the tag,
-/// then the body; version 3 the tag, then a checksummed record; version 4
-/// (current) as 3, with the state in its next layout (the state machine
-/// says what changed).
+/// then the body; version 3 the tag, then a checksummed record; versions 4
+/// and 5 (current) as 3, each with the state in its next layout (the state
+/// machine says what changed).
 const SNAPSHOT_TAG: &[u8; 4] = b"AGLS";
-pub const SNAPSHOT_VERSION: u8 = 4;
+pub const SNAPSHOT_VERSION: u8 = 5;
 
 /// The oldest version a snapshot is still written in, while a cluster may
 /// hold members of a build that reads no newer one.
-pub const SNAPSHOT_VERSION_PREVIOUS: u8 = 3;
+pub const SNAPSHOT_VERSION_OLDEST_WRITTEN: u8 = 3;
 
 /// Encodes a snapshot in the current version.
 pub fn encode_snapshot<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
@@ -92,19 +92,20 @@ pub fn encode_snapshot_as<T: Serialize>(
     version: u8,
     value: &T,
 ) -> Result<Vec<u8>, postcard::Error> {
-    debug_assert!((SNAPSHOT_VERSION_PREVIOUS..=SNAPSHOT_VERSION).contains(&version));
+    debug_assert!((SNAPSHOT_VERSION_OLDEST_WRITTEN..=SNAPSHOT_VERSION).contains(&version));
     let mut out = SNAPSHOT_TAG.to_vec();
     out.push(version);
     append_record(&mut out, value)?;
     Ok(out)
 }
 
-/// The layout of a snapshot's state, which changed twice: versions 1, 2-3
-/// and 4 each hold their own.
+/// The layout of a snapshot's state, which changed three times: versions
+/// 1, 2-3, 4 and 5 each hold their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotLayout {
     V1,
     V3,
+    V4,
     Current,
 }
 
@@ -115,6 +116,7 @@ pub fn snapshot_body(bytes: &[u8]) -> Result<(SnapshotLayout, &[u8]), DecodeErro
         None => Ok((SnapshotLayout::V1, bytes)),
         Some([2, body @ ..]) => Ok((SnapshotLayout::V3, body)),
         Some([3, record @ ..]) => Ok((SnapshotLayout::V3, verified_body(record)?)),
+        Some([4, record @ ..]) => Ok((SnapshotLayout::V4, verified_body(record)?)),
         Some([SNAPSHOT_VERSION, record @ ..]) => {
             Ok((SnapshotLayout::Current, verified_body(record)?))
         }
@@ -163,6 +165,8 @@ mod tests {
         let (layout, body) = snapshot_body(&v3).unwrap();
         assert_eq!(layout, SnapshotLayout::V3);
         assert_eq!(decode::<u32>(body).unwrap(), 5);
+        let v4 = encode_snapshot_as(4, &5u32).unwrap();
+        assert_eq!(snapshot_body(&v4).unwrap().0, SnapshotLayout::V4);
         assert_eq!(snapshot_body(&[1, 2]).unwrap().0, SnapshotLayout::V1);
         let mut damaged = current.clone();
         *damaged.last_mut().unwrap() ^= 1;

@@ -42,17 +42,27 @@ impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
 
     type V1 = layouts::SchedulerStateV1;
     type V3 = layouts::SchedulerStateV3;
+    type V4 = layouts::SchedulerStateV4;
 
     fn encode_snapshot(applied: &Applied<Self>) -> Result<Vec<u8>, postcard::Error> {
-        if !layouts::writes_version_3(&applied.state) {
-            return codec::encode_snapshot(applied);
+        fn in_layout<T: serde::Serialize>(
+            version: u8,
+            applied: &Applied<SchedulerState>,
+            state: T,
+        ) -> Result<Vec<u8>, postcard::Error> {
+            let applied = Applied {
+                last_applied: applied.last_applied,
+                membership: applied.membership.clone(),
+                state,
+            };
+            codec::encode_snapshot_as(version, &applied)
         }
-        let v3 = Applied {
-            last_applied: applied.last_applied,
-            membership: applied.membership.clone(),
-            state: layouts::AsVersion3::from(&applied.state),
-        };
-        codec::encode_snapshot_as(codec::SNAPSHOT_VERSION_PREVIOUS, &v3)
+        let state = &applied.state;
+        match layouts::snapshot_version(state) {
+            3 => in_layout(3, applied, layouts::AsVersion3::from(state)),
+            4 => in_layout(4, applied, layouts::AsVersion4::from(state)),
+            _ => codec::encode_snapshot(applied),
+        }
     }
 
     fn restored(&mut self) {

@@ -56,10 +56,12 @@ impl SchedulerState {
                 task.revision = index;
                 // Still under the queued_ms it was indexed with.
                 self.queue.remove(&task);
+                drop(task);
                 self.placed
                     .entry(a.node.clone())
                     .or_default()
                     .insert(a.task);
+                self.breaker_attempt_placed(&a.node, (a.task, a.attempt));
                 changed.push(a.task);
             }
         }
@@ -73,7 +75,7 @@ impl SchedulerState {
         if task.state != TaskState::Queued
             || a.attempt != task.attempt + 1
             || task.not_before_ms > self.now_ms
-            || fit::node_state(node).is_err()
+            || fit::node_state(node, self.breakers.get(&a.node), self.now_ms).is_err()
             || a.gpus.len() != task.spec.resources.gpus as usize
         {
             return false;

@@ -276,6 +276,10 @@ pub enum Command {
         #[serde(deserialize_with = "decode_batch")]
         writes: Vec<BatchedWrite>,
     },
+    /// An operator closes a node's circuit breaker. Entry format 5 and later.
+    ResetNodeBreaker {
+        name: NodeName,
+    },
 }
 
 impl Command {
@@ -300,6 +304,7 @@ impl Command {
             Command::SubmitOwnedJob { .. } => "submit_job",
             Command::SetConfig { .. } => "config_put",
             Command::Batch { .. } => "batch",
+            Command::ResetNodeBreaker { .. } => "reset_node_breaker",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! fits) and the explanation of why a task waits all call these. Filters
 //! run in a fixed order; the first one that fails is why a node was left out.
 
+use super::breaker::Breaker;
 use super::model::{Gpu, Liveness, Node, NodeAdmin, TaskSpec};
 use super::reservations::Held;
 
@@ -13,6 +14,8 @@ pub enum Filter {
     Down,
     /// An operator drained it.
     Drained,
+    /// Its circuit breaker is open, or half-open with its probe placed.
+    Quarantined,
     /// Its labels do not match the task's node selector.
     Labels,
     /// Fewer GPUs with a free slot than the task asks for.
@@ -29,9 +32,10 @@ pub enum Filter {
 }
 
 impl Filter {
-    pub const ALL: [Filter; 8] = [
+    pub const ALL: [Filter; 9] = [
         Filter::Down,
         Filter::Drained,
+        Filter::Quarantined,
         Filter::Labels,
         Filter::GpuCount,
         Filter::GpuMemory,
@@ -45,6 +49,7 @@ impl Filter {
         match self {
             Filter::Down => "down",
             Filter::Drained => "drained",
+            Filter::Quarantined => "quarantined",
             Filter::Labels => "labels",
             Filter::GpuCount => "gpu_count",
             Filter::GpuMemory => "gpu_memory",
@@ -55,13 +60,17 @@ impl Filter {
     }
 }
 
-/// Up and not drained.
-pub fn node_state(node: &Node) -> Result<(), Filter> {
+/// Up, not drained, and its circuit breaker (if it has one that is not
+/// plainly closed) admits an attempt at `now_ms`.
+pub fn node_state(node: &Node, breaker: Option<&Breaker>, now_ms: u64) -> Result<(), Filter> {
     if node.liveness != Liveness::Up {
         return Err(Filter::Down);
     }
     if node.admin != NodeAdmin::Active {
         return Err(Filter::Drained);
+    }
+    if breaker.is_some_and(|b| !b.admits(now_ms)) {
+        return Err(Filter::Quarantined);
     }
     Ok(())
 }
@@ -235,9 +244,16 @@ mod tests {
         let mut down = n.clone();
         down.liveness = Liveness::Down;
         down.admin = NodeAdmin::Draining;
-        assert_eq!(node_state(&down), Err(Filter::Down));
+        assert_eq!(node_state(&down, None, 0), Err(Filter::Down));
         down.liveness = Liveness::Up;
-        assert_eq!(node_state(&down), Err(Filter::Drained));
-        assert_eq!(node_state(&n), Ok(()));
+        assert_eq!(node_state(&down, None, 0), Err(Filter::Drained));
+        assert_eq!(node_state(&n, None, 0), Ok(()));
+        let tripped = Breaker {
+            open_until_ms: Some(100),
+            trips: 1,
+            ..Breaker::default()
+        };
+        assert_eq!(node_state(&n, Some(&tripped), 99), Err(Filter::Quarantined));
+        assert_eq!(node_state(&n, Some(&tripped), 100), Ok(()), "half-open");
     }
 }

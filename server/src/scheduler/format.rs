@@ -15,8 +15,9 @@
 //! | 1 | releases before versioning | at_ms, seed, command, request (no tag) |
 //! | 2 | releases up to 2026-11-29 | tag, 2, at_ms, seed, command, request |
 //! | 3 | releases up to 2026-11-30 | as 2; the command may be a `Batch` (group commit) |
-//! | 4 | this release | as 3; `apply` records each attempt's GPUs, start and exit code, which snapshots carry from version 4 on (`layouts.rs`) |
-//! | 5 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 4, then `proposed_by` |
+//! | 4 | releases up to 2026-12-01 | as 3; `apply` records each attempt's GPUs, start and exit code, which snapshots carry from version 4 on (`layouts.rs`) |
+//! | 5 | this release | as 4; the command may be `ResetNodeBreaker`, and `apply` runs the nodes' circuit breakers, which snapshots carry from version 5 on |
+//! | 6 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 5, then `proposed_by` |
 
 /// The tag that starts a versioned proposal: a first field no unversioned
 /// proposal can have (its first field is a wall-clock time in ms).
@@ -38,15 +39,19 @@ pub const ENTRY_FORMAT_BATCH: u16 = 3;
 /// the state, whose snapshots older builds cannot read.
 pub const ENTRY_FORMAT_ATTEMPT_DETAIL: u16 = 4;
 
+/// The first version under which `apply` runs the nodes' circuit breakers
+/// (`breaker.rs`) and which may carry `ResetNodeBreaker`.
+pub const ENTRY_FORMAT_BREAKER: u16 = 5;
+
 /// The first version whose proposals carry `proposed_by`.
 #[cfg(feature = "format-next")]
-pub const ENTRY_FORMAT_PROPOSED_BY: u16 = 5;
+pub const ENTRY_FORMAT_PROPOSED_BY: u16 = 6;
 
 /// The newest entry format this build reads and may write.
 #[cfg(not(feature = "format-next"))]
-pub const ENTRY_FORMAT_MAX: u16 = 4;
-#[cfg(feature = "format-next")]
 pub const ENTRY_FORMAT_MAX: u16 = 5;
+#[cfg(feature = "format-next")]
+pub const ENTRY_FORMAT_MAX: u16 = 6;
 
 /// The highest version the setting may ever name, in any build: `apply`
 /// must not depend on the build, or replicas of two builds would disagree on

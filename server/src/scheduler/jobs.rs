@@ -265,10 +265,12 @@ impl SchedulerState {
         let now = self.now_ms;
         let detailed = self.format >= super::format::ENTRY_FORMAT_ATTEMPT_DETAIL;
         let mut task = self.tasks.get_mut(&id).expect("release of a known task");
+        let mut ended = None;
         if let Some(p) = task.placement.take() {
             if let Some(set) = self.placed.get_mut(&p.node) {
                 set.remove(&id);
             }
+            ended = Some((p.node.clone(), p.attempt));
             let mut record = super::model::AttemptRecord {
                 attempt: p.attempt,
                 node: p.node,
@@ -290,6 +292,11 @@ impl SchedulerState {
                 .len()
                 .saturating_sub(super::limits::ATTEMPT_HISTORY_MAX);
             task.history.drain(..excess);
+        }
+        drop(task);
+        if let Some((node, attempt)) = ended {
+            let end = super::breaker::AttemptEnd::of_reason(&outcome.reason);
+            self.breaker_attempt_ended(&node, (id, attempt), end);
         }
     }
 

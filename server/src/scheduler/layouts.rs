@@ -1,16 +1,18 @@
 //! The state as earlier snapshot versions laid it out, read on restore and,
-//! for version 3, still written while the cluster may hold members of a
-//! build that reads no newer one (its entry format below
-//! [`ENTRY_FORMAT_ATTEMPT_DETAIL`]).
+//! for versions 3 and 4, still written while the cluster may hold members of
+//! a build that reads no newer one (its entry format below
+//! [`ENTRY_FORMAT_ATTEMPT_DETAIL`], or below [`ENTRY_FORMAT_BREAKER`]).
 //!
 //! | snapshot version | state layout |
 //! |---|---|
 //! | 1 | [`SchedulerStateV1`]: no `acl`, attempts as [`AttemptRecordV3`] |
-//! | 2, 3 | [`SchedulerStateV3`]: as today, attempts as [`AttemptRecordV3`] |
-//! | 4 | [`SchedulerState`]: attempts keep GPUs, start time and exit code |
+//! | 2, 3 | [`SchedulerStateV3`]: no `breakers`, attempts as [`AttemptRecordV3`] |
+//! | 4 | [`SchedulerStateV4`]: no `breakers`; attempts keep GPUs, start time and exit code |
+//! | 5 | [`SchedulerState`]: with the nodes' circuit breakers |
 //!
-//! Writing version 3 loses nothing: below that entry format `apply` leaves
-//! those three fields empty (see `jobs.rs`, `release`).
+//! Writing an older version loses nothing: below the entry format that
+//! records attempt details `apply` leaves those three fields empty (see
+//! `jobs.rs`, `release`), and below the one that runs breakers it keeps none.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +22,7 @@ use super::acl::Acl;
 use super::config_store::ConfigStore;
 use super::counts::FinishedCounts;
 use super::digested::DigestedMap;
-use super::format::ENTRY_FORMAT_ATTEMPT_DETAIL;
+use super::format::{ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BREAKER};
 use super::model::{
     AttemptRecord, EdgeCondition, Job, JobId, Node, NodeName, Outcome, Placement, Task, TaskId,
     TaskSpec, TaskState,
@@ -171,15 +173,96 @@ impl From<SchedulerStateV3> for SchedulerState {
             next_task_id: v3.next_task_id,
             applied_requests: v3.applied_requests,
             acl: v3.acl,
+            breakers: BTreeMap::new(),
         }
     }
 }
 
-/// Whether a snapshot of `state` must still be written as version 3: until
-/// the cluster's entry format reaches the one that records attempt details,
-/// a member may run a build that reads no newer snapshot.
-pub fn writes_version_3(state: &SchedulerState) -> bool {
-    settings::count_value(state, &settings::ENTRY_FORMAT) < u64::from(ENTRY_FORMAT_ATTEMPT_DETAIL)
+/// The state as snapshot format 4 stored it: today's, before `breakers`.
+#[derive(Deserialize)]
+pub struct SchedulerStateV4 {
+    now_ms: u64,
+    config: ConfigStore,
+    jobs: DigestedMap<JobId, Job>,
+    tasks: DigestedMap<TaskId, Task>,
+    queue: Queue,
+    nodes: BTreeMap<NodeName, Node>,
+    placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
+    idempotency: DigestedMap<(String, String), JobId>,
+    next_task_id: TaskId,
+    applied_requests: AppliedRequests,
+    acl: Acl,
+}
+
+impl From<SchedulerStateV4> for SchedulerState {
+    fn from(v4: SchedulerStateV4) -> Self {
+        SchedulerState {
+            now_ms: v4.now_ms,
+            seed: 0,
+            index: 0,
+            format: 0,
+            config: v4.config,
+            jobs: v4.jobs,
+            tasks: v4.tasks,
+            queue: v4.queue,
+            waiting: 0,
+            finished: FinishedCounts::default(),
+            nodes: v4.nodes,
+            placed: v4.placed,
+            idempotency: v4.idempotency,
+            next_task_id: v4.next_task_id,
+            applied_requests: v4.applied_requests,
+            acl: v4.acl,
+            breakers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The snapshot version a snapshot of `state` is written in: the newest
+/// that every member may read, judged by the cluster's entry format.
+pub fn snapshot_version(state: &SchedulerState) -> u8 {
+    let format = settings::count_value(state, &settings::ENTRY_FORMAT);
+    if format < u64::from(ENTRY_FORMAT_ATTEMPT_DETAIL) {
+        3
+    } else if format < u64::from(ENTRY_FORMAT_BREAKER) {
+        4
+    } else {
+        autoglm_storage::codec::SNAPSHOT_VERSION
+    }
+}
+
+/// `state` serialized in the [`SchedulerStateV4`] layout, without a copy.
+#[derive(Serialize)]
+pub struct AsVersion4<'a> {
+    now_ms: u64,
+    config: &'a ConfigStore,
+    jobs: &'a DigestedMap<JobId, Job>,
+    tasks: &'a DigestedMap<TaskId, Task>,
+    queue: &'a Queue,
+    nodes: &'a BTreeMap<NodeName, Node>,
+    placed: &'a BTreeMap<NodeName, BTreeSet<TaskId>>,
+    idempotency: &'a DigestedMap<(String, String), JobId>,
+    next_task_id: TaskId,
+    applied_requests: &'a AppliedRequests,
+    acl: &'a Acl,
+}
+
+impl<'a> From<&'a SchedulerState> for AsVersion4<'a> {
+    fn from(s: &'a SchedulerState) -> Self {
+        AsVersion4 {
+            now_ms: s.now_ms,
+            config: &s.config,
+            jobs: &s.jobs,
+            tasks: &s.tasks,
+            queue: &s.queue,
+            nodes: &s.nodes,
+            placed: &s.placed,
+            idempotency: &s.idempotency,
+            next_task_id: s.next_task_id,
+            applied_requests: &s.applied_requests,
+            acl: &s.acl,
+        }
+    }
 }
 
 /// `state` serialized in the [`SchedulerStateV3`] layout, without a copy.
@@ -378,11 +461,39 @@ mod tests {
         assert!(attempt.assigned_ms < started && started < attempt.finished_ms);
         assert_eq!(attempt.run_ms(), attempt.finished_ms - started);
 
+        // Below the breaker's entry format: version 4, which its builds read.
         let bytes = snapshot(&h.state);
-        assert_eq!(bytes[4], autoglm_storage::codec::SNAPSHOT_VERSION);
+        assert_eq!(bytes[4], 4);
+        let body = autoglm_storage::codec::verified_body(&bytes[5..]).unwrap();
+        let old: Applied<SchedulerStateV4> = autoglm_storage::codec::decode(body).unwrap();
+        assert_eq!(SchedulerState::from(old.state).tasks, h.state.tasks);
         let back = decode_snapshot::<TypeConfig, SchedulerState>(&bytes).unwrap();
         assert_eq!(back.state.tasks[&TASK].history, task.history);
         assert_eq!(back.state.digest(), h.state.digest());
+    }
+
+    #[test]
+    fn from_the_breaker_format_snapshots_carry_the_breakers() {
+        let mut h = ran_once(ENTRY_FORMAT_BREAKER);
+        assert_eq!(
+            h.state.breakers["gpu-1"].failures.len(),
+            1,
+            "the failed attempt counted"
+        );
+        h.state.check_invariants().unwrap();
+        let bytes = snapshot(&h.state);
+        assert_eq!(bytes[4], autoglm_storage::codec::SNAPSHOT_VERSION);
+        let back = decode_snapshot::<TypeConfig, SchedulerState>(&bytes).unwrap();
+        assert_eq!(back.state.breakers, h.state.breakers);
+        assert_eq!(back.state.digest(), h.state.digest());
+        h.apply_as(
+            ENTRY_FORMAT_BREAKER,
+            Command::ResetNodeBreaker {
+                name: "gpu-1".into(),
+            },
+            None,
+        );
+        assert!(h.state.breakers.is_empty());
     }
 
     #[test]
@@ -395,7 +506,10 @@ mod tests {
 
         // An older build decodes it: the version-3 layout, nothing lost.
         let bytes = snapshot(&h.state);
-        assert_eq!(bytes[4], autoglm_storage::codec::SNAPSHOT_VERSION_PREVIOUS);
+        assert_eq!(
+            bytes[4],
+            autoglm_storage::codec::SNAPSHOT_VERSION_OLDEST_WRITTEN
+        );
         let body = autoglm_storage::codec::verified_body(&bytes[5..]).unwrap();
         let old: Applied<SchedulerStateV3> = autoglm_storage::codec::decode(body).unwrap();
         let mut restored = SchedulerState::from(old.state);

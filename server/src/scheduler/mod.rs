@@ -5,6 +5,7 @@
 
 pub mod acl;
 mod attempts;
+pub mod breaker;
 pub mod command;
 pub mod config_store;
 pub mod counts;
@@ -29,5 +30,7 @@ pub use command::{Command, Proposal, Response};
 pub use state::SchedulerState;
 #[cfg(test)]
 mod batch_tests;
+#[cfg(test)]
+mod breaker_tests;
 #[cfg(test)]
 pub(crate) mod tests;

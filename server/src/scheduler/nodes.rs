@@ -1,6 +1,8 @@
 //! Worker nodes: registration, draining, liveness and removal.
 
+use super::breaker::{AttemptEnd, Breaker};
 use super::command::{RequeueReason, Response};
+use super::format::ENTRY_FORMAT_BREAKER;
 use super::limits::{LABELS_MAX, NODE_GPUS_MAX};
 use super::model::{Liveness, Node, NodeAdmin, NodeCapacity, TaskId};
 use super::state::SchedulerState;
@@ -66,7 +68,62 @@ impl SchedulerState {
         self.requeue_all_on(name, &mut changed);
         self.nodes.remove(name);
         self.placed.remove(name);
+        self.breakers.remove(name);
         Response::Changed(changed)
+    }
+
+    pub(super) fn apply_reset_node_breaker(&mut self, name: &str) -> Response {
+        let index = self.index;
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Response::NotFound(format!("node: '{name}' is not registered"));
+        };
+        if self.breakers.remove(name).is_some() {
+            node.revision = index;
+        }
+        Response::Done
+    }
+
+    /// An attempt on `node` ended: its breaker counts it (entry format 5 on).
+    pub(super) fn breaker_attempt_ended(
+        &mut self,
+        node: &str,
+        attempt: (TaskId, u32),
+        end: AttemptEnd,
+    ) {
+        if self.format < ENTRY_FORMAT_BREAKER || !self.nodes.contains_key(node) {
+            return;
+        }
+        let settings = super::settings::breaker(self);
+        let (now, index) = (self.now_ms, self.index);
+        let breaker = self.breakers.entry(node.to_string()).or_default();
+        let before = breaker.clone();
+        breaker.ended(attempt, end, now, &settings);
+        self.breaker_changed(node, &before, index);
+    }
+
+    /// An attempt was placed on `node`: on a half-open node it is the probe.
+    pub(super) fn breaker_attempt_placed(&mut self, node: &str, attempt: (TaskId, u32)) {
+        let (now, index) = (self.now_ms, self.index);
+        let Some(breaker) = self.breakers.get_mut(node) else {
+            return;
+        };
+        let before = breaker.clone();
+        breaker.placed(attempt.0, attempt.1, now);
+        self.breaker_changed(node, &before, index);
+    }
+
+    /// Drops a breaker back to plain, and marks the node changed when its
+    /// breaker's phase or probe did (watchers of nodes see it).
+    fn breaker_changed(&mut self, node: &str, before: &Breaker, index: u64) {
+        let after = self.breakers.get(node).cloned().unwrap_or_default();
+        if after.is_plain() {
+            self.breakers.remove(node);
+        }
+        if after.open_until_ms != before.open_until_ms || after.probe != before.probe {
+            if let Some(n) = self.nodes.get_mut(node) {
+                n.revision = index;
+            }
+        }
     }
 
     fn requeue_all_on(&mut self, name: &str, changed: &mut Vec<TaskId>) {

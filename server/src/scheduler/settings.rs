@@ -4,6 +4,7 @@
 //! the registry are refused, except under [`FREE_PREFIX`], which holds
 //! free-form application data (the linearizable key-value store).
 
+use super::breaker::BreakerSettings;
 use super::placement::{PlacementOptions, POLICY_NAMES};
 use super::state::SchedulerState;
 
@@ -142,6 +143,46 @@ pub const ENTRY_FORMAT: Setting = Setting {
     default: Default::Number(super::format::ENTRY_FORMAT_DEFAULT as f64),
 };
 
+/// Failed attempts (failures and timeouts) on one node within
+/// `breaker/window_ms` that quarantine it (`breaker.rs`); 0 turns the
+/// breaker off.
+pub const BREAKER_FAILURES: Setting = Setting {
+    key: "breaker/failures",
+    kind: count(0, 1_000),
+    default: Default::Number(5.0),
+};
+
+/// The window in which a node's failed attempts are counted.
+pub const BREAKER_WINDOW_MS: Setting = Setting {
+    key: "breaker/window_ms",
+    kind: count(1_000, 86_400_000),
+    default: Default::Number(60_000.0),
+};
+
+/// How long a tripped node takes no placements before one attempt probes it.
+pub const BREAKER_COOLDOWN_MS: Setting = Setting {
+    key: "breaker/cooldown_ms",
+    kind: count(100, 86_400_000),
+    default: Default::Number(30_000.0),
+};
+
+/// The longest cool-down: each trip in a row doubles it up to this.
+pub const BREAKER_COOLDOWN_MAX_MS: Setting = Setting {
+    key: "breaker/cooldown_max_ms",
+    kind: count(100, 7 * 86_400_000),
+    default: Default::Number(600_000.0),
+};
+
+/// The breaker settings as they stand.
+pub fn breaker(state: &SchedulerState) -> BreakerSettings {
+    BreakerSettings {
+        failures: count_value(state, &BREAKER_FAILURES) as u32,
+        window_ms: count_value(state, &BREAKER_WINDOW_MS),
+        cooldown_ms: count_value(state, &BREAKER_COOLDOWN_MS),
+        cooldown_max_ms: count_value(state, &BREAKER_COOLDOWN_MAX_MS),
+    }
+}
+
 /// Every setting, for the API, the docs and the tests.
 pub const SETTINGS: &[Setting] = &[
     POLICY,
@@ -157,6 +198,10 @@ pub const SETTINGS: &[Setting] = &[
     NODE_REMOVE_AFTER_MS,
     SECRET_ENV_PATTERNS,
     ENTRY_FORMAT,
+    BREAKER_FAILURES,
+    BREAKER_WINDOW_MS,
+    BREAKER_COOLDOWN_MS,
+    BREAKER_COOLDOWN_MAX_MS,
 ];
 
 pub fn setting(key: &str) -> Option<&'static Setting> {

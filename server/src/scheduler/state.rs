@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::acl::Acl;
+use super::breaker::Breaker;
 use super::command::{BatchedWrite, Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
 use super::counts::{FinishedCounts, TASK_STATES};
@@ -58,6 +59,9 @@ pub struct SchedulerState {
     pub applied_requests: AppliedRequests,
     /// Tokens and job owners (snapshot format 2 and later).
     pub acl: Acl,
+    /// Circuit breakers of nodes that are not plainly closed (snapshot
+    /// format 5 and later; entry format 5 and later trips them).
+    pub breakers: BTreeMap<NodeName, Breaker>,
 }
 
 /// The seed of the `i`th write of a batch whose entry carries `seed`:
@@ -74,7 +78,10 @@ fn batched_seed(seed: u64, i: usize) -> u64 {
 /// 1 (builds before 2026-11-30): the SHA-256 of the whole state's encoding.
 /// 2 (builds before 2026-12-01): [`DigestInput`] over tasks whose attempts
 /// had no GPUs, start or exit code.
-/// 3: [`DigestInput`], attempts with them (snapshot version 4's layout).
+/// 3: [`DigestInput`], attempts with them (snapshot version 4's layout); the
+/// nodes' circuit breakers, when there are any, are hashed after the rest,
+/// so a state without any (every state below entry format 5, the only kind
+/// older builds hold) keeps the digest those builds compute.
 pub const DIGEST_VERSION: u32 = 3;
 
 /// What the digest hashes: the bounded parts of the state as they are, the
@@ -96,6 +103,8 @@ struct DigestInput<'a> {
     idempotency: u64,
     job_owners: u64,
     secret_env: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    breakers: &'a BTreeMap<NodeName, Breaker>,
 }
 
 impl SchedulerState {
@@ -133,6 +142,7 @@ impl SchedulerState {
             next_task_id: self.next_task_id,
             applied_requests: self.applied_requests.clone(),
             acl: self.acl.clone(),
+            breakers: self.breakers.clone(),
         }
     }
 
@@ -244,6 +254,7 @@ impl SchedulerState {
                 Err(reason) => Response::Rejected(reason),
             },
             Command::Batch { writes } => self.apply_batch(writes),
+            Command::ResetNodeBreaker { name } => self.apply_reset_node_breaker(name),
         }
     }
 
@@ -292,6 +303,7 @@ impl SchedulerState {
             idempotency: self.idempotency.digest(),
             job_owners: self.acl.job_owners.digest(),
             secret_env: self.acl.secret_env.digest(),
+            breakers: &self.breakers,
         };
         let bytes = postcard::to_stdvec(&input).expect("state is always encodable");
         let hash = Sha256::digest(&bytes);
@@ -361,6 +373,9 @@ impl SchedulerState {
         fresh.reindex(&self.tasks);
         if !fresh.same_index(&self.queue) {
             return Err("the queue's order index disagrees with the tasks".into());
+        }
+        if let Some(name) = self.breakers.keys().find(|n| !self.nodes.contains_key(*n)) {
+            return Err(format!("breaker of node {name}, which is not registered"));
         }
         let placed_count: usize = self.placed.values().map(BTreeSet::len).sum();
         if placed_count != self.tasks.values().filter(|t| t.state.is_placed()).count() {

@@ -65,19 +65,32 @@ pub struct Harness {
     pub state: SchedulerState,
     pub log: Vec<Proposal>,
     now: u64,
+    /// The entry format `apply` writes.
+    format: u16,
 }
 
 impl Harness {
     pub fn new() -> Self {
+        Self::in_format(super::format::ENTRY_FORMAT_DEFAULT)
+    }
+
+    /// A harness whose `apply` writes entries of `format`.
+    pub fn in_format(format: u16) -> Self {
         Self {
             state: SchedulerState::default(),
             log: Vec::new(),
             now: 1_000,
+            format,
         }
     }
 
     pub fn apply(&mut self, command: Command) -> Response {
-        self.apply_as(super::format::ENTRY_FORMAT_DEFAULT, command, None)
+        self.apply_as(self.format, command, None)
+    }
+
+    /// Moves the leader's clock on: the next entry carries the later time.
+    pub fn advance(&mut self, ms: u64) {
+        self.now += ms;
     }
 
     /// Applies `command` in an entry of `format`, with a request id.

@@ -35,4 +35,5 @@ impl StateMachine<KvConfig> for Kv {
     /// Every version stored the same map.
     type V1 = Kv;
     type V3 = Kv;
+    type V4 = Kv;
 }

@@ -16,6 +16,7 @@ use rand::RngCore;
 
 pub use policies::{policy_by_name, Policy, POLICY_NAMES};
 
+use super::breaker::Breaker;
 use super::command::Assignment;
 use super::fit::{self, Filter};
 use super::model::{Node, NodeName, Task};
@@ -44,6 +45,11 @@ pub struct LiveNode {
 #[derive(Debug, Clone)]
 pub struct NodeView<'a> {
     pub node: &'a Node,
+    /// Its circuit breaker, if not plainly closed.
+    pub breaker: Option<&'a Breaker>,
+    /// Down, drained or quarantined at the round's time, or a half-open
+    /// node whose one probe this round already placed.
+    state_filter: Option<Filter>,
     pub held: Held,
     /// Fresh metrics only; stale ones are dropped before policies see them.
     pub live: Option<LiveNode>,
@@ -115,16 +121,19 @@ pub fn queue_order(state: &SchedulerState, aging_ms: u64, now_ms: u64) -> QueueO
     state.queue.in_order(&state.tasks, aging_ms, now_ms)
 }
 
-/// Builds the nodes' views from the replicated state and the leader's live data.
+/// Builds the nodes' views from the replicated state and the leader's live
+/// data, as they stand at `now_ms`.
 pub fn node_views<'a>(
     state: &'a SchedulerState,
     live: &BTreeMap<NodeName, LiveNode>,
     opts: &PlacementOptions,
+    now_ms: u64,
 ) -> Vec<NodeView<'a>> {
     state
         .nodes
         .values()
         .map(|node| {
+            let breaker = state.breakers.get(&node.name);
             let held = state.held_on(&node.name);
             let live = live
                 .get(&node.name)
@@ -136,6 +145,8 @@ pub fn node_views<'a>(
                 .map_or(1.0, |ms| 1.0 + ms / 1000.0);
             NodeView {
                 node,
+                breaker,
+                state_filter: fit::node_state(node, breaker, now_ms).err(),
                 free_gpu_mb: fit::free_gpu_memory(node, &held),
                 slots: slots(node),
                 latency_factor,
@@ -150,7 +161,9 @@ pub fn node_views<'a>(
 /// The filters, in order: the first that fails is why the node cannot take
 /// the task now. Utilization counts only with fresh live metrics.
 fn filter(task: &Task, view: &NodeView, opts: &PlacementOptions) -> Result<(), Filter> {
-    fit::node_state(view.node)?;
+    if let Some(f) = view.state_filter {
+        return Err(f);
+    }
     fit::capacity_with(&task.spec, view.node, &view.held, &view.free_gpu_mb)?;
     if let Some(l) = &view.live {
         if l.gpu_util > opts.dispatch_threshold || l.cpu_util > opts.dispatch_threshold {
@@ -176,7 +189,7 @@ impl<'a> Round<'a> {
         now_ms: u64,
     ) -> Self {
         Self {
-            views: node_views(state, live, opts),
+            views: node_views(state, live, opts, now_ms),
             opts,
             now_ms,
         }
@@ -208,6 +221,10 @@ impl<'a> Round<'a> {
         view.held.add(&task.spec, &gpus);
         view.free_gpu_mb = fit::free_gpu_memory(view.node, &view.held);
         view.outstanding += 1;
+        if view.breaker.is_some_and(|b| b.open_until_ms.is_some()) {
+            // The half-open node's one probe: nothing more until it ends.
+            view.state_filter = Some(Filter::Quarantined);
+        }
         Ok(Assignment {
             task: task.id,
             attempt: task.attempt + 1,
@@ -256,11 +273,13 @@ pub fn place(
 
 /// Attempts to evict so `task` fits: on the node needing the fewest
 /// evictions, the lowest-priority attempts whose priority is at least `gap`
-/// below the task's. Empty when no such set exists.
+/// below the task's, on nodes that take placements at `now_ms`. Empty when
+/// no such set exists.
 pub fn preemption_victims(
     state: &SchedulerState,
     task: &Task,
     gap: u32,
+    now_ms: u64,
 ) -> Vec<(super::model::TaskId, u32)> {
     if task.spec.priority < gap {
         // Nothing can be `gap` below it: skip the walk over every placed attempt.
@@ -268,7 +287,7 @@ pub fn preemption_victims(
     }
     let mut best: Option<Vec<(super::model::TaskId, u32)>> = None;
     for node in state.nodes.values() {
-        if fit::node_state(node).is_err() {
+        if fit::node_state(node, state.breakers.get(&node.name), now_ms).is_err() {
             continue;
         }
         let mut running: Vec<&Task> = state
@@ -332,7 +351,7 @@ pub fn why_waiting(
 ) -> WaitReason {
     let mut removed: BTreeMap<Filter, usize> = BTreeMap::new();
     let mut fit = 0;
-    let views = node_views(state, live, opts);
+    let views = node_views(state, live, opts, now_ms);
     for view in &views {
         match filter(task, view, opts) {
             Ok(()) => fit += 1,
@@ -416,6 +435,9 @@ impl WaitReason {
                     let text = match f {
                         Filter::Down => format!("{is} down"),
                         Filter::Drained => format!("{is} drained"),
+                        Filter::Quarantined => {
+                            format!("{is} quarantined by the circuit breaker")
+                        }
                         Filter::Labels => format!("{does} not match {}", labels.join(",")),
                         Filter::GpuCount => {
                             format!("{has} fewer than {} with a free slot", gpus(r.gpus))
