@@ -25,7 +25,7 @@ pub use backup::BackupSummary;
 pub use builders::{JobBuilder, TaskBuilder};
 pub use client::{AuthChannel, Client, ClientOptions};
 pub use error::ClientError;
-pub use scheduler::Watch;
+pub use scheduler::{NodeAction, Watch};
 
 /// The generated `autoglm.v1` messages and service stubs.
 pub mod proto {

@@ -83,6 +83,18 @@ pub enum Watch {
     Task(u64),
 }
 
+/// What an operator does to a node ([`Client::node_admin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeAction {
+    /// No new placements; running attempts finish.
+    Drain,
+    Undrain,
+    /// Forget the node; its running attempts are requeued.
+    Remove,
+    /// Close its circuit breaker: it takes placements again at once.
+    ResetBreaker,
+}
+
 impl Client {
     /// Submits a job. Retries across replicas reuse one idempotency key, so a
     /// retried submission never creates a second job. Over the admission
@@ -173,11 +185,11 @@ impl Client {
         .await
     }
 
-    /// `drain`: Some(true) drain, Some(false) undrain, None remove.
+    /// Drains, undrains or removes a node, or resets its circuit breaker.
     pub async fn node_admin(
         &self,
         name: &str,
-        drain: Option<bool>,
+        action: NodeAction,
     ) -> Result<NodeResponse, ClientError> {
         let req = NodeRequest { name: name.into() };
         let id = fresh_request_id();
@@ -185,10 +197,11 @@ impl Client {
             let req = with_request_id(req.clone(), &id);
             async move {
                 let mut c = SchedulerServiceClient::new(ch);
-                match drain {
-                    Some(true) => c.drain_node(req).await,
-                    Some(false) => c.undrain_node(req).await,
-                    None => c.remove_node(req).await,
+                match action {
+                    NodeAction::Drain => c.drain_node(req).await,
+                    NodeAction::Undrain => c.undrain_node(req).await,
+                    NodeAction::Remove => c.remove_node(req).await,
+                    NodeAction::ResetBreaker => c.reset_node_breaker(req).await,
                 }
             }
         })

@@ -13,7 +13,7 @@ use autoglm_client::proto::leader_message::Kind as LeaderKind;
 use autoglm_client::proto::{AgentMessage, AttemptReport, AttemptStatus, Register};
 use autoglm_client::security::pki::Subject;
 use autoglm_client::security::{Credentials, Role};
-use autoglm_client::{Client, ClientError, ClientOptions, JobBuilder, TaskBuilder};
+use autoglm_client::{Client, ClientError, ClientOptions, JobBuilder, NodeAction, TaskBuilder};
 use autoglm_server::raft::TypeConfig;
 use autoglm_server::raft_proto::RaftMessage;
 use autoglm_server::security::authz::{Access, TABLE};
@@ -647,11 +647,17 @@ async fn the_probes_of_the_security_issue_are_refused() {
         "admission rate",
     );
     unauthenticated(
-        anonymous.node_admin("gpu-1", Some(true)).await.map(|_| ()),
+        anonymous
+            .node_admin("gpu-1", NodeAction::Drain)
+            .await
+            .map(|_| ()),
         "drain",
     );
     unauthenticated(
-        anonymous.node_admin("gpu-1", None).await.map(|_| ()),
+        anonymous
+            .node_admin("gpu-1", NodeAction::Remove)
+            .await
+            .map(|_| ()),
         "remove node",
     );
     unauthenticated(

@@ -164,6 +164,11 @@ def test_nodes_config_and_status(cluster: Cluster) -> None:
         nodes = {n.name: n for n in client.nodes()}
         assert set(nodes) == {"h100-a", "h100-b", "a100-a", "l4-a"}
         assert nodes["h100-a"].gpus[0].model == "H100" and nodes["h100-a"].liveness == "up"
+        assert nodes["h100-a"].breaker.phase == "closed"
+        reset = client.reset_node_breaker("h100-a")
+        assert reset.name == "h100-a" and reset.breaker.phase == "closed"
+        with pytest.raises(autoglm.NotFound, match="nowhere"):
+            client.reset_node_breaker("nowhere")
         first = client.config.set("kv/python/greeting", "hello")
         assert client.config.get("kv/python/greeting") == first
         assert client.config.get("kv/python/absent") is None

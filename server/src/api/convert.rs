@@ -8,6 +8,7 @@ use autoglm_client::proto as pb;
 use tonic::Status;
 
 use crate::scheduler::acl::REDACTED;
+use crate::scheduler::breaker::{Breaker, Phase};
 use crate::scheduler::limits::{ATTEMPT_TIMEOUT_MS_DEFAULT, PRIORITY_DEFAULT};
 use crate::scheduler::model::{
     Dependency, EdgeCondition, Liveness, Node, NodeAdmin, Payload, Resources, RetryPolicy, Task,
@@ -346,7 +347,32 @@ pub fn usage_to_proto<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> Vec<pb::
     by_node.into_values().collect()
 }
 
-pub fn node_to_proto(n: &Node, outstanding: u32, live: Option<pb::NodeLive>) -> pb::Node {
+/// A node's circuit breaker as it stands at `now_ms`; `None` is closed.
+pub fn breaker_to_proto(breaker: Option<&Breaker>, now_ms: u64) -> pb::NodeBreaker {
+    let b = breaker.cloned().unwrap_or_default();
+    let phase = b.phase(now_ms);
+    let probe = match phase {
+        Phase::HalfOpen { probe } => probe,
+        _ => None,
+    };
+    pb::NodeBreaker {
+        phase: phase.name().into(),
+        recent_failures: b.failures.len() as u32,
+        open_until_ms: b.open_until_ms.unwrap_or(0),
+        trips: b.trips,
+        probe_task_id: probe.map(|(task, _)| task),
+        probe_attempt: probe.map_or(0, |(_, attempt)| attempt),
+    }
+}
+
+/// A node as the API shows it; `now_ms` judges its breaker's phase.
+pub fn node_to_proto(
+    n: &Node,
+    breaker: Option<&Breaker>,
+    now_ms: u64,
+    outstanding: u32,
+    live: Option<pb::NodeLive>,
+) -> pb::Node {
     let c = &n.capacity;
     pb::Node {
         name: n.name.clone(),
@@ -378,6 +404,7 @@ pub fn node_to_proto(n: &Node, outstanding: u32, live: Option<pb::NodeLive>) -> 
         .into(),
         outstanding,
         live,
+        breaker: Some(breaker_to_proto(breaker, now_ms)),
     }
 }
 

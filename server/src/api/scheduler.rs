@@ -19,10 +19,12 @@ use crate::leader::hub::AgentHub;
 use crate::leader::runtime::Runtime;
 use crate::leader::SchedulerSettings;
 use crate::replica::{wall_clock_ms, Replica};
+use crate::scheduler::format::ENTRY_FORMAT_BREAKER;
 use crate::scheduler::limits::{LABEL_KEY_LEN_MAX, LABEL_VALUE_LEN_MAX, NODE_NAME_LEN_MAX};
 use crate::scheduler::model::{JobId, Task, TaskId, TaskState};
 use crate::scheduler::placement;
 use crate::scheduler::requests::RequestId;
+use crate::scheduler::settings;
 use crate::scheduler::validate::{check_bounds, validate_client_key, validate_job};
 use crate::scheduler::{Command, Response as Applied, SchedulerState};
 use crate::security::Principal;
@@ -139,13 +141,11 @@ impl SchedulerApi {
             .await
             .map_err(replica_status)?;
         let applied = self.replica.state.read();
-        let node = applied.state.nodes.get(&name).map(|n| {
-            let outstanding = applied
-                .state
-                .placed
-                .get(&name)
-                .map_or(0, |s| s.len() as u32);
-            node_to_proto(n, outstanding, None)
+        let state = &applied.state;
+        let node = state.nodes.get(&name).map(|n| {
+            let outstanding = state.placed.get(&name).map_or(0, |s| s.len() as u32);
+            let now = wall_clock_ms().max(state.now_ms);
+            node_to_proto(n, state.breakers.get(&name), now, outstanding, None)
         });
         Ok(Response::new(pb::NodeResponse {
             node,
@@ -591,6 +591,7 @@ impl SchedulerService for SchedulerApi {
         let stale = request.into_inner().stale;
         let live = self.hub.live_view();
         self.read(stale, |s| {
+            let now = wall_clock_ms().max(s.now_ms);
             let nodes = s
                 .nodes
                 .values()
@@ -603,7 +604,7 @@ impl SchedulerService for SchedulerApi {
                         mem_util: l.mem_util,
                         age_ms: l.age_ms,
                     });
-                    node_to_proto(n, outstanding, l)
+                    node_to_proto(n, s.breakers.get(&n.name), now, outstanding, l)
                 })
                 .collect();
             Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -633,5 +634,33 @@ impl SchedulerService for SchedulerApi {
     ) -> Result<Response<pb::NodeResponse>, Status> {
         self.node_command(request, |name| Command::RemoveNode { name })
             .await
+    }
+
+    async fn reset_node_breaker(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::NodeResponse>, Status> {
+        // Builds that read no entry format 5 cannot decode the command: it
+        // waits until the operator has raised the format (docs/operations.md).
+        let active = {
+            let applied = self.replica.state.read();
+            settings::count_value(&applied.state, &settings::ENTRY_FORMAT)
+        };
+        if active < u64::from(ENTRY_FORMAT_BREAKER) {
+            return Err(Status::failed_precondition(format!(
+                "cluster/entry_format is {active}; resetting a node's circuit breaker needs {ENTRY_FORMAT_BREAKER} (raise it once every replica runs this release)"
+            )));
+        }
+        let principal = Principal::of(&request)?;
+        let name = request.get_ref().name.clone();
+        let answer = self
+            .node_command(request, |name| Command::ResetNodeBreaker { name })
+            .await?;
+        tracing::info!(
+            node = name,
+            principal = principal.name,
+            "node circuit breaker reset"
+        );
+        Ok(answer)
     }
 }

@@ -86,7 +86,7 @@ pub fn view(
         "last_log": raft.last_log,
         "digest": format!("{:016x}", state.digest()),
         "members": members,
-        "nodes": state.nodes.values().map(|n| node(state, n, readings.get(&n.name))).collect::<Vec<_>>(),
+        "nodes": state.nodes.values().map(|n| node(state, n, readings.get(&n.name), now_ms)).collect::<Vec<_>>(),
         "live_readings": !readings.is_empty() || state.nodes.is_empty(),
         "counts": counts,
         "queue": bands,
@@ -98,6 +98,7 @@ fn node(
     state: &SchedulerState,
     n: &crate::scheduler::model::Node,
     live: Option<&Vec<GpuSample>>,
+    now_ms: u64,
 ) -> Value {
     let gpus: Vec<Value> = n
         .capacity
@@ -117,6 +118,7 @@ fn node(
         "name": n.name,
         "drained": n.admin == NodeAdmin::Draining,
         "down": n.liveness == Liveness::Down,
+        "breaker": state.breakers.get(&n.name).map_or("closed", |b| b.phase(now_ms).name()),
         "labels": n.capacity.labels,
         "outstanding": state.placed.get(&n.name).map_or(0, |p| p.len()),
         "gpus": gpus,

@@ -139,7 +139,7 @@ pub fn placement_round(
     let first_unplaced = queue_order(state, runtime.placement.aging_ms, now_ms)
         .find(|t| !placed.contains(&t.id) && t.not_before_ms <= now_ms);
     if let Some(task) = first_unplaced {
-        for (victim, attempt) in preemption_victims(state, task, runtime.preemption_gap) {
+        for (victim, attempt) in preemption_victims(state, task, runtime.preemption_gap, now_ms) {
             commands.push(Command::Requeue {
                 task: victim,
                 attempt,

@@ -91,6 +91,10 @@ pub const TABLE: &[(&str, Access)] = &[
         "/autoglm.v1.SchedulerService/RemoveNode",
         Access::Roles(ADMIN),
     ),
+    (
+        "/autoglm.v1.SchedulerService/ResetNodeBreaker",
+        Access::Roles(OPERATE),
+    ),
     // An attempt's output: as its task, submitters only their own.
     (
         "/autoglm.v1.SchedulerService/TaskOutput",

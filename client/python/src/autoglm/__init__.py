@@ -25,6 +25,7 @@ from .errors import (
 from .jobs import After, Http, Job, Retry, Task
 from .results import (
     Attempt,
+    BreakerInfo,
     CasResult,
     ClusterStatus,
     ConfigEntry,
@@ -57,6 +58,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobHandle",
+    "BreakerInfo",
     "NodeInfo",
     "NotFound",
     "PermissionDenied",

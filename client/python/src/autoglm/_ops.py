@@ -115,6 +115,15 @@ def nodes(stale: bool) -> Op[list[NodeInfo]]:
     )
 
 
+def reset_node_breaker(name: str) -> Op[NodeInfo]:
+    return Op(
+        _scheduler("ResetNodeBreaker"),
+        pb.NodeRequest(name=name),
+        lambda r: NodeInfo.from_proto(r.node),
+        write=True,
+    )
+
+
 def config_get(key: str, stale: bool) -> Op[ConfigEntry | None]:
     return Op(
         _config("Get"),

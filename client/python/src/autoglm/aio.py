@@ -233,6 +233,9 @@ class AsyncClient(_shared.ClientCore[grpc.aio.Channel]):
     async def nodes(self, *, stale: bool = False) -> list[NodeInfo]:
         return await self._run(_ops.nodes(stale))
 
+    async def reset_node_breaker(self, name: str) -> NodeInfo:
+        return await self._run(_ops.reset_node_breaker(name))
+
 
 class AsyncJobHandle:
     """`JobHandle` for asyncio."""

@@ -237,6 +237,10 @@ class Client(_shared.ClientCore[grpc.Channel]):
     def nodes(self, *, stale: bool = False) -> list[NodeInfo]:
         return self._run(_ops.nodes(stale))
 
+    def reset_node_breaker(self, name: str) -> NodeInfo:
+        """Closes a node's circuit breaker: it takes placements again at once."""
+        return self._run(_ops.reset_node_breaker(name))
+
 
 class JobHandle:
     """A submitted job: wait for it, watch it, cancel it, read its results."""

@@ -173,6 +173,33 @@ class Gpu:
 
 
 @dataclass(frozen=True)
+class BreakerInfo:
+    """A node's circuit breaker (``breaker/*`` settings): quarantined for a
+    cool-down after too many failed attempts, then probed by one attempt."""
+
+    #: closed, open (quarantined: no placements) or half_open (one probe).
+    phase: str
+    #: Closed: failed attempts counted in the current window.
+    recent_failures: int
+    #: Open or half-open: when the cool-down ends(ed), ms since the epoch.
+    open_until_ms: int
+    #: Trips in a row since it last closed; each doubles the cool-down.
+    trips: int
+    #: Half-open: the task whose attempt probes the node, once placed.
+    probe_task_id: int | None
+
+    @classmethod
+    def from_proto(cls, b: pb.NodeBreaker) -> BreakerInfo:
+        return cls(
+            phase=b.phase or "closed",
+            recent_failures=b.recent_failures,
+            open_until_ms=b.open_until_ms,
+            trips=b.trips,
+            probe_task_id=b.probe_task_id if b.HasField("probe_task_id") else None,
+        )
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     name: str
     address: str
@@ -188,6 +215,7 @@ class NodeInfo:
     liveness: str
     #: Attempts placed on it and not finished.
     outstanding: int
+    breaker: BreakerInfo
 
     @classmethod
     def from_proto(cls, n: pb.Node) -> NodeInfo:
@@ -203,6 +231,7 @@ class NodeInfo:
             admin=n.admin,
             liveness=n.liveness,
             outstanding=n.outstanding,
+            breaker=BreakerInfo.from_proto(n.breaker),
         )
 
 

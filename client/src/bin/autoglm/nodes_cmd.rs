@@ -1,7 +1,7 @@
 //! `autoglm nodes ...`.
 
 use autoglm_client::proto::Node;
-use autoglm_client::Client;
+use autoglm_client::{Client, NodeAction};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -26,6 +26,30 @@ pub enum NodesCommand {
     Remove {
         name: String,
     },
+    /// Close a node's circuit breaker: it takes placements again at once.
+    ResetBreaker {
+        name: String,
+    },
+}
+
+/// The breaker in one cell: "closed", "open 2m05s (trip 2)", "half-open
+/// (probe 42)", with the failures counted while closed.
+fn breaker_cell(n: &Node) -> String {
+    let Some(b) = &n.breaker else {
+        return "-".into();
+    };
+    match b.phase.as_str() {
+        "closed" if b.recent_failures > 0 => format!("closed ({} failed)", b.recent_failures),
+        "open" => {
+            let left = b.open_until_ms.saturating_sub(output::now_ms());
+            format!("open {} (trip {})", output::duration(left), b.trips)
+        }
+        "half_open" => match b.probe_task_id {
+            Some(task) => format!("half-open (probe {task})"),
+            None => "half-open".into(),
+        },
+        other => other.into(),
+    }
 }
 
 fn node_json(n: &Node) -> serde_json::Value {
@@ -35,6 +59,7 @@ fn node_json(n: &Node) -> serde_json::Value {
         "cpu_millis": n.cpu_millis, "memory_mb": n.memory_mb, "labels": n.labels, "models_loaded": n.models_loaded,
         "slots_per_gpu": n.slots_per_gpu, "outstanding": n.outstanding,
         "live": n.live.as_ref().map(|l| json!({"gpu_util": l.gpu_util, "gpu_mem_used": l.gpu_mem_used, "cpu_util": l.cpu_util, "mem_util": l.mem_util, "age_ms": l.age_ms})),
+        "breaker": n.breaker.as_ref().map(|b| json!({"phase": b.phase, "recent_failures": b.recent_failures, "open_until_ms": b.open_until_ms, "trips": b.trips, "probe_task_id": b.probe_task_id, "probe_attempt": b.probe_attempt})),
     })
 }
 
@@ -71,6 +96,7 @@ pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Resul
                             n.slots_per_gpu.to_string(),
                             n.outstanding.to_string(),
                             live,
+                            breaker_cell(n),
                         ]
                     })
                     .collect();
@@ -84,7 +110,8 @@ pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Resul
                             "GPUS",
                             "SLOTS/GPU",
                             "OUTSTANDING",
-                            "GPU UTIL / MEM"
+                            "GPU UTIL / MEM",
+                            "BREAKER"
                         ],
                         rows
                     )
@@ -92,16 +119,32 @@ pub async fn run(client: &Client, command: NodesCommand, as_json: bool) -> Resul
             }
             return Ok(());
         }
-        NodesCommand::Drain { name } => {
-            (client.node_admin(&name, Some(true)).await?.node, Vec::new())
-        }
+        NodesCommand::Drain { name } => (
+            client.node_admin(&name, NodeAction::Drain).await?.node,
+            Vec::new(),
+        ),
         NodesCommand::Undrain { name } => (
-            client.node_admin(&name, Some(false)).await?.node,
+            client.node_admin(&name, NodeAction::Undrain).await?.node,
             Vec::new(),
         ),
         NodesCommand::Remove { name } => {
-            let r = client.node_admin(&name, None).await?;
+            let r = client.node_admin(&name, NodeAction::Remove).await?;
             (None, r.requeued_task_ids)
+        }
+        NodesCommand::ResetBreaker { name } => {
+            let node = client
+                .node_admin(&name, NodeAction::ResetBreaker)
+                .await?
+                .node;
+            match (node, as_json) {
+                (Some(n), true) => println!("{}", output::json(&node_json(&n))),
+                (Some(n), false) => println!(
+                    "node {} circuit breaker reset: it takes new attempts again ({}, {})",
+                    n.name, n.liveness, n.admin
+                ),
+                (None, _) => return Err(CliError::refused(format!("node {name} is gone"))),
+            }
+            return Ok(());
         }
     };
     match (node, as_json) {

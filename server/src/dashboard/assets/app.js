@@ -148,6 +148,9 @@ function renderNodes(view) {
     const badges = [];
     if (n.down) badges.push(el("span", { class: "badge down" }, "down"));
     if (n.drained) badges.push(el("span", { class: "badge drained" }, "drained"));
+    if (n.breaker !== "closed") {
+      badges.push(el("span", { class: "badge quarantined", title: "circuit breaker" }, n.breaker.replace("_", "-")));
+    }
     const action = n.drained ? "undrain" : "drain";
     const gpus = n.gpus.map((g) => {
       const util = g.util == null ? null : Math.round(g.util * 100);

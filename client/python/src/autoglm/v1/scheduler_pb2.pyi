@@ -776,8 +776,9 @@ class WaitReason(_message.Message):
     @_builtins.property
     def removed(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilterCount]:
         """For each filter that removed nodes, in filter order (down, drained,
-        labels, gpu_count, gpu_memory, cpu, memory, utilization): how many it
-        removed first (a node is counted under the first filter it fails).
+        quarantined, labels, gpu_count, gpu_memory, cpu, memory, utilization):
+        how many it removed first (a node is counted under the first filter it
+        fails).
         """
 
     def __init__(
@@ -807,7 +808,10 @@ class FilterCount(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
     filter: _builtins.str
-    """down, drained, labels, gpu_count, gpu_memory, cpu, memory, utilization."""
+    """down, drained, quarantined (its circuit breaker is open, or half-open
+    with its probe placed), labels, gpu_count, gpu_memory, cpu, memory,
+    utilization.
+    """
     nodes: _builtins.int
     def __init__(
         self,
@@ -1241,6 +1245,7 @@ class Node(_message.Message):
     LIVENESS_FIELD_NUMBER: _builtins.int
     OUTSTANDING_FIELD_NUMBER: _builtins.int
     LIVE_FIELD_NUMBER: _builtins.int
+    BREAKER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     address: _builtins.str
     cpu_millis: _builtins.int
@@ -1262,6 +1267,10 @@ class Node(_message.Message):
     def live(self) -> Global___NodeLive:
         """Leader only: the latest heartbeat's metrics."""
 
+    @_builtins.property
+    def breaker(self) -> Global___NodeBreaker:
+        """Its circuit breaker; always set (closed when nothing failed lately)."""
+
     def __init__(
         self,
         *,
@@ -1277,16 +1286,71 @@ class Node(_message.Message):
         liveness: _builtins.str = ...,
         outstanding: _builtins.int = ...,
         live: Global___NodeLive | None = ...,
+        breaker: Global___NodeBreaker | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_live", b"_live", "live", b"live"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_live", b"_live", "breaker", b"breaker", "live", b"live"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_live", b"_live", "address", b"address", "admin", b"admin", "cpu_millis", b"cpu_millis", "gpus", b"gpus", "labels", b"labels", "live", b"live", "liveness", b"liveness", "memory_mb", b"memory_mb", "models_loaded", b"models_loaded", "name", b"name", "outstanding", b"outstanding", "slots_per_gpu", b"slots_per_gpu"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_live", b"_live", "address", b"address", "admin", b"admin", "breaker", b"breaker", "cpu_millis", b"cpu_millis", "gpus", b"gpus", "labels", b"labels", "live", b"live", "liveness", b"liveness", "memory_mb", b"memory_mb", "models_loaded", b"models_loaded", "name", b"name", "outstanding", b"outstanding", "slots_per_gpu", b"slots_per_gpu"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__live: _TypeAlias = _typing.Literal["live"]  # noqa: Y015
     _WhichOneofArgType__live: _TypeAlias = _typing.Literal["_live", b"_live"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__live) -> _WhichOneofReturnType__live | None: ...
 
 Global___Node: _TypeAlias = Node  # noqa: Y015
+
+@_typing.final
+class NodeBreaker(_message.Message):
+    """A node's circuit breaker: failed attempts (failures and timeouts) on the
+    node within `breaker/window_ms` trip it after `breaker/failures` of them.
+    Tripped, the node is quarantined for a cool-down (`breaker/cooldown_ms`,
+    doubled on each trip in a row up to `breaker/cooldown_max_ms`), then
+    half-open: one attempt probes it, and that attempt's success closes the
+    breaker while its failure trips it again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    RECENT_FAILURES_FIELD_NUMBER: _builtins.int
+    OPEN_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    TRIPS_FIELD_NUMBER: _builtins.int
+    PROBE_TASK_ID_FIELD_NUMBER: _builtins.int
+    PROBE_ATTEMPT_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """closed, open (quarantined: no placements) or half_open (one probe may
+    run, or runs).
+    """
+    recent_failures: _builtins.int
+    """Closed: failed attempts counted in the current window."""
+    open_until_ms: _builtins.int
+    """Open or half-open: when the cool-down ends(ed), ms since the Unix epoch
+    in cluster time; 0 when closed.
+    """
+    trips: _builtins.int
+    """Trips in a row since it last closed; each doubles the cool-down."""
+    probe_task_id: _builtins.int
+    """Half-open: the task whose attempt probes the node, once placed."""
+    probe_attempt: _builtins.int
+    """Half-open: that attempt's number."""
+    def __init__(
+        self,
+        *,
+        phase: _builtins.str = ...,
+        recent_failures: _builtins.int = ...,
+        open_until_ms: _builtins.int = ...,
+        trips: _builtins.int = ...,
+        probe_task_id: _builtins.int | None = ...,
+        probe_attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_probe_task_id", b"_probe_task_id", "probe_task_id", b"probe_task_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_probe_task_id", b"_probe_task_id", "open_until_ms", b"open_until_ms", "phase", b"phase", "probe_attempt", b"probe_attempt", "probe_task_id", b"probe_task_id", "recent_failures", b"recent_failures", "trips", b"trips"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__probe_task_id: _TypeAlias = _typing.Literal["probe_task_id"]  # noqa: Y015
+    _WhichOneofArgType__probe_task_id: _TypeAlias = _typing.Literal["_probe_task_id", b"_probe_task_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__probe_task_id) -> _WhichOneofReturnType__probe_task_id | None: ...
+
+Global___NodeBreaker: _TypeAlias = NodeBreaker  # noqa: Y015
 
 @_typing.final
 class ListNodesRequest(_message.Message):

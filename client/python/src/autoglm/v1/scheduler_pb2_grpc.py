@@ -94,6 +94,11 @@ class SchedulerServiceStub:
                 request_serializer=autoglm_dot_v1_dot_scheduler__pb2.NodeRequest.SerializeToString,
                 response_deserializer=autoglm_dot_v1_dot_scheduler__pb2.NodeResponse.FromString,
                 _registered_method=True)
+        self.ResetNodeBreaker = channel.unary_unary(
+                '/autoglm.v1.SchedulerService/ResetNodeBreaker',
+                request_serializer=autoglm_dot_v1_dot_scheduler__pb2.NodeRequest.SerializeToString,
+                response_deserializer=autoglm_dot_v1_dot_scheduler__pb2.NodeResponse.FromString,
+                _registered_method=True)
         self.TaskOutput = channel.unary_stream(
                 '/autoglm.v1.SchedulerService/TaskOutput',
                 request_serializer=autoglm_dot_v1_dot_scheduler__pb2.TaskOutputRequest.SerializeToString,
@@ -190,6 +195,15 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetNodeBreaker(self, request, context):
+        """Closes a node's circuit breaker: it takes placements again at once,
+        its failure count and cool-down forgotten. FAILED_PRECONDITION until
+        the cluster's entry format (`cluster/entry_format`) is 5 or later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TaskOutput(self, request, context):
         """Streams an exec attempt's whole output, kept on its node and relayed by
         the leader (UNAVAILABLE with the leader's address on a follower), so the
@@ -260,6 +274,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
             ),
             'RemoveNode': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveNode,
+                    request_deserializer=autoglm_dot_v1_dot_scheduler__pb2.NodeRequest.FromString,
+                    response_serializer=autoglm_dot_v1_dot_scheduler__pb2.NodeResponse.SerializeToString,
+            ),
+            'ResetNodeBreaker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetNodeBreaker,
                     request_deserializer=autoglm_dot_v1_dot_scheduler__pb2.NodeRequest.FromString,
                     response_serializer=autoglm_dot_v1_dot_scheduler__pb2.NodeResponse.SerializeToString,
             ),
@@ -591,6 +610,33 @@ class SchedulerService:
             request,
             target,
             '/autoglm.v1.SchedulerService/RemoveNode',
+            autoglm_dot_v1_dot_scheduler__pb2.NodeRequest.SerializeToString,
+            autoglm_dot_v1_dot_scheduler__pb2.NodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetNodeBreaker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/autoglm.v1.SchedulerService/ResetNodeBreaker',
             autoglm_dot_v1_dot_scheduler__pb2.NodeRequest.SerializeToString,
             autoglm_dot_v1_dot_scheduler__pb2.NodeResponse.FromString,
             options,

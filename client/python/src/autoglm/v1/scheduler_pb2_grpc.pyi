@@ -68,6 +68,11 @@ class SchedulerServiceStub:
     UndrainNode: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.NodeRequest, _scheduler_pb2.NodeResponse]
     RemoveNode: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.NodeRequest, _scheduler_pb2.NodeResponse]
     """Forgets a node; its running attempts are requeued."""
+    ResetNodeBreaker: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.NodeRequest, _scheduler_pb2.NodeResponse]
+    """Closes a node's circuit breaker: it takes placements again at once,
+    its failure count and cool-down forgotten. FAILED_PRECONDITION until
+    the cluster's entry format (`cluster/entry_format`) is 5 or later.
+    """
     TaskOutput: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.TaskOutputRequest, _scheduler_pb2.TaskOutputChunk]
     """Streams an exec attempt's whole output, kept on its node and relayed by
     the leader (UNAVAILABLE with the leader's address on a follower), so the
@@ -106,6 +111,11 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     UndrainNode: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.NodeRequest, _scheduler_pb2.NodeResponse]  # type: ignore[assignment]
     RemoveNode: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.NodeRequest, _scheduler_pb2.NodeResponse]  # type: ignore[assignment]
     """Forgets a node; its running attempts are requeued."""
+    ResetNodeBreaker: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.NodeRequest, _scheduler_pb2.NodeResponse]  # type: ignore[assignment]
+    """Closes a node's circuit breaker: it takes placements again at once,
+    its failure count and cool-down forgotten. FAILED_PRECONDITION until
+    the cluster's entry format (`cluster/entry_format`) is 5 or later.
+    """
     TaskOutput: _aio.UnaryStreamMultiCallable[_scheduler_pb2.TaskOutputRequest, _scheduler_pb2.TaskOutputChunk]  # type: ignore[assignment]
     """Streams an exec attempt's whole output, kept on its node and relayed by
     the leader (UNAVAILABLE with the leader's address on a follower), so the
@@ -213,6 +223,17 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.NodeResponse, _abc.Awaitable[_scheduler_pb2.NodeResponse]]:
         """Forgets a node; its running attempts are requeued."""
+
+    @_abc_1.abstractmethod
+    def ResetNodeBreaker(
+        self,
+        request: _scheduler_pb2.NodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.NodeResponse, _abc.Awaitable[_scheduler_pb2.NodeResponse]]:
+        """Closes a node's circuit breaker: it takes placements again at once,
+        its failure count and cool-down forgotten. FAILED_PRECONDITION until
+        the cluster's entry format (`cluster/entry_format`) is 5 or later.
+        """
 
     @_abc_1.abstractmethod
     def TaskOutput(
