@@ -32,6 +32,8 @@ pub struct Scenario {
     pub max_attempts: u32,
     pub failover: Option<(u64, u64)>,
     pub dispatch_threshold: Option<f64>,
+    /// `breaker/failures` (0: the breaker off); unset, the server's default.
+    pub breaker_failures: Option<u32>,
 }
 
 /// Builds the configuration and the workload of a scenario and runs it.
@@ -50,6 +52,7 @@ pub fn run_scenario(sc: &Scenario, trace: &Trace) -> anyhow::Result<SimResult> {
     cfg.heartbeat_ms = sc.heartbeat_ms;
     cfg.max_attempts = sc.max_attempts;
     cfg.failover = sc.failover;
+    cfg.breaker_failures = sc.breaker_failures;
     if let Some(t) = sc.dispatch_threshold {
         cfg.opts.dispatch_threshold = t;
     }
@@ -58,7 +61,8 @@ pub fn run_scenario(sc: &Scenario, trace: &Trace) -> anyhow::Result<SimResult> {
 
 #[derive(Args)]
 pub struct SimArgs {
-    /// f1 (16 identical), f2 (16 heterogeneous), f3 (f2 + straggler + crash).
+    /// f1 (16 identical), f2 (16 heterogeneous), f3 (f2 + straggler + crash),
+    /// f4 (f2 + a node failing every attempt for half the run).
     #[arg(long, default_value = "f2")]
     fleet: String,
     /// conv (Azure trace), bursty, batch (DAG jobs).
@@ -89,6 +93,9 @@ pub struct SimArgs {
     /// `placement/dispatch_threshold`; unset, the server's default (1.0: off).
     #[arg(long)]
     dispatch_threshold: Option<f64>,
+    /// `breaker/failures` (0 turns the circuit breaker off); unset, the server's default.
+    #[arg(long)]
+    breaker_failures: Option<u32>,
     #[arg(long)]
     trace: Option<PathBuf>,
     #[arg(long)]
@@ -109,6 +116,7 @@ pub fn run_one(a: SimArgs) -> anyhow::Result<()> {
         max_attempts: a.max_attempts,
         failover: a.failover_at_s.map(|s| (s * 1000, a.failover_pause_ms)),
         dispatch_threshold: a.dispatch_threshold,
+        breaker_failures: a.breaker_failures,
     };
     println!(
         "sim: fleet {} workload {} policy {} rho {} heartbeat {} ms seed {}",

@@ -70,6 +70,17 @@ pub struct Straggler {
     pub factor: f64,
 }
 
+/// A node whose every attempt fails `fail_after_ms` after it starts (a
+/// broken GPU or driver), from `at_ms` for `for_ms`, then repaired. It looks
+/// idle, so without the circuit breaker it draws work: a black hole.
+#[derive(Debug, Clone, Serialize)]
+pub struct Broken {
+    pub node: usize,
+    pub at_ms: u64,
+    pub for_ms: u64,
+    pub fail_after_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Fleet {
     pub name: String,
@@ -77,6 +88,7 @@ pub struct Fleet {
     pub straggler: Option<Straggler>,
     /// (node, time in ms): the node crashes and stays down.
     pub crash: Option<(usize, u64)>,
+    pub broken: Option<Broken>,
 }
 
 fn class(prefix: &str, gpu: &str, n: usize, speed: f64, cap: u32) -> Vec<NodeSpec> {
@@ -97,6 +109,7 @@ pub fn f1() -> Fleet {
         nodes: class("med", "A100-40GB", 16, 0.6, 48),
         straggler: None,
         crash: None,
+        broken: None,
     }
 }
 
@@ -110,6 +123,7 @@ pub fn f2() -> Fleet {
         nodes,
         straggler: None,
         crash: None,
+        broken: None,
     }
 }
 
@@ -128,11 +142,26 @@ pub fn f3(duration_ms: u64) -> Fleet {
     f
 }
 
+/// F4: F2 with one fast node whose every attempt fails after 0.5 s from
+/// `duration/4` for `duration/2`, then repaired (the circuit breaker's case).
+pub fn f4(duration_ms: u64) -> Fleet {
+    let mut f = f2();
+    f.name = "F4".into();
+    f.broken = Some(Broken {
+        node: 0,
+        at_ms: duration_ms / 4,
+        for_ms: duration_ms / 2,
+        fail_after_ms: 500,
+    });
+    f
+}
+
 pub fn fleet_by_name(name: &str, duration_ms: u64) -> Option<Fleet> {
     match name.to_ascii_lowercase().as_str() {
         "f1" => Some(f1()),
         "f2" => Some(f2()),
         "f3" => Some(f3(duration_ms)),
+        "f4" => Some(f4(duration_ms)),
         _ => None,
     }
 }

@@ -48,6 +48,9 @@ pub struct SweepArgs {
     /// `placement/dispatch_threshold`; unset, the server's default (1.0: off).
     #[arg(long)]
     dispatch_threshold: Option<f64>,
+    /// `breaker/failures` (0 turns the circuit breaker off); unset, the server's default.
+    #[arg(long)]
+    breaker_failures: Option<u32>,
     /// rho of the per-node placement-share plots.
     #[arg(long, default_value_t = 0.7)]
     share_rho: f64,
@@ -192,6 +195,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                                 max_attempts: a.max_attempts,
                                 failover: a.failover_at_s.map(|s| (s * 1000, a.failover_pause_ms)),
                                 dispatch_threshold: a.dispatch_threshold,
+                                breaker_failures: a.breaker_failures,
                             });
                         }
                     }

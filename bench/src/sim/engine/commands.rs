@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use autoglm_server::leader::decide::latency_ewma;
 use autoglm_server::scheduler::command::{AttemptUpdate, Command, Response};
+use autoglm_server::scheduler::format::ENTRY_FORMAT_MAX;
 use autoglm_server::scheduler::model::{
     Dependency, EdgeCondition, Payload, Resources, RetryPolicy, TaskId, TaskSpec,
 };
@@ -21,14 +22,16 @@ pub const MODEL_NAME: &str = "llama-3-8b";
 pub const MAX_OUTPUT_TOKENS: u32 = 1_024;
 
 impl Sim {
-    /// Applies a command now, through the real state machine.
+    /// Applies a command now, through the real state machine, in the entry
+    /// format a new cluster writes.
     pub(super) fn apply_now(&mut self, command: &Command) -> Response {
         self.index += 1;
         let seed = self.rng.next_u64();
-        self.state.apply(
-            self.index,
-            &Proposal::new(self.now / 1000, seed, command.clone(), None),
-        )
+        let proposal = Proposal {
+            format: ENTRY_FORMAT_MAX,
+            ..Proposal::new(self.now / 1000, seed, command.clone(), None)
+        };
+        self.state.apply(self.index, &proposal)
     }
 
     /// Proposes a command: it is applied once committed, or after the
@@ -112,7 +115,7 @@ impl Sim {
                 Command::SubmitJob {
                     idempotency_key, ..
                 },
-                Response::JobAccepted { tasks, .. },
+                Response::JobAccepted { tasks, .. } | Response::JobAcceptedAt { tasks, .. },
             ) => {
                 let j: usize = idempotency_key[4..].parse().expect("job-N");
                 let arrival = self.job_arrival_us[j];

@@ -34,6 +34,17 @@ pub(super) enum Ev {
     Liveness,
     Timers,
     Crash(usize),
+    /// The node starts or stops failing every attempt.
+    Broken {
+        node: usize,
+        broken: bool,
+    },
+    /// A broken node's attempt fails.
+    FailAttempt {
+        node: usize,
+        task: TaskId,
+        attempt: u32,
+    },
     Slow {
         node: usize,
         factor: f64,

@@ -5,6 +5,9 @@
 
 use autoglm_server::leader::decide::{self, TIMER_INTERVAL_MS};
 
+use autoglm_server::scheduler::command::{AttemptUpdate, Command};
+use autoglm_server::scheduler::model::TaskId;
+
 use super::events::Ev;
 use super::Sim;
 
@@ -28,6 +31,28 @@ impl Sim {
         for r in n.reqs.drain(..) {
             self.running_on.remove(&r.task);
         }
+    }
+
+    /// A broken node's attempt fails, if it is still the task's current one there.
+    pub(super) fn fail_attempt(&mut self, node: usize, task: TaskId, attempt: u32) {
+        if self.running_on.get(&task) != Some(&(attempt, node)) {
+            return;
+        }
+        self.running_on.remove(&task);
+        let name = self.nodes[node].name.clone();
+        self.propose(
+            Command::ReportAttempt {
+                task,
+                attempt,
+                node: name,
+                update: AttemptUpdate::Failed {
+                    exit_code: Some(1),
+                    message: "simulated broken node".into(),
+                    output_tail: String::new(),
+                },
+            },
+            None,
+        );
     }
 
     pub(super) fn slow(&mut self, node: usize, factor: f64) {

@@ -33,7 +33,7 @@ use autoglm_server::leader::decide::{LIVENESS_INTERVAL_MS, TIMER_INTERVAL_MS};
 use autoglm_server::scheduler::command::Command;
 use autoglm_server::scheduler::model::{Gpu, NodeCapacity, NodeName, TaskId};
 use autoglm_server::scheduler::placement::{policy_by_name, LiveNode, PlacementOptions};
-use autoglm_server::scheduler::SchedulerState;
+use autoglm_server::scheduler::{settings, SchedulerState};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -70,6 +70,8 @@ pub struct SimConfig {
     pub queue_max: usize,
     /// (at, pause) in ms: the leader dies at `at`; placement resumes `pause` later.
     pub failover: Option<(u64, u64)>,
+    /// `breaker/failures`; unset, the server's default.
+    pub breaker_failures: Option<u32>,
     pub slo_ttft_ms: u64,
     /// Window of the per-node placement share, ms.
     pub share_window_ms: u64,
@@ -98,6 +100,7 @@ impl SimConfig {
             backoff_base_ms: 1_000,
             queue_max: 2_000,
             failover: None,
+            breaker_failures: None,
             slo_ttft_ms: 2_000,
             share_window_ms: 10_000,
             capacity_rps,
@@ -179,6 +182,7 @@ impl Sim {
                 speed: n.speed,
                 cap: n.cap,
                 up: true,
+                broken: false,
                 slow: 1.0,
                 reqs: Vec::new(),
                 last_us: 0,
@@ -230,6 +234,13 @@ impl Sim {
     }
 
     fn setup(&mut self) {
+        if let Some(failures) = self.cfg.breaker_failures {
+            self.apply_now(&Command::SetConfig {
+                key: settings::BREAKER_FAILURES.key.into(),
+                value: failures.to_string(),
+                expected_version: None,
+            });
+        }
         for i in 0..self.nodes.len() {
             let spec = &self.cfg.fleet.nodes[i];
             let capacity = NodeCapacity {
@@ -284,6 +295,17 @@ impl Sim {
         if let Some((node, at)) = self.cfg.fleet.crash {
             self.push(at * 1000, Ev::Crash(node));
         }
+        if let Some(b) = self.cfg.fleet.broken.clone() {
+            let (node, from, to) = (b.node, b.at_ms * 1000, (b.at_ms + b.for_ms) * 1000);
+            self.push(from, Ev::Broken { node, broken: true });
+            self.push(
+                to,
+                Ev::Broken {
+                    node,
+                    broken: false,
+                },
+            );
+        }
         if let Some((at, _)) = self.cfg.failover {
             self.push(at * 1000, Ev::FailoverStart);
         }
@@ -336,6 +358,12 @@ impl Sim {
             Ev::Liveness => self.liveness(),
             Ev::Timers => self.timers(),
             Ev::Crash(i) => self.crash(i),
+            Ev::Broken { node, broken } => self.nodes[node].broken = broken,
+            Ev::FailAttempt {
+                node,
+                task,
+                attempt,
+            } => self.fail_attempt(node, task, attempt),
             Ev::Slow { node, factor } => self.slow(node, factor),
             Ev::FailoverStart => self.failover_start(),
             Ev::FailoverEnd => self.failover_end(),

@@ -26,6 +26,8 @@ pub(super) struct SimNode {
     pub(super) speed: f64,
     pub(super) cap: u32,
     pub(super) up: bool,
+    /// Every attempt fails shortly after it starts (`Fleet::broken`).
+    pub(super) broken: bool,
     pub(super) slow: f64,
     pub(super) reqs: Vec<Req>,
     pub(super) last_us: u64,
@@ -101,6 +103,24 @@ impl Sim {
                 .as_ref()
                 .is_some_and(|p| p.node == self.nodes[node].name);
         if !self.nodes[node].up || !current {
+            return;
+        }
+        if self.nodes[node].broken {
+            self.running_on.insert(task, (attempt, node));
+            let fail_after = self
+                .cfg
+                .fleet
+                .broken
+                .as_ref()
+                .map_or(0, |b| b.fail_after_ms);
+            self.push(
+                self.now + fail_after * 1000,
+                Ev::FailAttempt {
+                    node,
+                    task,
+                    attempt,
+                },
+            );
             return;
         }
         let tr = &self.tracks[&task];

@@ -14,6 +14,7 @@ fn one_node_fleet(cap: u32) -> Fleet {
         }],
         straggler: None,
         crash: None,
+        broken: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn scenario(policy: &str, seed: u64) -> Scenario {
         max_attempts: 3,
         failover: Some((20_000, 2_000)),
         dispatch_threshold: None,
+        breaker_failures: None,
     }
 }
 
@@ -149,4 +151,32 @@ fn policies_differ_on_a_heterogeneous_fleet() {
     let oracle = run_scenario(&sc, &trace).unwrap();
     assert_eq!(rr.offered, oracle.offered, "same workload for every policy");
     assert!(oracle.e2e_mean_ms < rr.e2e_mean_ms, "{oracle:?} vs {rr:?}");
+}
+
+#[test]
+fn the_breaker_keeps_work_off_a_node_that_fails_every_attempt() {
+    let trace = workload::load_trace(&workload::default_trace_path()).unwrap();
+    let run = |failures| {
+        let sc = Scenario {
+            fleet: "f4".into(),
+            duration_s: 80.0,
+            failover: None,
+            breaker_failures: Some(failures),
+            ..scenario("default", 3)
+        };
+        run_scenario(&sc, &trace).unwrap()
+    };
+    let (off, on) = (run(0), run(5));
+    assert_eq!((off.lost, on.lost), (0, 0));
+    assert!(
+        off.failed > 0,
+        "without the breaker the broken node fails tasks: {off:?}"
+    );
+    assert_eq!(on.failed, 0, "with it, retries land elsewhere: {on:?}");
+    assert!(
+        on.retries * 10 < off.retries,
+        "retries {} with the breaker, {} without",
+        on.retries,
+        off.retries
+    );
 }
