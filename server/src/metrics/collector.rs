@@ -23,6 +23,8 @@ struct NodeRow {
     name: String,
     up: bool,
     draining: bool,
+    /// Its circuit breaker is open or half-open.
+    quarantined: bool,
     outstanding: usize,
     gpus: usize,
 }
@@ -205,6 +207,10 @@ impl ReplicaCollector {
                     name: n.name.clone(),
                     up: n.liveness == Liveness::Up,
                     draining: n.admin == NodeAdmin::Draining,
+                    quarantined: s
+                        .breakers
+                        .get(&n.name)
+                        .is_some_and(|b| b.open_until_ms.is_some()),
                     outstanding: s.placed.get(&n.name).map_or(0, |p| p.len()),
                     gpus: n.capacity.gpus.len(),
                 })
@@ -271,6 +277,12 @@ impl ReplicaCollector {
             "autoglm_node_draining",
             "1 while the node is drained (takes no new attempts).",
             &node_series(&|n| f64::from(n.draining)),
+        )?;
+        gauges(
+            e,
+            "autoglm_node_quarantined",
+            "1 while the node's circuit breaker is open or half-open (failed attempts quarantined it).",
+            &node_series(&|n| f64::from(n.quarantined)),
         )?;
         gauges(
             e,

@@ -93,6 +93,11 @@ impl SchedulerState {
         if self.format < ENTRY_FORMAT_BREAKER || !self.nodes.contains_key(node) {
             return;
         }
+        // Only a failure changes a plainly closed breaker: skip the usual
+        // success without touching the map.
+        if end != AttemptEnd::Failed && !self.breakers.contains_key(node) {
+            return;
+        }
         let settings = super::settings::breaker(self);
         let (now, index) = (self.now_ms, self.index);
         let breaker = self.breakers.entry(node.to_string()).or_default();
