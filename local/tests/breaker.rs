@@ -117,10 +117,14 @@ async fn a_failing_node_is_quarantined_probed_and_closed_once_repaired() {
     assert_eq!(breaker.trips, 1);
     assert!(breaker.open_until_ms > 0);
     let metrics = format!("http://{}/metrics", cluster.http_addr(1));
-    wait_for("the quarantine gauge", Duration::from_secs(10), async || {
-        let body = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-        body.contains("autoglm_node_quarantined{node=\"bad\"} 1")
-    })
+    wait_for(
+        "the quarantine gauge",
+        Duration::from_secs(10),
+        async || {
+            let body = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            body.contains("autoglm_node_quarantined{node=\"bad\"} 1")
+        },
+    )
     .await;
 
     // A task only "bad" may take waits while it is quarantined, and says why.
