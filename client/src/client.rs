@@ -62,9 +62,10 @@ pub(crate) enum Retry {
     /// Only when nothing was done: the replica was unreachable, had no leader
     /// or was not the leader.
     Unavailable,
-    /// Also when the outcome is unknown (connection reset, timeout): for reads
-    /// and for writes made idempotent by a key or a request id (`apply` answers
-    /// a request id it has seen with the first answer).
+    /// Also when the outcome is unknown (connection reset, timeout, a stream
+    /// broken in the HTTP/2 transport): for reads and for writes made
+    /// idempotent by a key or a request id (`apply` answers a request id it
+    /// has seen with the first answer).
     Idempotent,
 }
 
@@ -76,10 +77,26 @@ impl Retry {
                 matches!(
                     status.code(),
                     Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-                )
+                ) || broke_in_transport(status)
             }
         }
     }
+}
+
+/// Whether the call broke in the HTTP/2 transport rather than being answered:
+/// tonic reports a stream or connection the replica dropped while it stopped
+/// as INTERNAL ("h2 protocol error"), with the h2 error as its source. Its
+/// outcome is unknown, as after a connection reset; an INTERNAL the replica
+/// sent itself has no such source and is not retried.
+fn broke_in_transport(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<h2::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A fresh id for one logical write, sent on every retry of it.
@@ -359,5 +376,20 @@ impl Client {
             .await
             .map_err(ClientError::Rpc)?
             .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_broken_in_the_transport_is_retried_only_where_the_outcome_may_be_unknown() {
+        let broken = Status::from_error(Box::new(h2::Error::from(h2::Reason::PROTOCOL_ERROR)));
+        assert_eq!(broken.code(), Code::Internal);
+        assert!(Retry::Idempotent.allows(&broken), "{broken:?}");
+        assert!(!Retry::Unavailable.allows(&broken));
+        let answered = Status::internal("a bug on the replica");
+        assert!(!Retry::Idempotent.allows(&answered));
     }
 }
