@@ -50,6 +50,16 @@ pub fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// A duration for people: `850ms`, `3.4s`, `2m05s`. The CLI and the
+/// server's explanations (why a task waits) write durations alike.
+pub fn human_duration_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
 /// A task state as a short lowercase word, for tables and JSON.
 pub fn task_state_name(state: i32) -> &'static str {
     use proto::TaskState;

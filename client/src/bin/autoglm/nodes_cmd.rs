@@ -42,7 +42,11 @@ fn breaker_cell(n: &Node) -> String {
         "closed" if b.recent_failures > 0 => format!("closed ({} failed)", b.recent_failures),
         "open" => {
             let left = b.open_until_ms.saturating_sub(output::now_ms());
-            format!("open {} (trip {})", output::duration(left), b.trips)
+            format!(
+                "open {} (trip {})",
+                autoglm_client::human_duration_ms(left),
+                b.trips
+            )
         }
         "half_open" => match b.probe_task_id {
             Some(task) => format!("half-open (probe {task})"),

@@ -12,6 +12,7 @@ mod policies;
 
 use std::collections::BTreeMap;
 
+use autoglm_client::human_duration_ms;
 use rand::RngCore;
 
 pub use policies::{policy_by_name, Policy, POLICY_NAMES};
@@ -381,15 +382,6 @@ pub fn why_waiting(
     }
 }
 
-/// `1m12s`, `3.4s`, `850ms`.
-fn human_ms(ms: u64) -> String {
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
-    }
-}
-
 impl WaitReason {
     /// One readable line: "waiting 3m12s: 0 of 4 nodes fit: 3 have fewer
     /// than 1 GPU with 80000 MB free, 1 is drained; 12 tasks are ahead".
@@ -397,12 +389,12 @@ impl WaitReason {
         let r = &task.spec.resources;
         let mut out = format!(
             "waiting {}",
-            human_ms(now_ms.saturating_sub(task.queued_ms))
+            human_duration_ms(now_ms.saturating_sub(task.queued_ms))
         );
         if let Some(until) = self.backoff_until_ms {
             out += &format!(
                 ": retry backoff for {} more (attempt {} next)",
-                human_ms(until.saturating_sub(now_ms)),
+                human_duration_ms(until.saturating_sub(now_ms)),
                 task.attempt + 1
             );
         }
