@@ -156,25 +156,20 @@ pub struct SchedulerStateV3 {
 
 impl From<SchedulerStateV3> for SchedulerState {
     fn from(v3: SchedulerStateV3) -> Self {
-        SchedulerState {
+        SchedulerStateV4 {
             now_ms: v3.now_ms,
-            seed: 0,
-            index: 0,
-            format: 0,
             config: v3.config,
             jobs: v3.jobs,
             tasks: tasks_from(v3.tasks),
             queue: v3.queue,
-            waiting: 0,
-            finished: FinishedCounts::default(),
             nodes: v3.nodes,
             placed: v3.placed,
             idempotency: v3.idempotency,
             next_task_id: v3.next_task_id,
             applied_requests: v3.applied_requests,
             acl: v3.acl,
-            breakers: BTreeMap::new(),
         }
+        .into()
     }
 }
 
