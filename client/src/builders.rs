@@ -177,6 +177,28 @@ impl TaskBuilder {
         self.edge(task, pb::EdgeCondition::Always)
     }
 
+    /// Result cache: completes at once with the result of an earlier task
+    /// of the same principal with this key, model and payload that succeeded
+    /// recently enough; otherwise runs and stores its own result.
+    pub fn cache_key(mut self, key: &str) -> Self {
+        self.spec.cache.get_or_insert_with(Default::default).key = key.into();
+        self
+    }
+
+    /// The oldest cached result this task accepts (default: any the cluster
+    /// keeps). Only with [`Self::cache_key`].
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.spec.cache.get_or_insert_with(Default::default).ttl_ms = ttl.as_millis() as u64;
+        self
+    }
+
+    /// Opts out of reading the cache: runs anyway, and its result replaces
+    /// the cached one. Only with [`Self::cache_key`].
+    pub fn cache_refresh(mut self) -> Self {
+        self.spec.cache.get_or_insert_with(Default::default).refresh = true;
+        self
+    }
+
     pub fn build(self) -> pb::TaskSpec {
         self.spec
     }

@@ -67,6 +67,13 @@ pub struct TaskEntry {
     /// Runs once these ended, however.
     #[serde(default)]
     pub after_any: Vec<String>,
+    /// Result cache key: a repeat of a recent success completes at once.
+    pub cache_key: Option<String>,
+    /// The oldest cached result accepted, in ms.
+    pub cache_ttl_ms: Option<u64>,
+    /// Run even when a result is cached, and replace it.
+    #[serde(default)]
+    pub cache_refresh: bool,
 }
 
 impl TaskEntry {
@@ -130,6 +137,23 @@ impl TaskEntry {
         }
         for a in &self.after_any {
             t = t.after_any(a);
+        }
+        match (&self.cache_key, self.cache_ttl_ms, self.cache_refresh) {
+            (Some(key), ttl, refresh) => {
+                t = t.cache_key(key);
+                if let Some(ms) = ttl {
+                    t = t.cache_ttl(Duration::from_millis(ms));
+                }
+                if refresh {
+                    t = t.cache_refresh();
+                }
+            }
+            (None, None, false) => {}
+            (None, ..) => {
+                return Err(format!(
+                    "task '{name}': cache_ttl_ms and cache_refresh need a cache_key"
+                ))
+            }
         }
         Ok(t)
     }

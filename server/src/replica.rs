@@ -275,7 +275,8 @@ impl Replica {
             } => self.admit(client_id, tasks.len())?,
             // Buckets per authenticated principal: a free-text client id
             // cannot buy another bucket.
-            Command::SubmitOwnedJob { owner, tasks, .. } => self.admit(owner, tasks.len())?,
+            Command::SubmitOwnedJob { owner, tasks, .. }
+            | Command::SubmitJobWithCache { owner, tasks, .. } => self.admit(owner, tasks.len())?,
             _ => {}
         }
         Ok(self.group_commit.enqueue(command, request))

@@ -14,8 +14,10 @@ use std::path::PathBuf;
 use autoglm_server::raft::TypeConfig;
 use autoglm_server::scheduler::command::BatchedWrite;
 use autoglm_server::scheduler::command::{Assignment, AttemptUpdate};
+use autoglm_server::scheduler::cache::{payload_sha256, CacheRequest};
 use autoglm_server::scheduler::format::{
     ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BATCH, ENTRY_FORMAT_BREAKER,
+    ENTRY_FORMAT_RESULT_CACHE,
 };
 use autoglm_server::scheduler::model::{Gpu, NodeCapacity};
 use autoglm_server::scheduler::model::{Payload, Resources, RetryPolicy, TaskSpec};
@@ -89,6 +91,27 @@ fn commands() -> Vec<Command> {
     ]
 }
 
+/// A job of one task, `embed`, with a cache request.
+fn cached_submission(idempotency_key: &str) -> Command {
+    let task = spec("embed");
+    Command::SubmitJobWithCache {
+        owner: "alice".into(),
+        client_id: "c".into(),
+        idempotency_key: idempotency_key.into(),
+        cache: BTreeMap::from([(
+            "embed".to_string(),
+            CacheRequest {
+                key: "embed-doc-7".into(),
+                ttl_ms: 0,
+                refresh: false,
+                payload_sha256: payload_sha256(&task.payload),
+            },
+        )]),
+        tasks: vec![task],
+        secret_env: BTreeMap::new(),
+    }
+}
+
 fn proposal(format: u16, i: usize, command: Command) -> Proposal {
     Proposal {
         format,
@@ -102,6 +125,9 @@ fn entries(format: u16) -> Vec<Entry<TypeConfig>> {
         commands.push(Command::ResetNodeBreaker {
             name: "gpu-1".into(),
         });
+    }
+    if format >= ENTRY_FORMAT_RESULT_CACHE {
+        commands.push(cached_submission("key-3"));
     }
     if format >= ENTRY_FORMAT_BATCH {
         commands.push(Command::Batch {
@@ -143,7 +169,7 @@ fn state() -> SchedulerState {
 
 #[test]
 fn log_entries_of_every_entry_format_decode() {
-    for format in [1u16, 2, 3, 4, 5] {
+    for format in [1u16, 2, 3, 4, 5, 6] {
         let expected = entries(format);
         let bytes = committed(
             &format!("entries-format-{format}.bin"),
@@ -350,4 +376,52 @@ fn a_snapshot_of_version_5_keeps_the_nodes_circuit_breakers() {
     assert_eq!(breaker.failures.len(), 1, "the failed attempt counted");
     let (written, restored) = snapshot_round_trip(state, 5);
     assert_eq!(restored.breakers, written.breakers);
+}
+
+#[test]
+fn a_snapshot_of_version_6_keeps_the_result_cache() {
+    let format = ENTRY_FORMAT_RESULT_CACHE;
+    let mut state = state_with_an_attempt_in(format);
+    let mut index = 9;
+    let mut apply = |s: &mut SchedulerState, command| {
+        index += 1;
+        s.apply(index, &proposal(format, index as usize, command))
+    };
+    let embed = |r| match r {
+        autoglm_server::scheduler::Response::JobAcceptedAt { tasks, .. } => tasks["embed"],
+        other => panic!("{other:?}"),
+    };
+    let first = embed(apply(&mut state, cached_submission("key-3")));
+    apply(
+        &mut state,
+        Command::Assign {
+            assignments: vec![Assignment {
+                task: first,
+                attempt: 1,
+                node: "gpu-1".into(),
+                gpus: vec![0],
+            }],
+        },
+    );
+    apply(
+        &mut state,
+        Command::ReportAttempt {
+            task: first,
+            attempt: 1,
+            node: "gpu-1".into(),
+            update: AttemptUpdate::Succeeded {
+                exit_code: Some(0),
+                output_tail: "vectors".into(),
+            },
+        },
+    );
+    let second = embed(apply(&mut state, cached_submission("key-4")));
+    assert_eq!(
+        state.result_cache.tasks[&second].served_by,
+        Some(first),
+        "served from the cache"
+    );
+    let (written, restored) = snapshot_round_trip(state, 6);
+    assert_eq!(restored.result_cache, written.result_cache);
+    assert_eq!(restored.tasks[&second], written.tasks[&second]);
 }

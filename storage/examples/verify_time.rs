@@ -29,6 +29,7 @@ impl StateMachine<Config> for Nothing {
     type V1 = Nothing;
     type V3 = Nothing;
     type V4 = Nothing;
+    type V5 = Nothing;
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -75,7 +75,7 @@ pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
 /// and 5 (current) as 3, each with the state in its next layout (the state
 /// machine says what changed).
 const SNAPSHOT_TAG: &[u8; 4] = b"AGLS";
-pub const SNAPSHOT_VERSION: u8 = 5;
+pub const SNAPSHOT_VERSION: u8 = 6;
 
 /// The oldest version a snapshot is still written in, while a cluster may
 /// hold members of a build that reads no newer one.
@@ -99,13 +99,14 @@ pub fn encode_snapshot_as<T: Serialize>(
     Ok(out)
 }
 
-/// The layout of a snapshot's state, which changed three times: versions
-/// 1, 2-3, 4 and 5 each hold their own.
+/// The layout of a snapshot's state, which changed four times: versions
+/// 1, 2-3, 4, 5 and 6 each hold their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotLayout {
     V1,
     V3,
     V4,
+    V5,
     Current,
 }
 
@@ -117,6 +118,7 @@ pub fn snapshot_body(bytes: &[u8]) -> Result<(SnapshotLayout, &[u8]), DecodeErro
         Some([2, body @ ..]) => Ok((SnapshotLayout::V3, body)),
         Some([3, record @ ..]) => Ok((SnapshotLayout::V3, verified_body(record)?)),
         Some([4, record @ ..]) => Ok((SnapshotLayout::V4, verified_body(record)?)),
+        Some([5, record @ ..]) => Ok((SnapshotLayout::V5, verified_body(record)?)),
         Some([SNAPSHOT_VERSION, record @ ..]) => {
             Ok((SnapshotLayout::Current, verified_body(record)?))
         }

@@ -9,6 +9,7 @@ use tonic::Status;
 
 use crate::scheduler::acl::REDACTED;
 use crate::scheduler::breaker::{Breaker, Phase};
+use crate::scheduler::cache::{payload_sha256, CacheRequest, TaskCache};
 use crate::scheduler::limits::{ATTEMPT_TIMEOUT_MS_DEFAULT, PRIORITY_DEFAULT};
 use crate::scheduler::model::{
     Dependency, EdgeCondition, Liveness, Node, NodeAdmin, Payload, Resources, RetryPolicy, Task,
@@ -29,13 +30,21 @@ fn invalid(i: usize, name: &str, field: &str, why: impl std::fmt::Display) -> St
 }
 
 /// Converts one submitted task, filling defaults and, for a task that names a
-/// catalogue model and leaves resources out, estimating them. Returns the
-/// env names its `secret_env` marked secret (merged into the env).
+/// catalogue model and leaves resources out, estimating them. Its
+/// `secret_env` is merged into the env and the names returned; its cache
+/// options become a request with the payload's digest.
+/// A submitted task: its spec, the env names it marks secret, and its cache request.
+pub struct SubmittedTask {
+    pub spec: TaskSpec,
+    pub secret_env: BTreeSet<String>,
+    pub cache: Option<CacheRequest>,
+}
+
 pub fn task_spec(
     i: usize,
     t: pb::TaskSpec,
     models: &BTreeMap<String, ModelEntry>,
-) -> Result<(TaskSpec, BTreeSet<String>), Status> {
+) -> Result<SubmittedTask, Status> {
     let name = t.name.clone();
     let r = t.resources.unwrap_or_default();
     let mut resources = Resources {
@@ -145,7 +154,17 @@ pub fn task_spec(
         payload,
         depends_on,
     };
-    Ok((spec, secret_names))
+    let cache = t.cache.map(|c| CacheRequest {
+        key: c.key,
+        ttl_ms: c.ttl_ms,
+        refresh: c.refresh,
+        payload_sha256: payload_sha256(&spec.payload),
+    });
+    Ok(SubmittedTask {
+        spec,
+        secret_env: secret_names,
+        cache,
+    })
 }
 
 fn retry_policy(i: usize, name: &str, r: pb::RetryPolicy) -> Result<RetryPolicy, Status> {
@@ -252,6 +271,7 @@ pub fn spec_to_proto(s: &TaskSpec, hidden: &BTreeSet<String>) -> pb::TaskSpec {
                 } as i32,
             })
             .collect(),
+        cache: None,
     }
 }
 
@@ -287,7 +307,9 @@ pub fn state_from_proto(v: i32) -> Result<TaskState, Status> {
 }
 
 /// A task as the API shows it, with the env values named in `hidden` redacted.
-pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>) -> pb::Task {
+/// A task as the API shows it, with its cache request and where a cached
+/// result came from.
+pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>, cache: Option<&TaskCache>) -> pb::Task {
     let outcome = t.outcome.clone().unwrap_or_default();
     // Where it runs now, or where it ran last once it ended.
     let (node, gpus, assigned_ms, started_ms) = match (&t.placement, t.history.last()) {
@@ -298,7 +320,15 @@ pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>) -> pb::Task {
     pb::Task {
         id: t.id,
         job_id: t.job_id,
-        spec: Some(spec_to_proto(&t.spec, hidden)),
+        spec: Some(pb::TaskSpec {
+            cache: cache.map(|c| pb::CacheOptions {
+                key: c.request.key.clone(),
+                ttl_ms: c.request.ttl_ms,
+                refresh: c.request.refresh,
+            }),
+            ..spec_to_proto(&t.spec, hidden)
+        }),
+        cached_from_task_id: cache.and_then(|c| c.served_by).unwrap_or(0),
         state: state_to_proto(t.state) as i32,
         attempt: t.attempt,
         node: node.clone(),

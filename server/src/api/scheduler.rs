@@ -19,13 +19,15 @@ use crate::leader::hub::AgentHub;
 use crate::leader::runtime::Runtime;
 use crate::leader::SchedulerSettings;
 use crate::replica::{wall_clock_ms, Replica};
-use crate::scheduler::format::ENTRY_FORMAT_BREAKER;
+use crate::scheduler::format::{ENTRY_FORMAT_BREAKER, ENTRY_FORMAT_RESULT_CACHE};
 use crate::scheduler::limits::{LABEL_KEY_LEN_MAX, LABEL_VALUE_LEN_MAX, NODE_NAME_LEN_MAX};
 use crate::scheduler::model::{JobId, Task, TaskId, TaskState};
 use crate::scheduler::placement;
 use crate::scheduler::requests::RequestId;
 use crate::scheduler::settings;
-use crate::scheduler::validate::{check_bounds, validate_client_key, validate_job};
+use crate::scheduler::validate::{
+    check_bounds, check_cache_requests, validate_client_key, validate_job,
+};
 use crate::scheduler::{Command, Response as Applied, SchedulerState};
 use crate::security::Principal;
 
@@ -227,7 +229,7 @@ impl Viewer {
         } else {
             s.secret_env_names(t)
         };
-        task_to_proto(t, &hidden)
+        task_to_proto(t, &hidden, s.result_cache.tasks.get(&t.id).map(|c| &**c))
     }
 }
 
@@ -303,18 +305,24 @@ impl SchedulerService for SchedulerApi {
         let id = request_id(&request)?;
         let owner = Principal::of(&request)?.name;
         let req = request.into_inner();
-        let tasks = req
+        let submitted = req
             .tasks
             .into_iter()
             .enumerate()
             .map(|(i, t)| task_spec(i, t, &self.settings.models))
             .collect::<Result<Vec<_>, _>>()?;
-        let secret_env: BTreeMap<String, BTreeSet<String>> = tasks
-            .iter()
-            .filter(|(_, names)| !names.is_empty())
-            .map(|(spec, names)| (spec.name.clone(), names.clone()))
-            .collect();
-        let tasks: Vec<_> = tasks.into_iter().map(|(spec, _)| spec).collect();
+        let mut secret_env = BTreeMap::new();
+        let mut cache = BTreeMap::new();
+        let mut tasks = Vec::with_capacity(submitted.len());
+        for t in submitted {
+            if !t.secret_env.is_empty() {
+                secret_env.insert(t.spec.name.clone(), t.secret_env);
+            }
+            if let Some(request) = t.cache {
+                cache.insert(t.spec.name.clone(), request);
+            }
+            tasks.push(t.spec);
+        }
         // Checked here against this replica's state so a bad job never reaches
         // the log; `apply` checks again against the state it applies to.
         {
@@ -324,18 +332,37 @@ impl SchedulerService for SchedulerApi {
             validate_client_key(&req.client_id, &req.idempotency_key)
                 .map_err(Status::invalid_argument)?;
             check_bounds(&tasks).map_err(Status::invalid_argument)?;
+            check_cache_requests(&tasks, &cache).map_err(Status::invalid_argument)?;
+            let active = settings::count_value(s, &settings::ENTRY_FORMAT);
+            if !cache.is_empty() && active < u64::from(ENTRY_FORMAT_RESULT_CACHE) {
+                // Builds that read no entry format 6 cannot decode the command.
+                return Err(Status::failed_precondition(format!(
+                    "tasks.cache: cluster/entry_format is {active}; the result cache needs {ENTRY_FORMAT_RESULT_CACHE} (raise it once every replica runs this release)"
+                )));
+            }
             if !s.idempotency.contains_key(&key) {
                 validate_job(&tasks, s.nodes.values(), s.payload_bytes_max())
                     .map_err(Status::invalid_argument)?;
             }
         }
         let principal = owner.clone();
-        let command = Command::SubmitOwnedJob {
-            owner,
-            client_id: req.client_id,
-            idempotency_key: req.idempotency_key,
-            tasks,
-            secret_env,
+        let command = if cache.is_empty() {
+            Command::SubmitOwnedJob {
+                owner,
+                client_id: req.client_id,
+                idempotency_key: req.idempotency_key,
+                tasks,
+                secret_env,
+            }
+        } else {
+            Command::SubmitJobWithCache {
+                owner,
+                client_id: req.client_id,
+                idempotency_key: req.idempotency_key,
+                tasks,
+                secret_env,
+                cache,
+            }
         };
         let (job, tasks, duplicate, revision) = match self.commit(command, id).await? {
             // Before entry format 3 a job's id is the index it was created at.

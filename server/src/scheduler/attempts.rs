@@ -155,6 +155,7 @@ impl SchedulerState {
                     message: String::new(),
                     output_tail: truncate(output_tail),
                 };
+                self.cache_store(task, &outcome);
                 self.finish(task, TaskState::Succeeded, outcome, &mut changed);
             }
             AttemptUpdate::Failed {

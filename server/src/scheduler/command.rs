@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::acl::TokenRecord;
+use super::cache::CacheRequest;
 use super::config_store::ConfigEntry;
 use super::format;
 use super::model::{JobId, NodeCapacity, NodeName, TaskId, TaskSpec};
@@ -19,7 +20,7 @@ pub struct Proposal {
     pub command: Command,
     /// Set on client writes: applied once however often it reaches the log.
     pub request: Option<super::requests::RequestId>,
-    /// Format 5: the replica that proposed it (build B of the rolling
+    /// Format 7: the replica that proposed it (build B of the rolling
     /// upgrade test: a field that only a newer build knows).
     #[cfg(feature = "format-next")]
     pub proposed_by: Option<u64>,
@@ -280,6 +281,17 @@ pub enum Command {
     ResetNodeBreaker {
         name: NodeName,
     },
+    /// `SubmitOwnedJob` whose tasks may carry cache requests, by task name
+    /// (`cache.rs`). Entry format 6 and later; submissions without any
+    /// cache request stay `SubmitOwnedJob`.
+    SubmitJobWithCache {
+        owner: String,
+        client_id: String,
+        idempotency_key: String,
+        tasks: Vec<TaskSpec>,
+        secret_env: BTreeMap<String, BTreeSet<String>>,
+        cache: BTreeMap<String, CacheRequest>,
+    },
 }
 
 impl Command {
@@ -305,6 +317,7 @@ impl Command {
             Command::SetConfig { .. } => "config_put",
             Command::Batch { .. } => "batch",
             Command::ResetNodeBreaker { .. } => "reset_node_breaker",
+            Command::SubmitJobWithCache { .. } => "submit_job",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::cache::CacheRequest;
 use super::command::Response;
 use super::model::{EdgeCondition, Job, JobId, Outcome, Task, TaskId, TaskSpec, TaskState};
 use super::state::SchedulerState;
@@ -28,6 +29,7 @@ impl SchedulerState {
         client_id: &str,
         key: &str,
         specs: &[TaskSpec],
+        cache: &BTreeMap<String, CacheRequest>,
     ) -> Response {
         if let Err(reason) = super::validate::validate_client_key(client_id, key) {
             return Response::Rejected(reason);
@@ -38,6 +40,7 @@ impl SchedulerState {
         if let Some((_, secret_env)) = owned {
             if let Err(reason) = super::validate::check_bounds(specs)
                 .and_then(|()| super::validate::check_secret_names(specs, secret_env))
+                .and_then(|()| super::validate::check_cache_requests(specs, cache))
             {
                 return Response::Rejected(reason);
             }
@@ -144,9 +147,11 @@ impl SchedulerState {
                 self.acl.secret_env.insert(ids[name], names.clone());
             }
         }
+        self.cache_requests_submitted(cache, &ids);
+        let mut changed = Vec::new();
         for id in ids.values() {
             if self.tasks[id].upstream.is_empty() {
-                self.enqueue(*id, 0);
+                self.queue_or_serve(*id, &mut changed);
             }
         }
         self.job_accepted(job_id, ids, Some(self.index))
@@ -234,6 +239,7 @@ impl SchedulerState {
                 }
                 self.tasks.remove(t);
                 self.acl.secret_env.remove(t);
+                self.result_cache.tasks.remove(t);
             }
             self.idempotency
                 .remove(&(job.client_id, job.idempotency_key));
@@ -336,10 +342,13 @@ impl SchedulerState {
                     continue;
                 }
                 match self.upstream_verdict(d) {
-                    Verdict::Ready => {
-                        self.enqueue(d, 0);
-                        changed.push(d);
-                    }
+                    Verdict::Ready => match self.cache_hit(d) {
+                        Some(outcome) => work.push((d, TaskState::Succeeded, outcome)),
+                        None => {
+                            self.enqueue(d, 0);
+                            changed.push(d);
+                        }
+                    },
                     Verdict::Never(reason) => {
                         work.push((
                             d,

@@ -1,5 +1,5 @@
 //! The state as earlier snapshot versions laid it out, read on restore and,
-//! for versions 3 and 4, still written while the cluster may hold members of
+//! for versions 3 to 5, still written while the cluster may hold members of
 //! a build that reads no newer one (its entry format below
 //! [`ENTRY_FORMAT_ATTEMPT_DETAIL`], or below [`ENTRY_FORMAT_BREAKER`]).
 //!
@@ -8,21 +8,24 @@
 //! | 1 | [`SchedulerStateV1`]: no `acl`, attempts as [`AttemptRecordV3`] |
 //! | 2, 3 | [`SchedulerStateV3`]: no `breakers`, attempts as [`AttemptRecordV3`] |
 //! | 4 | [`SchedulerStateV4`]: no `breakers`; attempts keep GPUs, start time and exit code |
-//! | 5 | [`SchedulerState`]: with the nodes' circuit breakers |
+//! | 5 | [`SchedulerStateV5`]: with the nodes' circuit breakers |
+//! | 6 | [`SchedulerState`]: with the result cache |
 //!
 //! Writing an older version loses nothing: below the entry format that
 //! records attempt details `apply` leaves those three fields empty (see
-//! `jobs.rs`, `release`), and below the one that runs breakers it keeps none.
+//! `jobs.rs`, `release`), below the one that runs breakers it keeps none,
+//! and below the one that takes cache requests the cache stays empty.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::acl::Acl;
+use super::breaker::Breaker;
 use super::config_store::ConfigStore;
 use super::counts::FinishedCounts;
 use super::digested::DigestedMap;
-use super::format::{ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BREAKER};
+use super::format::{ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BREAKER, ENTRY_FORMAT_RESULT_CACHE};
 use super::model::{
     AttemptRecord, EdgeCondition, Job, JobId, Node, NodeName, Outcome, Placement, Task, TaskId,
     TaskSpec, TaskState,
@@ -191,17 +194,12 @@ pub struct SchedulerStateV4 {
 
 impl From<SchedulerStateV4> for SchedulerState {
     fn from(v4: SchedulerStateV4) -> Self {
-        SchedulerState {
+        SchedulerStateV5 {
             now_ms: v4.now_ms,
-            seed: 0,
-            index: 0,
-            format: 0,
             config: v4.config,
             jobs: v4.jobs,
             tasks: v4.tasks,
             queue: v4.queue,
-            waiting: 0,
-            finished: FinishedCounts::default(),
             nodes: v4.nodes,
             placed: v4.placed,
             idempotency: v4.idempotency,
@@ -209,6 +207,49 @@ impl From<SchedulerStateV4> for SchedulerState {
             applied_requests: v4.applied_requests,
             acl: v4.acl,
             breakers: BTreeMap::new(),
+        }
+        .into()
+    }
+}
+
+/// The state as snapshot format 5 stored it: today's, before `result_cache`.
+#[derive(Deserialize)]
+pub struct SchedulerStateV5 {
+    now_ms: u64,
+    config: ConfigStore,
+    jobs: DigestedMap<JobId, Job>,
+    tasks: DigestedMap<TaskId, Task>,
+    queue: Queue,
+    nodes: BTreeMap<NodeName, Node>,
+    placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
+    idempotency: DigestedMap<(String, String), JobId>,
+    next_task_id: TaskId,
+    applied_requests: AppliedRequests,
+    acl: Acl,
+    breakers: BTreeMap<NodeName, Breaker>,
+}
+
+impl From<SchedulerStateV5> for SchedulerState {
+    fn from(v5: SchedulerStateV5) -> Self {
+        SchedulerState {
+            now_ms: v5.now_ms,
+            seed: 0,
+            index: 0,
+            format: 0,
+            config: v5.config,
+            jobs: v5.jobs,
+            tasks: v5.tasks,
+            queue: v5.queue,
+            waiting: 0,
+            finished: FinishedCounts::default(),
+            nodes: v5.nodes,
+            placed: v5.placed,
+            idempotency: v5.idempotency,
+            next_task_id: v5.next_task_id,
+            applied_requests: v5.applied_requests,
+            acl: v5.acl,
+            breakers: v5.breakers,
+            result_cache: Default::default(),
         }
     }
 }
@@ -221,8 +262,22 @@ pub fn snapshot_version(state: &SchedulerState) -> u8 {
         3
     } else if format < u64::from(ENTRY_FORMAT_BREAKER) {
         4
+    } else if format < u64::from(ENTRY_FORMAT_RESULT_CACHE) {
+        5
     } else {
         autoglm_storage::codec::SNAPSHOT_VERSION
+    }
+}
+
+/// `state` serialized in the [`SchedulerStateV5`] layout, without a copy:
+/// version 4's fields, then the breakers (postcard writes a tuple struct's
+/// fields one after the other, as it writes a struct's).
+#[derive(Serialize)]
+pub struct AsVersion5<'a>(AsVersion4<'a>, &'a BTreeMap<NodeName, Breaker>);
+
+impl<'a> From<&'a SchedulerState> for AsVersion5<'a> {
+    fn from(s: &'a SchedulerState) -> Self {
+        AsVersion5(s.into(), &s.breakers)
     }
 }
 
@@ -476,8 +531,12 @@ mod tests {
             "the failed attempt counted"
         );
         h.state.check_invariants().unwrap();
+        // Below the result cache's entry format: version 5, which its builds read.
         let bytes = snapshot(&h.state);
-        assert_eq!(bytes[4], autoglm_storage::codec::SNAPSHOT_VERSION);
+        assert_eq!(bytes[4], 5);
+        let body = autoglm_storage::codec::verified_body(&bytes[5..]).unwrap();
+        let old: Applied<SchedulerStateV5> = autoglm_storage::codec::decode(body).unwrap();
+        assert_eq!(SchedulerState::from(old.state).breakers, h.state.breakers);
         let back = decode_snapshot::<TypeConfig, SchedulerState>(&bytes).unwrap();
         assert_eq!(back.state.breakers, h.state.breakers);
         assert_eq!(back.state.digest(), h.state.digest());

@@ -6,6 +6,7 @@
 pub mod acl;
 mod attempts;
 pub mod breaker;
+pub mod cache;
 pub mod command;
 pub mod config_store;
 pub mod counts;
@@ -32,5 +33,7 @@ pub use state::SchedulerState;
 mod batch_tests;
 #[cfg(test)]
 mod breaker_tests;
+#[cfg(test)]
+mod cache_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -5,6 +5,7 @@
 //! free-form application data (the linearizable key-value store).
 
 use super::breaker::BreakerSettings;
+use super::cache::CacheBounds;
 use super::placement::{PlacementOptions, POLICY_NAMES};
 use super::state::SchedulerState;
 
@@ -183,6 +184,36 @@ pub fn breaker(state: &SchedulerState) -> BreakerSettings {
     }
 }
 
+/// The oldest result the cache keeps and serves (`cache.rs`).
+pub const CACHE_MAX_AGE_MS: Setting = Setting {
+    key: "cache/max_age_ms",
+    kind: count(1_000, super::cache::TTL_MS_MAX),
+    default: Default::Number(86_400_000.0),
+};
+
+/// Results the cache keeps at most; the oldest go first.
+pub const CACHE_MAX_ENTRIES: Setting = Setting {
+    key: "cache/max_entries",
+    kind: count(0, 1_000_000),
+    default: Default::Number(10_000.0),
+};
+
+/// Bytes of results (keys, model names and output tails) the cache keeps at most.
+pub const CACHE_MAX_BYTES: Setting = Setting {
+    key: "cache/max_bytes",
+    kind: count(0, 1 << 30),
+    default: Default::Number(67_108_864.0),
+};
+
+/// The result cache's bounds as they stand.
+pub fn cache(state: &SchedulerState) -> CacheBounds {
+    CacheBounds {
+        max_age_ms: count_value(state, &CACHE_MAX_AGE_MS),
+        max_entries: count_value(state, &CACHE_MAX_ENTRIES),
+        max_bytes: count_value(state, &CACHE_MAX_BYTES),
+    }
+}
+
 /// Every setting, for the API, the docs and the tests.
 pub const SETTINGS: &[Setting] = &[
     POLICY,
@@ -202,6 +233,9 @@ pub const SETTINGS: &[Setting] = &[
     BREAKER_WINDOW_MS,
     BREAKER_COOLDOWN_MS,
     BREAKER_COOLDOWN_MAX_MS,
+    CACHE_MAX_AGE_MS,
+    CACHE_MAX_ENTRIES,
+    CACHE_MAX_BYTES,
 ];
 
 pub fn setting(key: &str) -> Option<&'static Setting> {

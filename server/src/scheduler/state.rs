@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acl::Acl;
 use super::breaker::Breaker;
+use super::cache::ResultCache;
 use super::command::{BatchedWrite, Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
 use super::counts::{FinishedCounts, TASK_STATES};
@@ -62,6 +63,9 @@ pub struct SchedulerState {
     /// Circuit breakers of nodes that are not plainly closed (snapshot
     /// format 5 and later; entry format 5 and later trips them).
     pub breakers: BTreeMap<NodeName, Breaker>,
+    /// The result cache and the tasks' cache requests (snapshot format 6
+    /// and later; entry format 6 and later fills it).
+    pub result_cache: ResultCache,
 }
 
 /// The seed of the `i`th write of a batch whose entry carries `seed`:
@@ -81,7 +85,8 @@ fn batched_seed(seed: u64, i: usize) -> u64 {
 /// 3: [`DigestInput`], attempts with them (snapshot version 4's layout); the
 /// nodes' circuit breakers, when there are any, are hashed after the rest,
 /// so a state without any (every state below entry format 5, the only kind
-/// older builds hold) keeps the digest those builds compute.
+/// older builds hold) keeps the digest those builds compute; likewise the
+/// result cache, from entry format 6.
 pub const DIGEST_VERSION: u32 = 3;
 
 /// What the digest hashes: the bounded parts of the state as they are, the
@@ -105,6 +110,16 @@ struct DigestInput<'a> {
     secret_env: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     breakers: &'a BTreeMap<NodeName, Breaker>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_cache: Option<ResultCacheDigest>,
+}
+
+/// The result cache in the digest: its maps by their kept digests.
+#[derive(Serialize)]
+struct ResultCacheDigest {
+    tasks: u64,
+    entries: u64,
+    hits_total: u64,
 }
 
 impl SchedulerState {
@@ -119,6 +134,7 @@ impl SchedulerState {
             .filter(|t| t.state == TaskState::Waiting)
             .count();
         self.finished = FinishedCounts::of(self.tasks.values().map(|t| t.state));
+        self.result_cache.reindex();
     }
 
     /// A copy without what [`Self::reindex`] rebuilds (the queue's order
@@ -143,6 +159,7 @@ impl SchedulerState {
             applied_requests: self.applied_requests.clone(),
             acl: self.acl.clone(),
             breakers: self.breakers.clone(),
+            result_cache: self.result_cache.clone(),
         }
     }
 
@@ -205,16 +222,20 @@ impl SchedulerState {
                 client_id,
                 idempotency_key,
                 tasks,
-            } => self.apply_submit_job(None, client_id, idempotency_key, tasks),
+            } => self.apply_submit_job(None, client_id, idempotency_key, tasks, &BTreeMap::new()),
             Command::SubmitOwnedJob {
                 owner,
                 client_id,
                 idempotency_key,
                 tasks,
                 secret_env,
-            } => {
-                self.apply_submit_job(Some((owner, secret_env)), client_id, idempotency_key, tasks)
-            }
+            } => self.apply_submit_job(
+                Some((owner, secret_env)),
+                client_id,
+                idempotency_key,
+                tasks,
+                &BTreeMap::new(),
+            ),
             Command::CancelTask { task } => self.apply_cancel_task(*task),
             Command::CancelJob { job } => self.apply_cancel_job(*job),
             Command::Assign { assignments } => self.apply_assign(assignments),
@@ -255,6 +276,28 @@ impl SchedulerState {
             },
             Command::Batch { writes } => self.apply_batch(writes),
             Command::ResetNodeBreaker { name } => self.apply_reset_node_breaker(name),
+            Command::SubmitJobWithCache {
+                owner,
+                client_id,
+                idempotency_key,
+                tasks,
+                secret_env,
+                cache,
+            } => {
+                if self.format < super::format::ENTRY_FORMAT_RESULT_CACHE {
+                    return Response::Rejected(format!(
+                        "cache: needs entry format {}",
+                        super::format::ENTRY_FORMAT_RESULT_CACHE
+                    ));
+                }
+                self.apply_submit_job(
+                    Some((owner, secret_env)),
+                    client_id,
+                    idempotency_key,
+                    tasks,
+                    cache,
+                )
+            }
         }
     }
 
@@ -304,6 +347,11 @@ impl SchedulerState {
             job_owners: self.acl.job_owners.digest(),
             secret_env: self.acl.secret_env.digest(),
             breakers: &self.breakers,
+            result_cache: (!self.result_cache.is_empty()).then(|| ResultCacheDigest {
+                tasks: self.result_cache.tasks.digest(),
+                entries: self.result_cache.entries.digest(),
+                hits_total: self.result_cache.hits_total,
+            }),
         };
         let bytes = postcard::to_stdvec(&input).expect("state is always encodable");
         let hash = Sha256::digest(&bytes);
@@ -377,6 +425,15 @@ impl SchedulerState {
         if let Some(name) = self.breakers.keys().find(|n| !self.nodes.contains_key(*n)) {
             return Err(format!("breaker of node {name}, which is not registered"));
         }
+        if let Some(id) = self
+            .result_cache
+            .tasks
+            .keys()
+            .find(|id| !self.tasks.contains_key(*id))
+        {
+            return Err(format!("cache request of task {id}, which does not exist"));
+        }
+        self.result_cache.check()?;
         let placed_count: usize = self.placed.values().map(BTreeSet::len).sum();
         if placed_count != self.tasks.values().filter(|t| t.state.is_placed()).count() {
             return Err("placed index holds tasks that are not placed".into());

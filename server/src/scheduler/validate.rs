@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::cache::{self, CacheRequest};
 use super::limits::*;
 use super::model::{Node, Payload, TaskSpec};
 use super::reservations::could_ever_fit;
@@ -151,6 +152,38 @@ pub fn check_secret_names(
                 quote(missing)
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks a job's cache requests: each names a task of the job and carries
+/// a key of 1 to 256 bytes and a TTL of at most 30 days.
+pub fn check_cache_requests(
+    tasks: &[TaskSpec],
+    cache: &BTreeMap<String, CacheRequest>,
+) -> Result<(), String> {
+    if cache.is_empty() {
+        return Ok(());
+    }
+    let index: BTreeMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    for (task, request) in cache {
+        let Some(i) = index.get(task.as_str()) else {
+            return Err(format!("cache: unknown task {}", quote(task)));
+        };
+        let at = |field: &str| format!("tasks[{i}] ({task}).cache.{field}");
+        if request.key.is_empty() {
+            return Err(format!("{}: must not be empty", at("key")));
+        }
+        at_most(&at("key"), request.key.len(), cache::KEY_LEN_MAX)?;
+        at_most(
+            &at("ttl_ms"),
+            request.ttl_ms as usize,
+            cache::TTL_MS_MAX as usize,
+        )?;
     }
     Ok(())
 }

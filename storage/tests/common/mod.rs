@@ -36,4 +36,5 @@ impl StateMachine<KvConfig> for Kv {
     type V1 = Kv;
     type V3 = Kv;
     type V4 = Kv;
+    type V5 = Kv;
 }

@@ -150,6 +150,29 @@ fn is_terminal(state: i32) -> bool {
     )
 }
 
+/// One watch event as `autoglm watch` prints it; a result taken from the
+/// cache names the task that produced it.
+fn watch_line(task: &Task) -> String {
+    let name = task.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+    let at = if task.node.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", task.node)
+    };
+    let why = match (task.reason.as_str(), task.cached_from_task_id) {
+        ("", _) => String::new(),
+        (reason, 0) => format!(" ({reason})"),
+        (reason, from) => format!(" ({reason} from task {from})"),
+    };
+    format!(
+        "task {:>6} {:<24} {:<10} attempt {}{at}{why}",
+        task.id,
+        name,
+        state_name(task.state),
+        task.attempt
+    )
+}
+
 pub fn task_json(t: &Task) -> serde_json::Value {
     json!({
         "id": t.id, "job_id": t.job_id, "name": t.spec.as_ref().map(|s| s.name.clone()),
@@ -157,6 +180,10 @@ pub fn task_json(t: &Task) -> serde_json::Value {
         "reason": t.reason, "message": t.message, "exit_code": t.exit_code, "output_tail": t.output_tail,
         "created_ms": t.created_ms, "assigned_ms": t.assigned_ms, "started_ms": t.started_ms,
         "finished_ms": t.finished_ms, "revision": t.revision,
+        "cache": t.spec.as_ref().and_then(|s| s.cache.as_ref()).map(|c| json!({
+            "key": c.key, "ttl_ms": c.ttl_ms, "refresh": c.refresh,
+        })),
+        "cached_from_task_id": (t.cached_from_task_id != 0).then_some(t.cached_from_task_id),
         "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
         "waiting": t.waiting.as_ref().map(|w| json!({
             "summary": w.summary, "nodes": w.nodes, "nodes_fit": w.nodes_fit,
@@ -385,24 +412,7 @@ async fn watch(client: &Arc<Client>, watched: Watch, as_json: bool) -> Result<()
                 serde_json::to_string(&task_json(&task)).unwrap_or_default()
             );
         } else {
-            let name = task.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-            let at = if task.node.is_empty() {
-                String::new()
-            } else {
-                format!(" on {}", task.node)
-            };
-            let why = if task.reason.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", task.reason)
-            };
-            println!(
-                "task {:>6} {:<24} {:<10} attempt {}{at}{why}",
-                task.id,
-                name,
-                state_name(task.state),
-                task.attempt
-            );
+            println!("{}", watch_line(&task));
         }
         last.insert(task.id, task);
     }
@@ -556,4 +566,39 @@ pub async fn job(client: &Arc<Client>, command: JobCommand, as_json: bool) -> Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_line_names_where_a_cached_result_came_from() {
+        let task = Task {
+            id: 12,
+            state: TaskState::Succeeded as i32,
+            reason: "cached".into(),
+            cached_from_task_id: 7,
+            ..Default::default()
+        };
+        assert!(
+            watch_line(&task).ends_with("attempt 0 (cached from task 7)"),
+            "{}",
+            watch_line(&task)
+        );
+        let ran = Task {
+            reason: "succeeded".into(),
+            node: "gpu-1".into(),
+            cached_from_task_id: 0,
+            ..task.clone()
+        };
+        assert!(
+            watch_line(&ran).ends_with("on gpu-1 (succeeded)"),
+            "{}",
+            watch_line(&ran)
+        );
+        let json = task_json(&task);
+        assert_eq!(json["cached_from_task_id"], 7);
+        assert!(task_json(&ran)["cached_from_task_id"].is_null());
+    }
 }
