@@ -5,6 +5,7 @@
 //! `agent`), which runs `autoglm-server`'s (or `autoglm-agent`'s) own
 //! command line (`autoglm_local::run_cluster_process`).
 
+mod cache;
 mod cluster;
 mod etcd;
 mod failover;
@@ -45,6 +46,8 @@ enum BenchCommand {
     LargeJob(large_job::LargeJobArgs),
     /// Submission rate, memory and restart time as the queue grows to a million tasks.
     QueueDepth(queue_depth::QueueDepthArgs),
+    /// The result cache live: share of tasks served, GPU time saved, latency of cached tasks.
+    Cache(cache::CacheArgs),
     /// Placement quality: one simulated GPU-fleet scenario through the real scheduler core.
     Sim(sim::SimArgs),
     /// Placement quality: a grid of simulated scenarios; CSV, JSON, SVG and tables.
@@ -75,6 +78,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         BenchCommand::Submit(a) => submit::run(a).await,
         BenchCommand::QueueDepth(a) => queue_depth::run(a).await,
         BenchCommand::LargeJob(a) => large_job::run(a).await,
+        BenchCommand::Cache(a) => cache::run(a).await,
         BenchCommand::Sim(a) => sim::run_one(a),
         BenchCommand::SimSweep(a) => sim::sweep::run(a),
     }

@@ -1,12 +1,14 @@
 //! A SubmitJob request from the wire: protobuf decoding, the proto → domain
-//! conversion, every bound, then `apply` of the owned submission, after which
-//! the state's invariants must hold, accepted or refused.
+//! conversion, every bound, then `apply` of the owned submission (with its
+//! cache requests, in the newest entry format), after which the state's
+//! invariants must hold, accepted or refused.
 #![no_main]
 
 use std::collections::BTreeMap;
 
 use autoglm_client::proto::SubmitJobRequest;
 use autoglm_server::api::convert::task_spec;
+use autoglm_server::scheduler::format::ENTRY_FORMAT_MAX;
 use autoglm_server::scheduler::{Command, Proposal, SchedulerState};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -17,28 +19,36 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut tasks = Vec::new();
     let mut secret_env = BTreeMap::new();
+    let mut cache = BTreeMap::new();
     for (i, t) in request.tasks.into_iter().enumerate() {
-        let Ok((spec, names)) = task_spec(i, t, &BTreeMap::new()) else {
+        let Ok(submitted) = task_spec(i, t, &BTreeMap::new()) else {
             return;
         };
-        if !names.is_empty() {
-            secret_env.insert(spec.name.clone(), names);
+        if !submitted.secret_env.is_empty() {
+            secret_env.insert(submitted.spec.name.clone(), submitted.secret_env);
         }
-        tasks.push(spec);
+        if let Some(request) = submitted.cache {
+            cache.insert(submitted.spec.name.clone(), request);
+        }
+        tasks.push(submitted.spec);
     }
     let mut state = SchedulerState::default();
-    let proposal = Proposal::new(
-        1_000,
-        7,
-        Command::SubmitOwnedJob {
-            owner: "fuzz".into(),
-            client_id: request.client_id,
-            idempotency_key: request.idempotency_key,
-            tasks,
-            secret_env,
-        },
-        None,
-    );
+    let proposal = Proposal {
+        format: ENTRY_FORMAT_MAX,
+        ..Proposal::new(
+            1_000,
+            7,
+            Command::SubmitJobWithCache {
+                owner: "fuzz".into(),
+                client_id: request.client_id,
+                idempotency_key: request.idempotency_key,
+                tasks,
+                secret_env,
+                cache,
+            },
+            None,
+        )
+    };
     state.apply(1, &proposal);
     if let Err(broken) = state.check_invariants() {
         panic!("invariant broken by an accepted or refused submission: {broken}");

@@ -97,6 +97,22 @@ async fn a_repeated_task_is_served_from_the_cache_and_refresh_replaces_it() {
     assert_eq!(after.cached_from_task_id, refreshed.id);
     assert_eq!(after.output_tail, refreshed.output_tail);
 
+    // Two hits so far, one entry per key; every replica reports them.
+    let metrics = format!("http://{}/metrics", cluster.http_addr(1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        let expected = [
+            "autoglm_result_cache_hits_total 2",
+            "autoglm_result_cache_entries 2",
+        ];
+        if expected.iter().all(|line| body.contains(line)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{expected:?} not in:\n{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Bad options are refused by field, and nothing is submitted.
     let too_long = "k".repeat(300);
     for (task, field) in [

@@ -72,6 +72,12 @@ fn submissions() -> Vec<pb::SubmitJobRequest> {
         task: "train".into(),
         condition: pb::EdgeCondition::Always as i32,
     }];
+    let mut cached = sim.clone();
+    cached.cache = Some(pb::CacheOptions {
+        key: "prep-v1".into(),
+        ttl_ms: 3_600_000,
+        refresh: false,
+    });
     vec![
         pb::SubmitJobRequest {
             client_id: "c".into(),
@@ -82,6 +88,11 @@ fn submissions() -> Vec<pb::SubmitJobRequest> {
             client_id: "team".into(),
             idempotency_key: "nightly-1".into(),
             tasks: vec![sim, exec, http],
+        },
+        pb::SubmitJobRequest {
+            client_id: "c".into(),
+            idempotency_key: "cached-1".into(),
+            tasks: vec![cached],
         },
     ]
 }

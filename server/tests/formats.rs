@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use autoglm_server::raft::TypeConfig;
+use autoglm_server::scheduler::cache::{payload_sha256, CacheRequest};
 use autoglm_server::scheduler::command::BatchedWrite;
 use autoglm_server::scheduler::command::{Assignment, AttemptUpdate};
-use autoglm_server::scheduler::cache::{payload_sha256, CacheRequest};
 use autoglm_server::scheduler::format::{
     ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BATCH, ENTRY_FORMAT_BREAKER,
     ENTRY_FORMAT_RESULT_CACHE,

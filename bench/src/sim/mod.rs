@@ -34,6 +34,9 @@ pub struct Scenario {
     pub dispatch_threshold: Option<f64>,
     /// `breaker/failures` (0: the breaker off); unset, the server's default.
     pub breaker_failures: Option<u32>,
+    /// Share of tasks that repeat an earlier task's request and cache key;
+    /// unset, tasks carry no cache key.
+    pub cache_repeat: Option<f64>,
 }
 
 /// Builds the configuration and the workload of a scenario and runs it.
@@ -47,7 +50,11 @@ pub fn run_scenario(sc: &Scenario, trace: &Trace) -> anyhow::Result<SimResult> {
     // The workload depends on the seed but not on the policy: every policy
     // sees the same requests at the same times.
     let mut wrng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0x0005_eed0_fa11);
-    let jobs = workload::generate(sc.workload, trace, rate, sc.duration_s, &mut wrng);
+    let mut jobs = workload::generate(sc.workload, trace, rate, sc.duration_s, &mut wrng);
+    if let Some(share) = sc.cache_repeat {
+        let mut krng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0x0cac_4e00_4e9e_a7ed);
+        workload::repeat_keys(&mut jobs, share, &mut krng);
+    }
     let mut cfg = SimConfig::new(fleet, &sc.policy, sc.seed, caps);
     cfg.heartbeat_ms = sc.heartbeat_ms;
     cfg.max_attempts = sc.max_attempts;
@@ -96,10 +103,21 @@ pub struct SimArgs {
     /// `breaker/failures` (0 turns the circuit breaker off); unset, the server's default.
     #[arg(long)]
     breaker_failures: Option<u32>,
+    /// Share of tasks (0 to 1) that repeat an earlier request with its
+    /// result-cache key; unset, no task carries a key.
+    #[arg(long, value_parser = share)]
+    cache_repeat: Option<f64>,
     #[arg(long)]
     trace: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s}: a share between 0 and 1")),
+    }
 }
 
 pub fn run_one(a: SimArgs) -> anyhow::Result<()> {
@@ -117,6 +135,7 @@ pub fn run_one(a: SimArgs) -> anyhow::Result<()> {
         failover: a.failover_at_s.map(|s| (s * 1000, a.failover_pause_ms)),
         dispatch_threshold: a.dispatch_threshold,
         breaker_failures: a.breaker_failures,
+        cache_repeat: a.cache_repeat,
     };
     println!(
         "sim: fleet {} workload {} policy {} rho {} heartbeat {} ms seed {}",

@@ -196,6 +196,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                                 failover: a.failover_at_s.map(|s| (s * 1000, a.failover_pause_ms)),
                                 dispatch_threshold: a.dispatch_threshold,
                                 breaker_failures: a.breaker_failures,
+                                cache_repeat: None,
                             });
                         }
                     }

@@ -90,6 +90,8 @@ pub struct TaskReq {
     pub priority: u32,
     /// Indices of tasks of the same job this one waits for (on success).
     pub deps: Vec<usize>,
+    /// Result-cache key ([`repeat_keys`]); `None`: submitted without one.
+    pub cache_key: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,6 +137,7 @@ fn single(row: &TraceRow, at_s: f64) -> JobSpec {
             output_tokens: row.output_tokens,
             priority: 0,
             deps: Vec::new(),
+            cache_key: None,
         }],
     }
 }
@@ -210,6 +213,7 @@ pub fn generate(
                         output_tokens: row.output_tokens,
                         priority,
                         deps,
+                        cache_key: None,
                     }
                 };
                 let tasks = if jobs.len() % 2 == 0 {
@@ -231,4 +235,27 @@ pub fn generate(
         }
     }
     jobs
+}
+
+/// Gives every task a result-cache key: with probability `share` (once an
+/// earlier task exists) the key and request sizes of an earlier task drawn
+/// uniformly, so the same request comes again; otherwise a key of its own.
+/// Draws from its own `rng`, so the arrivals stay those of the workload.
+pub fn repeat_keys(jobs: &mut [JobSpec], share: f64, rng: &mut dyn RngCore) {
+    let mut originals: Vec<TaskReq> = Vec::new();
+    let mut next_key = 0u64;
+    for job in jobs.iter_mut() {
+        for task in &mut job.tasks {
+            if !originals.is_empty() && rng.random_bool(share) {
+                let earlier = &originals[rng.random_range(0..originals.len())];
+                task.input_tokens = earlier.input_tokens;
+                task.output_tokens = earlier.output_tokens;
+                task.cache_key = earlier.cache_key;
+            } else {
+                task.cache_key = Some(next_key);
+                next_key += 1;
+                originals.push(task.clone());
+            }
+        }
+    }
 }

@@ -60,6 +60,32 @@ def test_an_exec_result_has_its_exit_code_and_output(cluster: Cluster) -> None:
         assert "hello from sh" in result.output_tail
 
 
+def test_a_repeated_cache_key_is_served_from_the_cache(cluster: Cluster) -> None:
+    def stamp(**cache: object) -> Task:
+        return Task(
+            "stamp",
+            exec=["sh", "-c", "date +%s%N"],
+            cache_key="py-stamp",
+            **cache,  # type: ignore[arg-type]
+        )
+
+    with cluster.client() as client:
+        first = client.submit(stamp()).result("stamp", timeout=60)
+        assert first.succeeded and not first.cached
+        again = client.submit(stamp()).result("stamp", timeout=60)
+        assert again.cached and again.reason == "cached"
+        assert again.output_tail == first.output_tail
+        job = client.submit(stamp(cache_refresh=True))
+        refreshed = job.result("stamp", timeout=60)
+        assert not refreshed.cached and refreshed.output_tail != first.output_tail
+        (info,) = job.tasks()
+        assert info.cache_key == "py-stamp" and info.cached_from == 0
+        after = client.submit(stamp()).result("stamp", timeout=60)
+        assert after.cached_from == info.id
+    with pytest.raises(autoglm.InvalidArgument, match="cache_key"):
+        Task("t", sim_ms=1, cache_refresh=True)
+
+
 def test_output_is_relayed_whole_and_followed(cluster: Cluster) -> None:
     with cluster.client() as client:
         job = client.submit(

@@ -197,7 +197,7 @@ impl ReplicaCollector {
 
     fn scheduler(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let now_ms = wall_clock_ms();
-        let (by_state, by_priority, jobs, nodes) = {
+        let (by_state, by_priority, jobs, nodes, cache) = {
             let applied = self.replica.state.read();
             let s = &applied.state;
             let nodes: Vec<NodeRow> = s
@@ -215,11 +215,13 @@ impl ReplicaCollector {
                     gpus: n.capacity.gpus.len(),
                 })
                 .collect();
+            let c = &s.result_cache;
             (
                 s.tasks_by_state(),
                 s.queue.by_priority(),
                 s.jobs.len(),
                 nodes,
+                (c.entries.len(), c.bytes(), c.hits_total),
             )
         };
         let series: Vec<(Labels, f64)> = by_state
@@ -242,6 +244,28 @@ impl ReplicaCollector {
             None,
             jobs as f64,
         )?;
+        let (entries, bytes, hits) = cache;
+        gauge(
+            e,
+            "autoglm_result_cache_entries",
+            "Results the result cache holds (bounded by cache/max_entries).",
+            None,
+            entries as f64,
+        )?;
+        gauge(
+            e,
+            "autoglm_result_cache_bytes",
+            "Bytes the result cache's entries count for (bounded by cache/max_bytes).",
+            None,
+            bytes as f64,
+        )?;
+        let hits = ConstCounter::new(hits);
+        hits.encode(e.encode_descriptor(
+            "autoglm_result_cache_hits",
+            "Tasks completed from the result cache, without running, since the cluster began.",
+            None,
+            hits.metric_type(),
+        )?)?;
         let depth: Vec<(Labels, f64)> = by_priority
             .iter()
             .map(|(p, (n, _))| (vec![("priority", p.to_string())], *n as f64))

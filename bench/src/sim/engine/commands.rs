@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use autoglm_server::leader::decide::latency_ewma;
+use autoglm_server::scheduler::cache::{payload_sha256, CacheRequest};
 use autoglm_server::scheduler::command::{AttemptUpdate, Command, Response};
 use autoglm_server::scheduler::format::ENTRY_FORMAT_MAX;
 use autoglm_server::scheduler::model::{
@@ -84,15 +85,37 @@ impl Sim {
             self.shed += n as u64;
             return;
         }
-        let tasks = (0..n).map(|k| self.task_spec(j, k)).collect();
-        self.propose(
+        let tasks: Vec<TaskSpec> = (0..n).map(|k| self.task_spec(j, k)).collect();
+        let cache: BTreeMap<String, CacheRequest> = tasks
+            .iter()
+            .zip(&self.jobs[j].tasks)
+            .filter_map(|(spec, t)| {
+                let request = CacheRequest {
+                    key: format!("request-{}", t.cache_key?),
+                    ttl_ms: 0,
+                    refresh: false,
+                    payload_sha256: payload_sha256(&spec.payload),
+                };
+                Some((spec.name.clone(), request))
+            })
+            .collect();
+        let command = if cache.is_empty() {
             Command::SubmitJob {
                 client_id: "sim".into(),
                 idempotency_key: format!("job-{j}"),
                 tasks,
-            },
-            None,
-        );
+            }
+        } else {
+            Command::SubmitJobWithCache {
+                owner: "sim".into(),
+                client_id: "sim".into(),
+                idempotency_key: format!("job-{j}"),
+                tasks,
+                secret_env: BTreeMap::new(),
+                cache,
+            }
+        };
+        self.propose(command, None);
     }
 
     pub(super) fn on_apply(&mut self, command: Command, ran: Option<(usize, u64)>) {
@@ -113,6 +136,9 @@ impl Sim {
         match (&command, &response) {
             (
                 Command::SubmitJob {
+                    idempotency_key, ..
+                }
+                | Command::SubmitJobWithCache {
                     idempotency_key, ..
                 },
                 Response::JobAccepted { tasks, .. } | Response::JobAcceptedAt { tasks, .. },

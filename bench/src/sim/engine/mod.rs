@@ -121,8 +121,8 @@ struct TaskTrack {
     k: usize,
     /// When the task could first run: job arrival, or when it was queued.
     release_us: Option<u64>,
-    /// (attempt, first token, last token) of attempts that finished on a node.
-    done: Vec<(u32, u64, u64)>,
+    /// (attempt, start, first token, last token) of attempts that finished on a node.
+    done: Vec<(u32, u64, u64, u64)>,
 }
 
 pub struct Sim {

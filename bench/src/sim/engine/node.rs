@@ -180,7 +180,7 @@ impl Sim {
         for (task, attempt, started, first) in finished {
             self.running_on.remove(&task);
             if let Some(tr) = self.tracks.get_mut(&task) {
-                tr.done.push((attempt, first, now));
+                tr.done.push((attempt, started, first, now));
             }
             self.propose(
                 Command::ReportAttempt {

@@ -26,6 +26,7 @@ fn job(at_ms: u64, input: u32, output: u32) -> JobSpec {
             output_tokens: output,
             priority: 0,
             deps: vec![],
+            cache_key: None,
         }],
     }
 }
@@ -123,6 +124,7 @@ fn scenario(policy: &str, seed: u64) -> Scenario {
         failover: Some((20_000, 2_000)),
         dispatch_threshold: None,
         breaker_failures: None,
+        cache_repeat: None,
     }
 }
 
@@ -178,5 +180,35 @@ fn the_breaker_keeps_work_off_a_node_that_fails_every_attempt() {
         "retries {} with the breaker, {} without",
         on.retries,
         off.retries
+    );
+}
+
+#[test]
+fn repeated_requests_are_served_from_the_cache_and_save_gpu_time() {
+    let trace = workload::load_trace(&workload::default_trace_path()).unwrap();
+    let run = |repeat| {
+        let sc = Scenario {
+            fleet: "f2".into(),
+            duration_s: 60.0,
+            failover: None,
+            cache_repeat: repeat,
+            ..scenario("default", 2)
+        };
+        run_scenario(&sc, &trace).unwrap()
+    };
+    let (none, keyed) = (run(None), run(Some(0.3)));
+    assert_eq!(none.cached, 0);
+    assert!(none.gpu_time_saved_frac == 0.0, "{none:?}");
+    assert_eq!(keyed.offered, none.offered, "the same arrivals");
+    assert_eq!((keyed.lost, keyed.failed), (0, 0), "{keyed:?}");
+    // Some repeats arrive while their original still runs: those run again.
+    let share = keyed.cached as f64 / keyed.offered as f64;
+    assert!((0.15..=0.31).contains(&share), "{share} of tasks cached");
+    assert!(keyed.gpu_time_saved_frac > 0.1, "{keyed:?}");
+    assert!(
+        keyed.cached_p99_ms < keyed.e2e_p50_ms,
+        "cached p99 {} ms vs e2e p50 {} ms",
+        keyed.cached_p99_ms,
+        keyed.e2e_p50_ms
     );
 }

@@ -62,7 +62,12 @@ class Http:
 class Task:
     """One task of a job. Give exactly one payload: `exec` (argv, run on the
     node with its GPUs in CUDA_VISIBLE_DEVICES), `http`, or `sim_ms` (a
-    modelled service time, for clusters of simulated GPUs)."""
+    modelled service time, for clusters of simulated GPUs).
+
+    With a `cache_key`, a task completes at once with the result of an
+    earlier task of yours with the same key, model and payload that
+    succeeded within `cache_ttl_ms` (0: any result the cluster keeps);
+    `cache_refresh` runs it anyway and replaces that result."""
 
     def __init__(
         self,
@@ -86,6 +91,9 @@ class Task:
         env: Mapping[str, str] | None = None,
         secret_env: Mapping[str, str] | None = None,
         cwd: str = "",
+        cache_key: str = "",
+        cache_ttl_ms: int = 0,
+        cache_refresh: bool = False,
     ) -> None:
         payloads = [p for p in (exec, http, sim_ms) if p is not None]
         if len(payloads) != 1:
@@ -96,6 +104,8 @@ class Task:
             raise InvalidArgument(f"task '{name}'.depends_on: a list of task names, not one string")
         if (env or secret_env or cwd) and exec is None:
             raise InvalidArgument(f"task '{name}': env, secret_env and cwd go with exec")
+        if (cache_ttl_ms or cache_refresh) and not cache_key:
+            raise InvalidArgument(f"task '{name}': cache_ttl_ms and cache_refresh need a cache_key")
         self.name = name
         self.exec = list(exec) if exec is not None else None
         self.http = http
@@ -115,6 +125,9 @@ class Task:
         self.env = dict(env or {})
         self.secret_env = dict(secret_env or {})
         self.cwd = cwd
+        self.cache_key = cache_key
+        self.cache_ttl_ms = cache_ttl_ms
+        self.cache_refresh = cache_refresh
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
@@ -139,6 +152,12 @@ class Task:
         )
         if self.priority is not None:
             spec.priority = self.priority
+        if self.cache_key:
+            spec.cache.CopyFrom(
+                pb.CacheOptions(
+                    key=self.cache_key, ttl_ms=self.cache_ttl_ms, refresh=self.cache_refresh
+                )
+            )
         if self.retry is not None:
             r = self.retry
             spec.retry.CopyFrom(

@@ -105,6 +105,11 @@ class TaskInfo:
     revision: int
     #: Why a queued task waits, as one line (only from `Client.task`).
     waiting: str
+    #: The task whose result this one took from the cache (reason
+    #: "cached"); 0 when it ran or has not finished.
+    cached_from: int
+    #: The cache key it was submitted with ("" for none).
+    cache_key: str
 
     @classmethod
     def from_proto(cls, t: pb.Task) -> TaskInfo:
@@ -126,6 +131,8 @@ class TaskInfo:
             attempts=tuple(Attempt.from_proto(a) for a in t.attempts),
             revision=t.revision,
             waiting=t.waiting.summary if t.HasField("waiting") else "",
+            cached_from=t.cached_from_task_id,
+            cache_key=t.spec.cache.key if t.spec.HasField("cache") else "",
         )
 
 
@@ -147,10 +154,17 @@ class Result:
     output_tail: str
     reason: str
     message: str
+    #: The task that produced a result served from the cache; 0 otherwise.
+    cached_from: int
 
     @property
     def succeeded(self) -> bool:
         return self.state == TaskState.SUCCEEDED
+
+    @property
+    def cached(self) -> bool:
+        """Served from the result cache, without running."""
+        return self.cached_from != 0
 
     @classmethod
     def of(cls, task: TaskInfo) -> Result:
@@ -161,6 +175,7 @@ class Result:
             output_tail=task.output_tail,
             reason=task.reason,
             message=task.message,
+            cached_from=task.cached_from,
         )
 
 

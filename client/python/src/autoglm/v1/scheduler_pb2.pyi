@@ -440,6 +440,7 @@ class TaskSpec(_message.Message):
     HTTP_FIELD_NUMBER: _builtins.int
     SIM_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique in the job: 1-128 of [A-Za-z0-9._-]."""
     model: _builtins.str
@@ -466,6 +467,12 @@ class TaskSpec(_message.Message):
     def sim(self) -> Global___SimPayload: ...
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]: ...
+    @_builtins.property
+    def cache(self) -> Global___CacheOptions:
+        """Result cache: unset, the task always runs. Needs cluster/entry_format 6
+        (FAILED_PRECONDITION below it).
+        """
+
     def __init__(
         self,
         *,
@@ -482,10 +489,11 @@ class TaskSpec(_message.Message):
         http: Global___HttpPayload | None = ...,
         sim: Global___SimPayload | None = ...,
         depends_on: _abc.Iterable[Global___Dependency] | None = ...,
+        cache: Global___CacheOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "exec", b"exec", "http", b"http", "payload", b"payload", "priority", b"priority", "resources", b"resources", "retry", b"retry", "sim", b"sim"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "cache", b"cache", "exec", b"exec", "http", b"http", "payload", b"payload", "priority", b"priority", "resources", b"resources", "retry", b"retry", "sim", b"sim"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "attempt_timeout_ms", b"attempt_timeout_ms", "depends_on", b"depends_on", "exec", b"exec", "http", b"http", "input_tokens", b"input_tokens", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "model", b"model", "name", b"name", "payload", b"payload", "priority", b"priority", "resources", b"resources", "retry", b"retry", "sim", b"sim"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "attempt_timeout_ms", b"attempt_timeout_ms", "cache", b"cache", "depends_on", b"depends_on", "exec", b"exec", "http", b"http", "input_tokens", b"input_tokens", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "model", b"model", "name", b"name", "payload", b"payload", "priority", b"priority", "resources", b"resources", "retry", b"retry", "sim", b"sim"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
@@ -497,6 +505,49 @@ class TaskSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class CacheOptions(_message.Message):
+    """How a task uses the result cache. A task with a key completes at once,
+    without reaching a node (state succeeded, reason "cached",
+    Task.cached_from_task_id naming the producer), when an earlier task of the
+    same principal with the same key, model and payload (the payload's bytes,
+    env values included) succeeded within the TTL. A task with a key that runs
+    and succeeds stores its exit code and output tail under it. The cluster
+    bounds the cache in entries, bytes and age (cache/* settings).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    TTL_MS_FIELD_NUMBER: _builtins.int
+    REFRESH_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Names the computation; 1-256 bytes. Same key with another model or
+    payload is another entry.
+    """
+    ttl_ms: _builtins.int
+    """The oldest result this task accepts, in ms; 0: any result the cluster
+    still keeps (cache/max_age_ms, default one day). At most 30 days.
+    """
+    refresh: _builtins.bool
+    """Opt out of reading: run even when a result is cached; on success the
+    new result replaces the entry.
+    """
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        ttl_ms: _builtins.int = ...,
+        refresh: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "refresh", b"refresh", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheOptions: _TypeAlias = CacheOptions  # noqa: Y015
 
 @_typing.final
 class SubmitJobRequest(_message.Message):
@@ -668,6 +719,7 @@ class Task(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
+    CACHED_FROM_TASK_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     job_id: _builtins.int
     state: Global___TaskState.ValueType
@@ -687,8 +739,9 @@ class Task(_message.Message):
     not_before_ms: _builtins.int
     """Earliest time of the next attempt (retry backoff)."""
     reason: _builtins.str
-    """Why the task is where it is: succeeded, failed, timed_out, cancelled,
-    upstream_failed, upstream_cancelled, node_lost...
+    """Why the task is where it is: succeeded, cached (succeeded from the
+    result cache), failed, timed_out, cancelled, upstream_failed,
+    upstream_cancelled, node_lost...
     """
     message: _builtins.str
     exit_code: _builtins.int
@@ -696,6 +749,10 @@ class Task(_message.Message):
     """Last bytes of the attempt's output."""
     revision: _builtins.int
     """Raft log index of the last change."""
+    cached_from_task_id: _builtins.int
+    """For a task completed from the result cache (reason "cached"): the task
+    whose result it took. 0 otherwise.
+    """
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
     @_builtins.property
@@ -730,10 +787,11 @@ class Task(_message.Message):
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         revision: _builtins.int = ...,
         waiting: Global___WaitReason | None = ...,
+        cached_from_task_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "exit_code", b"exit_code", "spec", b"spec", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "assigned_ms", b"assigned_ms", "attempt", b"attempt", "attempts", b"attempts", "created_ms", b"created_ms", "exit_code", b"exit_code", "finished_ms", b"finished_ms", "gpus", b"gpus", "id", b"id", "job_id", b"job_id", "message", b"message", "node", b"node", "not_before_ms", b"not_before_ms", "output_tail", b"output_tail", "reason", b"reason", "revision", b"revision", "spec", b"spec", "started_ms", b"started_ms", "state", b"state", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "assigned_ms", b"assigned_ms", "attempt", b"attempt", "attempts", b"attempts", "cached_from_task_id", b"cached_from_task_id", "created_ms", b"created_ms", "exit_code", b"exit_code", "finished_ms", b"finished_ms", "gpus", b"gpus", "id", b"id", "job_id", b"job_id", "message", b"message", "node", b"node", "not_before_ms", b"not_before_ms", "output_tail", b"output_tail", "reason", b"reason", "revision", b"revision", "spec", b"spec", "started_ms", b"started_ms", "state", b"state", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
