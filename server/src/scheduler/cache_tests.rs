@@ -352,3 +352,166 @@ fn snapshots_carry_the_cache_and_collecting_a_job_forgets_its_requests() {
         "the result outlives its task"
     );
 }
+
+/// A reference model of the cache: the latest success per key, none older
+/// than the maximum age, the oldest dropped first past the count.
+struct Model {
+    /// (owner, key, payload) -> (producer, stored at, output).
+    entries: BTreeMap<(String, String, u64), (TaskId, u64, String)>,
+    max_entries: usize,
+    max_age_ms: u64,
+}
+
+impl Model {
+    fn expire(&mut self, now: u64) {
+        let max_age = self.max_age_ms;
+        self.entries.retain(|_, e| now - e.1 <= max_age);
+    }
+
+    fn lookup(&mut self, key: &(String, String, u64), ttl_ms: u64, now: u64) -> Option<TaskId> {
+        self.expire(now);
+        let accept = if ttl_ms == 0 {
+            self.max_age_ms
+        } else {
+            ttl_ms.min(self.max_age_ms)
+        };
+        self.entries
+            .get(key)
+            .filter(|e| now - e.1 <= accept)
+            .map(|e| e.0)
+    }
+
+    fn store(&mut self, key: (String, String, u64), producer: TaskId, now: u64, output: String) {
+        self.entries.insert(key, (producer, now, output));
+        self.expire(now);
+        while self.entries.len() > self.max_entries {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.1)
+                .map(|(k, _)| k.clone())
+                .expect("not empty");
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+/// Random keyed submissions, runs, failures and waits against the model:
+/// every hit and miss, and every hit's producer and output, as it predicts.
+fn cache_matches_the_model(seed: u64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut h = cluster();
+    let mut model = Model {
+        entries: BTreeMap::new(),
+        max_entries: rng.random_range(1..6),
+        max_age_ms: rng.random_range(1_000..5_000),
+    };
+    set(
+        &mut h,
+        settings::CACHE_MAX_ENTRIES,
+        &model.max_entries.to_string(),
+    );
+    set(
+        &mut h,
+        settings::CACHE_MAX_AGE_MS,
+        &model.max_age_ms.to_string(),
+    );
+    // Failed runs must not quarantine the one node: the model has no breaker.
+    set(&mut h, settings::BREAKER_FAILURES, "0");
+    // Task -> its model key, for the tasks that wait to run.
+    let mut queued: Vec<(TaskId, (String, String, u64))> = Vec::new();
+    for step in 0..300 {
+        match rng.random_range(0..10) {
+            0..=4 => {
+                let owner = ["alice", "bob"][rng.random_range(0..2)];
+                let key = format!("k{}", rng.random_range(0..4));
+                let payload_ms = rng.random_range(1..3);
+                let ttl_ms = [0, rng.random_range(100..3_000)][rng.random_range(0..2)];
+                let refresh = rng.random_bool(0.1);
+                let id = submit_with(&mut h, owner, &key, payload_ms, |r| CacheRequest {
+                    ttl_ms,
+                    refresh,
+                    ..r
+                });
+                let model_key = (owner.to_string(), key, payload_ms);
+                let now = h.state.now_ms;
+                let expected = if refresh {
+                    None
+                } else {
+                    model.lookup(&model_key, ttl_ms, now)
+                };
+                let task = &h.state.tasks[&id];
+                match expected {
+                    Some(producer) => {
+                        assert_eq!(task.state, TaskState::Succeeded, "seed {seed} step {step}");
+                        assert_eq!(served_by(&h, id), Some(producer), "seed {seed} step {step}");
+                        let output = &model.entries[&model_key].2;
+                        assert_eq!(&task.outcome.as_ref().unwrap().output_tail, output);
+                    }
+                    None => {
+                        assert_eq!(task.state, TaskState::Queued, "seed {seed} step {step}");
+                        queued.push((id, model_key));
+                    }
+                }
+            }
+            5..=7 if !queued.is_empty() => {
+                let (id, model_key) = queued.remove(rng.random_range(0..queued.len()));
+                let output = format!("out-{id}-{}", rng.random_range(0..1_000));
+                let ok = rng.random_bool(0.8);
+                let assigned = h.apply(Command::Assign {
+                    assignments: vec![Assignment {
+                        task: id,
+                        attempt: 1,
+                        node: "gpu-1".into(),
+                        gpus: vec![0],
+                    }],
+                });
+                assert_eq!(
+                    assigned,
+                    Response::Changed(vec![id]),
+                    "seed {seed} step {step}"
+                );
+                let update = if ok {
+                    AttemptUpdate::Succeeded {
+                        exit_code: Some(0),
+                        output_tail: output.clone(),
+                    }
+                } else {
+                    AttemptUpdate::Failed {
+                        exit_code: Some(1),
+                        message: "failed".into(),
+                        output_tail: output.clone(),
+                    }
+                };
+                h.apply(Command::ReportAttempt {
+                    task: id,
+                    attempt: 1,
+                    node: "gpu-1".into(),
+                    update,
+                });
+                if ok {
+                    model.store(model_key, id, h.state.now_ms, output);
+                }
+            }
+            _ => h.advance(rng.random_range(0..800)),
+        }
+    }
+    let mut replay = SchedulerState::default();
+    for (i, p) in h.log.iter().enumerate() {
+        replay.apply(i as u64 + 1, p);
+    }
+    assert_eq!(replay.digest(), h.state.digest(), "seed {seed}: replay");
+}
+
+#[test]
+fn the_cache_serves_what_a_reference_model_predicts() {
+    let first: u64 = std::env::var("CACHE_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    for seed in first..first + 40 {
+        println!("seed {seed} (CACHE_MODEL_SEED={seed} replays it)");
+        cache_matches_the_model(seed);
+    }
+}
