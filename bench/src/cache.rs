@@ -176,11 +176,11 @@ fn report(
         acked.max(Duration::from_millis(t.finished_ms.saturating_sub(sent_ms)))
     };
     let (cached, ran): (Vec<&Task>, Vec<&Task>) =
-        tasks.iter().partition(|t| t.cached_from_task_id != 0);
+        tasks.iter().partition(|t| t.cached_from_task_id.is_some());
     let used: u64 = ran.iter().map(|t| run_ms[&t.id]).sum();
     let saved: u64 = cached
         .iter()
-        .map(|t| run_ms.get(&t.cached_from_task_id).copied().unwrap_or(0))
+        .filter_map(|t| run_ms.get(&t.cached_from_task_id?).copied())
         .sum();
     let saved_frac = saved as f64 / (used + saved).max(1) as f64;
     let cached_latency: Vec<Duration> = cached.iter().map(|t| latency(t)).collect();

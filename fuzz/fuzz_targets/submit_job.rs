@@ -33,21 +33,28 @@ fuzz_target!(|data: &[u8]| {
         tasks.push(submitted.spec);
     }
     let mut state = SchedulerState::default();
+    // As the API proposes it: the cache's command only for jobs that use it.
+    let command = if cache.is_empty() {
+        Command::SubmitOwnedJob {
+            owner: "fuzz".into(),
+            client_id: request.client_id,
+            idempotency_key: request.idempotency_key,
+            tasks,
+            secret_env,
+        }
+    } else {
+        Command::SubmitJobWithCache {
+            owner: "fuzz".into(),
+            client_id: request.client_id,
+            idempotency_key: request.idempotency_key,
+            tasks,
+            secret_env,
+            cache,
+        }
+    };
     let proposal = Proposal {
         format: ENTRY_FORMAT_MAX,
-        ..Proposal::new(
-            1_000,
-            7,
-            Command::SubmitJobWithCache {
-                owner: "fuzz".into(),
-                client_id: request.client_id,
-                idempotency_key: request.idempotency_key,
-                tasks,
-                secret_env,
-                cache,
-            },
-            None,
-        )
+        ..Proposal::new(1_000, 7, command, None)
     };
     state.apply(1, &proposal);
     if let Err(broken) = state.check_invariants() {

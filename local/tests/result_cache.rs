@@ -60,7 +60,7 @@ async fn a_repeated_task_is_served_from_the_cache_and_refresh_replaces_it() {
     let (cached, cached_in) = run_one(&client, "second", stamped("stamp-v1")).await;
     println!("ran in {ran_in:?}, served from the cache in {cached_in:?}");
     assert_eq!(cached.reason, "cached");
-    assert_eq!(cached.cached_from_task_id, first.id);
+    assert_eq!(cached.cached_from_task_id, Some(first.id));
     assert_eq!(
         cached.output_tail, first.output_tail,
         "the first run's output"
@@ -84,7 +84,7 @@ async fn a_repeated_task_is_served_from_the_cache_and_refresh_replaces_it() {
     let seen = events[0].as_ref().unwrap().task.clone().unwrap();
     assert_eq!(
         (seen.reason.as_str(), seen.cached_from_task_id),
-        ("cached", first.id)
+        ("cached", Some(first.id))
     );
 
     // Another key misses; refresh runs anyway and its result replaces the entry.
@@ -94,7 +94,7 @@ async fn a_repeated_task_is_served_from_the_cache_and_refresh_replaces_it() {
     assert_eq!(refreshed.reason, "succeeded");
     assert_ne!(refreshed.output_tail, first.output_tail);
     let (after, _) = run_one(&client, "after-refresh", stamped("stamp-v1")).await;
-    assert_eq!(after.cached_from_task_id, refreshed.id);
+    assert_eq!(after.cached_from_task_id, Some(refreshed.id));
     assert_eq!(after.output_tail, refreshed.output_tail);
 
     // Two hits so far, one entry per key; every replica reports them.

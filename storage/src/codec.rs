@@ -71,9 +71,9 @@ pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
 /// Snapshots start with this tag and a version byte. Untagged snapshots are
 /// version 1 (before the tag existed); their first byte is an `Option` tag
 /// (0 or 1), which can never be the tag's first byte. Version 2 is the tag,
-/// then the body; version 3 the tag, then a checksummed record; versions 4
-/// and 5 (current) as 3, each with the state in its next layout (the state
-/// machine says what changed).
+/// then the body; version 3 the tag, then a checksummed record; versions 4,
+/// 5 and 6 (current) as 3, each with the state in its next layout (the
+/// state machine says what changed).
 const SNAPSHOT_TAG: &[u8; 4] = b"AGLS";
 pub const SNAPSHOT_VERSION: u8 = 6;
 

@@ -79,7 +79,7 @@ def test_a_repeated_cache_key_is_served_from_the_cache(cluster: Cluster) -> None
         refreshed = job.result("stamp", timeout=60)
         assert not refreshed.cached and refreshed.output_tail != first.output_tail
         (info,) = job.tasks()
-        assert info.cache_key == "py-stamp" and info.cached_from == 0
+        assert info.cache_key == "py-stamp" and info.cached_from is None
         after = client.submit(stamp()).result("stamp", timeout=60)
         assert after.cached_from == info.id
     with pytest.raises(autoglm.InvalidArgument, match="cache_key"):

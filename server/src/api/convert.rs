@@ -328,7 +328,7 @@ pub fn task_to_proto(t: &Task, hidden: &BTreeSet<String>, cache: Option<&TaskCac
             }),
             ..spec_to_proto(&t.spec, hidden)
         }),
-        cached_from_task_id: cache.and_then(|c| c.served_by).unwrap_or(0),
+        cached_from_task_id: cache.and_then(|c| c.served_by),
         state: state_to_proto(t.state) as i32,
         attempt: t.attempt,
         node: node.clone(),

@@ -255,10 +255,13 @@ impl From<SchedulerStateV5> for SchedulerState {
 }
 
 /// The snapshot version a snapshot of `state` is written in: the newest
-/// that every member may read, judged by the cluster's entry format.
+/// that every member may read, judged by the cluster's entry format, but
+/// never one that would drop what the state holds (breakers, a result
+/// cache): after an operator lowered the format, a follower restored from
+/// a lossy snapshot would diverge from the leader.
 pub fn snapshot_version(state: &SchedulerState) -> u8 {
     let format = settings::count_value(state, &settings::ENTRY_FORMAT);
-    if format < u64::from(ENTRY_FORMAT_ATTEMPT_DETAIL) {
+    let by_format = if format < u64::from(ENTRY_FORMAT_ATTEMPT_DETAIL) {
         3
     } else if format < u64::from(ENTRY_FORMAT_BREAKER) {
         4
@@ -266,7 +269,15 @@ pub fn snapshot_version(state: &SchedulerState) -> u8 {
         5
     } else {
         autoglm_storage::codec::SNAPSHOT_VERSION
-    }
+    };
+    let by_content = if !state.result_cache.is_empty() {
+        6
+    } else if !state.breakers.is_empty() {
+        5
+    } else {
+        3
+    };
+    by_format.max(by_content)
 }
 
 /// `state` serialized in the [`SchedulerStateV5`] layout, without a copy:

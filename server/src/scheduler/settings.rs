@@ -198,7 +198,7 @@ pub const CACHE_MAX_ENTRIES: Setting = Setting {
     default: Default::Number(10_000.0),
 };
 
-/// Bytes of results (keys, model names and output tails) the cache keeps at most.
+/// Bytes of results (owner and model names, keys and output tails) the cache keeps at most.
 pub const CACHE_MAX_BYTES: Setting = Setting {
     key: "cache/max_bytes",
     kind: count(0, 1 << 30),

@@ -106,8 +106,8 @@ class TaskInfo:
     #: Why a queued task waits, as one line (only from `Client.task`).
     waiting: str
     #: The task whose result this one took from the cache (reason
-    #: "cached"); 0 when it ran or has not finished.
-    cached_from: int
+    #: "cached"); None when it ran or has not finished.
+    cached_from: int | None
     #: The cache key it was submitted with ("" for none).
     cache_key: str
 
@@ -131,7 +131,7 @@ class TaskInfo:
             attempts=tuple(Attempt.from_proto(a) for a in t.attempts),
             revision=t.revision,
             waiting=t.waiting.summary if t.HasField("waiting") else "",
-            cached_from=t.cached_from_task_id,
+            cached_from=(t.cached_from_task_id if t.HasField("cached_from_task_id") else None),
             cache_key=t.spec.cache.key if t.spec.HasField("cache") else "",
         )
 
@@ -154,8 +154,8 @@ class Result:
     output_tail: str
     reason: str
     message: str
-    #: The task that produced a result served from the cache; 0 otherwise.
-    cached_from: int
+    #: The task that produced a result served from the cache; None otherwise.
+    cached_from: int | None
 
     @property
     def succeeded(self) -> bool:
@@ -164,7 +164,7 @@ class Result:
     @property
     def cached(self) -> bool:
         """Served from the result cache, without running."""
-        return self.cached_from != 0
+        return self.cached_from is not None
 
     @classmethod
     def of(cls, task: TaskInfo) -> Result:

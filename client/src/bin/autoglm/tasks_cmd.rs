@@ -161,8 +161,8 @@ fn watch_line(task: &Task) -> String {
     };
     let why = match (task.reason.as_str(), task.cached_from_task_id) {
         ("", _) => String::new(),
-        (reason, 0) => format!(" ({reason})"),
-        (reason, from) => format!(" ({reason} from task {from})"),
+        (reason, None) => format!(" ({reason})"),
+        (reason, Some(from)) => format!(" ({reason} from task {from})"),
     };
     format!(
         "task {:>6} {:<24} {:<10} attempt {}{at}{why}",
@@ -183,7 +183,7 @@ pub fn task_json(t: &Task) -> serde_json::Value {
         "cache": t.spec.as_ref().and_then(|s| s.cache.as_ref()).map(|c| json!({
             "key": c.key, "ttl_ms": c.ttl_ms, "refresh": c.refresh,
         })),
-        "cached_from_task_id": (t.cached_from_task_id != 0).then_some(t.cached_from_task_id),
+        "cached_from_task_id": t.cached_from_task_id,
         "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
         "waiting": t.waiting.as_ref().map(|w| json!({
             "summary": w.summary, "nodes": w.nodes, "nodes_fit": w.nodes_fit,
@@ -578,7 +578,7 @@ mod tests {
             id: 12,
             state: TaskState::Succeeded as i32,
             reason: "cached".into(),
-            cached_from_task_id: 7,
+            cached_from_task_id: Some(7),
             ..Default::default()
         };
         assert!(
@@ -589,7 +589,7 @@ mod tests {
         let ran = Task {
             reason: "succeeded".into(),
             node: "gpu-1".into(),
-            cached_from_task_id: 0,
+            cached_from_task_id: None,
             ..task.clone()
         };
         assert!(

@@ -751,7 +751,7 @@ class Task(_message.Message):
     """Raft log index of the last change."""
     cached_from_task_id: _builtins.int
     """For a task completed from the result cache (reason "cached"): the task
-    whose result it took. 0 otherwise.
+    whose result it took. Unset otherwise (task ids start at 0).
     """
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
@@ -787,14 +787,19 @@ class Task(_message.Message):
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         revision: _builtins.int = ...,
         waiting: Global___WaitReason | None = ...,
-        cached_from_task_id: _builtins.int = ...,
+        cached_from_task_id: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "exit_code", b"exit_code", "spec", b"spec", "waiting", b"waiting"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cached_from_task_id", b"_cached_from_task_id", "_exit_code", b"_exit_code", "cached_from_task_id", b"cached_from_task_id", "exit_code", b"exit_code", "spec", b"spec", "waiting", b"waiting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "assigned_ms", b"assigned_ms", "attempt", b"attempt", "attempts", b"attempts", "cached_from_task_id", b"cached_from_task_id", "created_ms", b"created_ms", "exit_code", b"exit_code", "finished_ms", b"finished_ms", "gpus", b"gpus", "id", b"id", "job_id", b"job_id", "message", b"message", "node", b"node", "not_before_ms", b"not_before_ms", "output_tail", b"output_tail", "reason", b"reason", "revision", b"revision", "spec", b"spec", "started_ms", b"started_ms", "state", b"state", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cached_from_task_id", b"_cached_from_task_id", "_exit_code", b"_exit_code", "assigned_ms", b"assigned_ms", "attempt", b"attempt", "attempts", b"attempts", "cached_from_task_id", b"cached_from_task_id", "created_ms", b"created_ms", "exit_code", b"exit_code", "finished_ms", b"finished_ms", "gpus", b"gpus", "id", b"id", "job_id", b"job_id", "message", b"message", "node", b"node", "not_before_ms", b"not_before_ms", "output_tail", b"output_tail", "reason", b"reason", "revision", b"revision", "spec", b"spec", "started_ms", b"started_ms", "state", b"state", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cached_from_task_id: _TypeAlias = _typing.Literal["cached_from_task_id"]  # noqa: Y015
+    _WhichOneofArgType__cached_from_task_id: _TypeAlias = _typing.Literal["_cached_from_task_id", b"_cached_from_task_id"]  # noqa: Y015
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_from_task_id) -> _WhichOneofReturnType__cached_from_task_id | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
