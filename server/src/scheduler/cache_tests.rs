@@ -5,14 +5,13 @@
 use std::collections::BTreeMap;
 
 use autoglm_storage::state_machine::decode_snapshot;
-use autoglm_storage::{Applied, StateMachine};
 
 use super::cache::{payload_sha256, CacheRequest};
 use super::command::{Assignment, AttemptUpdate, Command, Response};
 use super::format::{ENTRY_FORMAT_BREAKER, ENTRY_FORMAT_RESULT_CACHE};
 use super::model::{EdgeCondition, Payload, TaskId, TaskSpec, TaskState};
 use super::settings;
-use super::tests::{spec, Harness};
+use super::tests::{snapshot, spec, Harness};
 use super::SchedulerState;
 use crate::raft::TypeConfig;
 
@@ -327,12 +326,7 @@ fn snapshots_carry_the_cache_and_collecting_a_job_forgets_its_requests() {
     let first = submit_keyed(&mut h, "alice", "k", 10);
     run_to_success(&mut h, first, "out");
     let second = submit_keyed(&mut h, "alice", "k", 10);
-    let bytes = <SchedulerState as StateMachine<TypeConfig>>::encode_snapshot(&Applied {
-        last_applied: None,
-        membership: Default::default(),
-        state: h.state.clone(),
-    })
-    .unwrap();
+    let bytes = snapshot(&h.state);
     assert_eq!(bytes[4], autoglm_storage::codec::SNAPSHOT_VERSION);
     let back = decode_snapshot::<TypeConfig, SchedulerState>(&bytes).unwrap();
     assert_eq!(back.state.result_cache, h.state.result_cache);
@@ -341,12 +335,7 @@ fn snapshots_carry_the_cache_and_collecting_a_job_forgets_its_requests() {
     // Lowering the format never writes a layout that would drop the cache:
     // a follower restored from it would diverge from its leader.
     set(&mut h, settings::ENTRY_FORMAT, "5");
-    let lowered = <SchedulerState as StateMachine<TypeConfig>>::encode_snapshot(&Applied {
-        last_applied: None,
-        membership: Default::default(),
-        state: h.state.clone(),
-    })
-    .unwrap();
+    let lowered = snapshot(&h.state);
     assert_eq!(lowered[4], autoglm_storage::codec::SNAPSHOT_VERSION);
 
     h.advance(10_000);

@@ -426,11 +426,11 @@ impl Serialize for TaskAsV3<'_> {
 #[cfg(test)]
 mod tests {
     use autoglm_storage::state_machine::decode_snapshot;
-    use autoglm_storage::{Applied, StateMachine};
+    use autoglm_storage::Applied;
 
     use super::super::command::{Assignment, AttemptUpdate, Command, Response};
     use super::super::format::ENTRY_FORMAT_BATCH;
-    use super::super::tests::{spec, Harness};
+    use super::super::tests::{snapshot, spec, Harness};
     use super::*;
     use crate::raft::TypeConfig;
 
@@ -497,15 +497,6 @@ mod tests {
             );
         }
         h
-    }
-
-    fn snapshot(state: &SchedulerState) -> Vec<u8> {
-        <SchedulerState as StateMachine<TypeConfig>>::encode_snapshot(&Applied {
-            last_applied: None,
-            membership: Default::default(),
-            state: state.clone(),
-        })
-        .unwrap()
     }
 
     #[test]

@@ -60,6 +60,18 @@ pub fn capacity(gpus: u32, slots: u32) -> NodeCapacity {
     }
 }
 
+/// A snapshot of `state` as a replica writes it (in the version its
+/// entry format and contents call for).
+pub fn snapshot(state: &SchedulerState) -> Vec<u8> {
+    use autoglm_storage::{Applied, StateMachine};
+    <SchedulerState as StateMachine<crate::raft::TypeConfig>>::encode_snapshot(&Applied {
+        last_applied: None,
+        membership: Default::default(),
+        state: state.clone(),
+    })
+    .unwrap()
+}
+
 /// A state plus a log, so tests can replay it.
 pub struct Harness {
     pub state: SchedulerState,
