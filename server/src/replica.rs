@@ -276,7 +276,8 @@ impl Replica {
             // Buckets per authenticated principal: a free-text client id
             // cannot buy another bucket.
             Command::SubmitOwnedJob { owner, tasks, .. }
-            | Command::SubmitJobWithCache { owner, tasks, .. } => self.admit(owner, tasks.len())?,
+            | Command::SubmitJobWithCache { owner, tasks, .. }
+            | Command::SubmitJobWithGangs { owner, tasks, .. } => self.admit(owner, tasks.len())?,
             _ => {}
         }
         Ok(self.group_commit.enqueue(command, request))

@@ -16,9 +16,10 @@ use autoglm_server::scheduler::cache::{payload_sha256, CacheRequest};
 use autoglm_server::scheduler::command::BatchedWrite;
 use autoglm_server::scheduler::command::{Assignment, AttemptUpdate};
 use autoglm_server::scheduler::format::{
-    ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BATCH, ENTRY_FORMAT_BREAKER,
+    ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BATCH, ENTRY_FORMAT_BREAKER, ENTRY_FORMAT_GANG,
     ENTRY_FORMAT_RESULT_CACHE,
 };
+use autoglm_server::scheduler::gang::GangRequest;
 use autoglm_server::scheduler::model::{Gpu, NodeCapacity};
 use autoglm_server::scheduler::model::{Payload, Resources, RetryPolicy, TaskSpec};
 use autoglm_server::scheduler::state::DIGEST_VERSION;
@@ -112,6 +113,23 @@ fn cached_submission(idempotency_key: &str) -> Command {
     }
 }
 
+/// A job of two shards that run as one gang.
+fn gang_submission(idempotency_key: &str) -> Command {
+    Command::SubmitJobWithGangs {
+        owner: "alice".into(),
+        client_id: "c".into(),
+        idempotency_key: idempotency_key.into(),
+        tasks: vec![spec("shard-0"), spec("shard-1")],
+        secret_env: BTreeMap::new(),
+        cache: BTreeMap::new(),
+        gangs: vec![GangRequest {
+            name: "train".into(),
+            members: vec!["shard-0".into(), "shard-1".into()],
+            max_attempts: 2,
+        }],
+    }
+}
+
 fn proposal(format: u16, i: usize, command: Command) -> Proposal {
     Proposal {
         format,
@@ -128,6 +146,9 @@ fn entries(format: u16) -> Vec<Entry<TypeConfig>> {
     }
     if format >= ENTRY_FORMAT_RESULT_CACHE {
         commands.push(cached_submission("key-3"));
+    }
+    if format >= ENTRY_FORMAT_GANG {
+        commands.push(gang_submission("key-5"));
     }
     if format >= ENTRY_FORMAT_BATCH {
         commands.push(Command::Batch {
@@ -169,7 +190,7 @@ fn state() -> SchedulerState {
 
 #[test]
 fn log_entries_of_every_entry_format_decode() {
-    for format in [1u16, 2, 3, 4, 5, 6] {
+    for format in [1u16, 2, 3, 4, 5, 6, 7] {
         let expected = entries(format);
         let bytes = committed(
             &format!("entries-format-{format}.bin"),
@@ -424,4 +445,42 @@ fn a_snapshot_of_version_6_keeps_the_result_cache() {
     let (written, restored) = snapshot_round_trip(state, 6);
     assert_eq!(restored.result_cache, written.result_cache);
     assert_eq!(restored.tasks[&second], written.tasks[&second]);
+}
+
+#[test]
+fn a_snapshot_of_version_7_keeps_the_gangs() {
+    let format = ENTRY_FORMAT_GANG;
+    let mut state = state_with_an_attempt_in(format);
+    let mut index = 9;
+    let mut apply = |s: &mut SchedulerState, command| {
+        index += 1;
+        s.apply(index, &proposal(format, index as usize, command))
+    };
+    let shards = match apply(&mut state, gang_submission("key-5")) {
+        autoglm_server::scheduler::Response::JobAcceptedAt { tasks, .. } => tasks,
+        other => panic!("{other:?}"),
+    };
+    let placed = apply(
+        &mut state,
+        Command::Assign {
+            assignments: (0..2)
+                .map(|g| Assignment {
+                    task: shards[&format!("shard-{g}")],
+                    attempt: 1,
+                    node: "gpu-1".into(),
+                    gpus: vec![g],
+                })
+                .collect(),
+        },
+    );
+    assert_eq!(
+        placed,
+        autoglm_server::scheduler::Response::Changed(vec![shards["shard-0"], shards["shard-1"]])
+    );
+    state.check_invariants().unwrap();
+    let (written, restored) = snapshot_round_trip(state, 7);
+    assert_eq!(restored.gangs, written.gangs);
+    assert_eq!(restored.gangs.len(), 1);
+    assert!(restored.gangs.of(shards["shard-1"]).is_some());
+    restored.check_invariants().unwrap();
 }

@@ -30,6 +30,7 @@ impl StateMachine<Config> for Nothing {
     type V3 = Nothing;
     type V4 = Nothing;
     type V5 = Nothing;
+    type V6 = Nothing;
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -72,10 +72,10 @@ pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
 /// version 1 (before the tag existed); their first byte is an `Option` tag
 /// (0 or 1), which can never be the tag's first byte. Version 2 is the tag,
 /// then the body; version 3 the tag, then a checksummed record; versions 4,
-/// 5 and 6 (current) as 3, each with the state in its next layout (the
+/// 5, 6 and 7 (current) as 3, each with the state in its next layout (the
 /// state machine says what changed).
 const SNAPSHOT_TAG: &[u8; 4] = b"AGLS";
-pub const SNAPSHOT_VERSION: u8 = 6;
+pub const SNAPSHOT_VERSION: u8 = 7;
 
 /// The oldest version a snapshot is still written in, while a cluster may
 /// hold members of a build that reads no newer one.
@@ -99,14 +99,15 @@ pub fn encode_snapshot_as<T: Serialize>(
     Ok(out)
 }
 
-/// The layout of a snapshot's state, which changed four times: versions
-/// 1, 2-3, 4, 5 and 6 each hold their own.
+/// The layout of a snapshot's state, which changed five times: versions
+/// 1, 2-3, 4, 5, 6 and 7 each hold their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotLayout {
     V1,
     V3,
     V4,
     V5,
+    V6,
     Current,
 }
 
@@ -119,6 +120,7 @@ pub fn snapshot_body(bytes: &[u8]) -> Result<(SnapshotLayout, &[u8]), DecodeErro
         Some([3, record @ ..]) => Ok((SnapshotLayout::V3, verified_body(record)?)),
         Some([4, record @ ..]) => Ok((SnapshotLayout::V4, verified_body(record)?)),
         Some([5, record @ ..]) => Ok((SnapshotLayout::V5, verified_body(record)?)),
+        Some([6, record @ ..]) => Ok((SnapshotLayout::V6, verified_body(record)?)),
         Some([SNAPSHOT_VERSION, record @ ..]) => {
             Ok((SnapshotLayout::Current, verified_body(record)?))
         }
@@ -169,6 +171,10 @@ mod tests {
         assert_eq!(decode::<u32>(body).unwrap(), 5);
         let v4 = encode_snapshot_as(4, &5u32).unwrap();
         assert_eq!(snapshot_body(&v4).unwrap().0, SnapshotLayout::V4);
+        let v5 = encode_snapshot_as(5, &5u32).unwrap();
+        assert_eq!(snapshot_body(&v5).unwrap().0, SnapshotLayout::V5);
+        let v6 = encode_snapshot_as(6, &5u32).unwrap();
+        assert_eq!(snapshot_body(&v6).unwrap().0, SnapshotLayout::V6);
         assert_eq!(snapshot_body(&[1, 2]).unwrap().0, SnapshotLayout::V1);
         let mut damaged = current.clone();
         *damaged.last_mut().unwrap() ^= 1;

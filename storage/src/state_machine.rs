@@ -33,11 +33,12 @@ pub trait StateMachine<C: StoredTypeConfig>:
     fn no_request_response() -> C::R;
 
     /// The state as snapshot version 1 encoded it, as versions 2 and 3 did,
-    /// and as versions 4 and 5 did; snapshots of every version still restore.
+    /// and as versions 4, 5 and 6 did; snapshots of every version still restore.
     type V1: DeserializeOwned + Into<Self>;
     type V3: DeserializeOwned + Into<Self>;
     type V4: DeserializeOwned + Into<Self>;
     type V5: DeserializeOwned + Into<Self>;
+    type V6: DeserializeOwned + Into<Self>;
 
     /// Encodes a snapshot of `applied`: in the current version, unless the
     /// state says members that read only an older one may still be in the
@@ -73,6 +74,7 @@ pub fn decode_snapshot<C: StoredTypeConfig, S: StateMachine<C>>(
         (codec::SnapshotLayout::V3, body) => upgraded(codec::decode::<Applied<S::V3>>(body)?),
         (codec::SnapshotLayout::V4, body) => upgraded(codec::decode::<Applied<S::V4>>(body)?),
         (codec::SnapshotLayout::V5, body) => upgraded(codec::decode::<Applied<S::V5>>(body)?),
+        (codec::SnapshotLayout::V6, body) => upgraded(codec::decode::<Applied<S::V6>>(body)?),
         (codec::SnapshotLayout::Current, body) => codec::decode(body)?,
     };
     applied.state.restored();

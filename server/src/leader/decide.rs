@@ -135,9 +135,11 @@ pub fn placement_round(
     if !batch.is_empty() {
         commands.push(Command::Assign { assignments: batch });
     }
-    // The highest queued task that fits nowhere may evict much lower priorities.
-    let first_unplaced = queue_order(state, runtime.placement.aging_ms, now_ms)
-        .find(|t| !placed.contains(&t.id) && t.not_before_ms <= now_ms);
+    // The highest queued task that fits nowhere may evict much lower
+    // priorities; a gang does not preempt (it waits for capacity to gather).
+    let first_unplaced = queue_order(state, runtime.placement.aging_ms, now_ms).find(|t| {
+        !placed.contains(&t.id) && t.not_before_ms <= now_ms && state.gangs.of(t.id).is_none()
+    });
     if let Some(task) = first_unplaced {
         for (victim, attempt) in preemption_victims(state, task, runtime.preemption_gap, now_ms) {
             commands.push(Command::Requeue {

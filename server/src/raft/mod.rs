@@ -44,6 +44,7 @@ impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
     type V3 = layouts::SchedulerStateV3;
     type V4 = layouts::SchedulerStateV4;
     type V5 = layouts::SchedulerStateV5;
+    type V6 = layouts::SchedulerStateV6;
 
     fn encode_snapshot(applied: &Applied<Self>) -> Result<Vec<u8>, postcard::Error> {
         fn in_layout<T: serde::Serialize>(
@@ -63,6 +64,7 @@ impl autoglm_storage::StateMachine<TypeConfig> for SchedulerState {
             3 => in_layout(3, applied, layouts::AsVersion3::from(state)),
             4 => in_layout(4, applied, layouts::AsVersion4::from(state)),
             5 => in_layout(5, applied, layouts::AsVersion5::from(state)),
+            6 => in_layout(6, applied, layouts::AsVersion6::from(state)),
             _ => codec::encode_snapshot(applied),
         }
     }

@@ -37,38 +37,71 @@ impl SchedulerState {
     /// Applies each assignment that still fits; the others stay queued.
     pub(super) fn apply_assign(&mut self, assignments: &[Assignment]) -> Response {
         let mut changed = Vec::new();
+        let mut gangs_seen = std::collections::BTreeSet::new();
         for a in assignments {
-            if self.assignment_fits(a) {
-                let (now, index) = (self.now_ms, self.index);
-                let mut task = self
-                    .tasks
-                    .get_mut(&a.task)
-                    .expect("checked by assignment_fits");
-                task.state = TaskState::Assigned;
-                task.attempt = a.attempt;
-                task.placement = Some(Placement {
-                    node: a.node.clone(),
-                    attempt: a.attempt,
-                    gpus: a.gpus.clone(),
-                    assigned_ms: now,
-                    started_ms: None,
-                });
-                task.revision = index;
-                // Still under the queued_ms it was indexed with.
-                self.queue.remove(&task);
-                drop(task);
-                self.placed
-                    .entry(a.node.clone())
-                    .or_default()
-                    .insert(a.task);
-                self.breaker_attempt_placed(&a.node, (a.task, a.attempt));
-                changed.push(a.task);
+            let Some((gang_id, gang)) = self.gangs.of(a.task) else {
+                if self.assignment_fits(a) {
+                    self.place_assignment(a);
+                    changed.push(a.task);
+                }
+                continue;
+            };
+            // A gang whole, at its first member's assignment, or not at all.
+            if !gangs_seen.insert(gang_id) {
+                continue;
+            }
+            let members: Vec<&Assignment> = assignments
+                .iter()
+                .filter(|b| self.gangs.of(b.task).is_some_and(|(g, _)| g == gang_id))
+                .collect();
+            if self.gang_assignments_fit(gang, &members) {
+                for m in members {
+                    self.place_assignment(m);
+                    changed.push(m.task);
+                }
             }
         }
         Response::Changed(changed)
     }
 
+    /// Places one assignment that fits.
+    fn place_assignment(&mut self, a: &Assignment) {
+        let (now, index) = (self.now_ms, self.index);
+        let mut task = self
+            .tasks
+            .get_mut(&a.task)
+            .expect("checked by assignment_fits");
+        task.state = TaskState::Assigned;
+        task.attempt = a.attempt;
+        task.placement = Some(Placement {
+            node: a.node.clone(),
+            attempt: a.attempt,
+            gpus: a.gpus.clone(),
+            assigned_ms: now,
+            started_ms: None,
+        });
+        task.revision = index;
+        // Still under the queued_ms it was indexed with.
+        self.queue.remove(&task);
+        drop(task);
+        self.placed
+            .entry(a.node.clone())
+            .or_default()
+            .insert(a.task);
+        self.breaker_attempt_placed(&a.node, (a.task, a.attempt));
+    }
+
     fn assignment_fits(&self, a: &Assignment) -> bool {
+        self.assignment_fits_with(a, &[])
+    }
+
+    /// Whether `a` fits with `earlier` (placements of the same batch not
+    /// applied yet) held on its node too.
+    pub(super) fn assignment_fits_with(
+        &self,
+        a: &Assignment,
+        earlier: &[(&super::model::TaskSpec, &[u32])],
+    ) -> bool {
         let (Some(task), Some(node)) = (self.tasks.get(&a.task), self.nodes.get(&a.node)) else {
             return false;
         };
@@ -81,7 +114,7 @@ impl SchedulerState {
             return false;
         }
         // It fits, and each GPU named takes it now.
-        let mut held = self.held_on(&a.node);
+        let mut held = super::gang::held_with(self.held_on(&a.node), earlier);
         if fit::capacity(&task.spec, node, &held).is_err() {
             return false;
         }
@@ -220,6 +253,9 @@ impl SchedulerState {
         backoff: bool,
         changed: &mut Vec<TaskId>,
     ) {
+        if let Some((gang, _)) = self.gangs.of(task) {
+            return self.gang_round_ended(gang, task, state, outcome, backoff, changed);
+        }
         let t = &self.tasks[&task];
         if t.attempt < t.spec.retry.max_attempts {
             let wait = if backoff {

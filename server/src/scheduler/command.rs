@@ -6,6 +6,7 @@ use super::acl::TokenRecord;
 use super::cache::CacheRequest;
 use super::config_store::ConfigEntry;
 use super::format;
+use super::gang::GangRequest;
 use super::model::{JobId, NodeCapacity, NodeName, TaskId, TaskSpec};
 
 /// One entry of the Raft log: a command plus what the leader supplies from
@@ -292,9 +293,64 @@ pub enum Command {
         secret_env: BTreeMap<String, BTreeSet<String>>,
         cache: BTreeMap<String, CacheRequest>,
     },
+    /// `SubmitJobWithCache` with gang groups (`gang.rs`): tasks placed all
+    /// together or not at all. Entry format 7 and later; submissions
+    /// without a gang stay as before.
+    SubmitJobWithGangs {
+        owner: String,
+        client_id: String,
+        idempotency_key: String,
+        tasks: Vec<TaskSpec>,
+        secret_env: BTreeMap<String, BTreeSet<String>>,
+        cache: BTreeMap<String, CacheRequest>,
+        gangs: Vec<GangRequest>,
+    },
 }
 
 impl Command {
+    /// An owned submission in the command that carries what it uses:
+    /// `SubmitOwnedJob` without cache requests or gangs, so older builds
+    /// still read it, `SubmitJobWithCache` with cache requests only,
+    /// `SubmitJobWithGangs` with gangs.
+    pub fn owned_submission(
+        owner: String,
+        client_id: String,
+        idempotency_key: String,
+        tasks: Vec<TaskSpec>,
+        secret_env: BTreeMap<String, BTreeSet<String>>,
+        cache: BTreeMap<String, CacheRequest>,
+        gangs: Vec<GangRequest>,
+    ) -> Command {
+        if !gangs.is_empty() {
+            Command::SubmitJobWithGangs {
+                owner,
+                client_id,
+                idempotency_key,
+                tasks,
+                secret_env,
+                cache,
+                gangs,
+            }
+        } else if !cache.is_empty() {
+            Command::SubmitJobWithCache {
+                owner,
+                client_id,
+                idempotency_key,
+                tasks,
+                secret_env,
+                cache,
+            }
+        } else {
+            Command::SubmitOwnedJob {
+                owner,
+                client_id,
+                idempotency_key,
+                tasks,
+                secret_env,
+            }
+        }
+    }
+
     /// The command's name in metrics (`autoglm_raft_proposals_total{kind}`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -318,6 +374,7 @@ impl Command {
             Command::Batch { .. } => "batch",
             Command::ResetNodeBreaker { .. } => "reset_node_breaker",
             Command::SubmitJobWithCache { .. } => "submit_job",
+            Command::SubmitJobWithGangs { .. } => "submit_job",
         }
     }
 }

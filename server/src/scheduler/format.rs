@@ -17,8 +17,9 @@
 //! | 3 | releases up to 2026-11-30 | as 2; the command may be a `Batch` (group commit) |
 //! | 4 | releases up to 2026-12-01 | as 3; `apply` records each attempt's GPUs, start and exit code, which snapshots carry from version 4 on (`layouts.rs`) |
 //! | 5 | releases up to 2026-12-01 | as 4; the command may be `ResetNodeBreaker`, and `apply` runs the nodes' circuit breakers, which snapshots carry from version 5 on |
-//! | 6 | this release | as 5; the command may be `SubmitJobWithCache` (the result cache), which snapshots carry from version 6 on |
-//! | 7 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 6, then `proposed_by` |
+//! | 6 | releases up to 2026-12-04 | as 5; the command may be `SubmitJobWithCache` (the result cache), which snapshots carry from version 6 on |
+//! | 7 | this release | as 6; the command may be `SubmitJobWithGangs` (gang groups), which snapshots carry from version 7 on |
+//! | 8 | builds with the `format-next` feature (the rolling-upgrade test's build B) | as 7, then `proposed_by` |
 
 /// The tag that starts a versioned proposal: a first field no unversioned
 /// proposal can have (its first field is a wall-clock time in ms).
@@ -47,15 +48,18 @@ pub const ENTRY_FORMAT_BREAKER: u16 = 5;
 /// The first version which may carry `SubmitJobWithCache` (`cache.rs`).
 pub const ENTRY_FORMAT_RESULT_CACHE: u16 = 6;
 
+/// The first version which may carry `SubmitJobWithGangs` (`gang.rs`).
+pub const ENTRY_FORMAT_GANG: u16 = 7;
+
 /// The first version whose proposals carry `proposed_by`.
 #[cfg(feature = "format-next")]
-pub const ENTRY_FORMAT_PROPOSED_BY: u16 = 7;
+pub const ENTRY_FORMAT_PROPOSED_BY: u16 = 8;
 
 /// The newest entry format this build reads and may write.
 #[cfg(not(feature = "format-next"))]
-pub const ENTRY_FORMAT_MAX: u16 = 6;
-#[cfg(feature = "format-next")]
 pub const ENTRY_FORMAT_MAX: u16 = 7;
+#[cfg(feature = "format-next")]
+pub const ENTRY_FORMAT_MAX: u16 = 8;
 
 /// The highest version the setting may ever name, in any build: `apply`
 /// must not depend on the build, or replicas of two builds would disagree on

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::cache::CacheRequest;
 use super::command::Response;
+use super::gang::GangRequest;
 use super::model::{EdgeCondition, Job, JobId, Outcome, Task, TaskId, TaskSpec, TaskState};
 use super::state::SchedulerState;
 use super::validate::validate_job;
@@ -30,6 +31,7 @@ impl SchedulerState {
         key: &str,
         specs: &[TaskSpec],
         cache: &BTreeMap<String, CacheRequest>,
+        gangs: &[GangRequest],
     ) -> Response {
         if let Err(reason) = super::validate::validate_client_key(client_id, key) {
             return Response::Rejected(reason);
@@ -67,7 +69,9 @@ impl SchedulerState {
                 }
             }
         }
-        if let Err(reason) = validate_job(specs, self.nodes.values(), self.payload_bytes_max()) {
+        if let Err(reason) = validate_job(specs, self.nodes.values(), self.payload_bytes_max())
+            .and_then(|()| super::validate::check_gangs(specs, gangs, cache, self.nodes.values()))
+        {
             return Response::Rejected(reason);
         }
         // The entry's index, as before group commit; the writes of a batch
@@ -148,6 +152,7 @@ impl SchedulerState {
             }
         }
         self.cache_requests_submitted(cache, &ids);
+        self.gangs_submitted(job_id, gangs, &ids);
         let mut changed = Vec::new();
         for id in ids.values() {
             if self.tasks[id].upstream.is_empty() {
@@ -198,6 +203,9 @@ impl SchedulerState {
             },
             &mut changed,
         );
+        if let Some((gang, _)) = self.gangs.of(id) {
+            self.gang_cancelled(gang, id, &mut changed);
+        }
         Response::Changed(changed)
     }
 
@@ -240,6 +248,7 @@ impl SchedulerState {
                 self.tasks.remove(t);
                 self.acl.secret_env.remove(t);
                 self.result_cache.tasks.remove(t);
+                self.gangs.remove_of(*t);
             }
             self.idempotency
                 .remove(&(job.client_id, job.idempotency_key));

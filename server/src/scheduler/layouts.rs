@@ -9,12 +9,14 @@
 //! | 2, 3 | [`SchedulerStateV3`]: no `breakers`, attempts as [`AttemptRecordV3`] |
 //! | 4 | [`SchedulerStateV4`]: no `breakers`; attempts keep GPUs, start time and exit code |
 //! | 5 | [`SchedulerStateV5`]: with the nodes' circuit breakers |
-//! | 6 | [`SchedulerState`]: with the result cache |
+//! | 6 | [`SchedulerStateV6`]: with the result cache |
+//! | 7 | [`SchedulerState`]: with the gangs |
 //!
 //! Writing an older version loses nothing: below the entry format that
 //! records attempt details `apply` leaves those three fields empty (see
 //! `jobs.rs`, `release`), below the one that runs breakers it keeps none,
-//! and below the one that takes cache requests the cache stays empty.
+//! below the one that takes cache requests the cache stays empty, and below
+//! the one that takes gangs there are none.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,10 +24,13 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::acl::Acl;
 use super::breaker::Breaker;
+use super::cache::ResultCache;
 use super::config_store::ConfigStore;
 use super::counts::FinishedCounts;
 use super::digested::DigestedMap;
-use super::format::{ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BREAKER, ENTRY_FORMAT_RESULT_CACHE};
+use super::format::{
+    ENTRY_FORMAT_ATTEMPT_DETAIL, ENTRY_FORMAT_BREAKER, ENTRY_FORMAT_GANG, ENTRY_FORMAT_RESULT_CACHE,
+};
 use super::model::{
     AttemptRecord, EdgeCondition, Job, JobId, Node, NodeName, Outcome, Placement, Task, TaskId,
     TaskSpec, TaskState,
@@ -231,17 +236,12 @@ pub struct SchedulerStateV5 {
 
 impl From<SchedulerStateV5> for SchedulerState {
     fn from(v5: SchedulerStateV5) -> Self {
-        SchedulerState {
+        SchedulerStateV6 {
             now_ms: v5.now_ms,
-            seed: 0,
-            index: 0,
-            format: 0,
             config: v5.config,
             jobs: v5.jobs,
             tasks: v5.tasks,
             queue: v5.queue,
-            waiting: 0,
-            finished: FinishedCounts::default(),
             nodes: v5.nodes,
             placed: v5.placed,
             idempotency: v5.idempotency,
@@ -249,7 +249,52 @@ impl From<SchedulerStateV5> for SchedulerState {
             applied_requests: v5.applied_requests,
             acl: v5.acl,
             breakers: v5.breakers,
-            result_cache: Default::default(),
+            result_cache: ResultCache::default(),
+        }
+        .into()
+    }
+}
+
+/// The state as snapshot format 6 stored it: today's, before `gangs`.
+#[derive(Deserialize)]
+pub struct SchedulerStateV6 {
+    now_ms: u64,
+    config: ConfigStore,
+    jobs: DigestedMap<JobId, Job>,
+    tasks: DigestedMap<TaskId, Task>,
+    queue: Queue,
+    nodes: BTreeMap<NodeName, Node>,
+    placed: BTreeMap<NodeName, BTreeSet<TaskId>>,
+    idempotency: DigestedMap<(String, String), JobId>,
+    next_task_id: TaskId,
+    applied_requests: AppliedRequests,
+    acl: Acl,
+    breakers: BTreeMap<NodeName, Breaker>,
+    result_cache: ResultCache,
+}
+
+impl From<SchedulerStateV6> for SchedulerState {
+    fn from(v6: SchedulerStateV6) -> Self {
+        SchedulerState {
+            now_ms: v6.now_ms,
+            seed: 0,
+            index: 0,
+            format: 0,
+            config: v6.config,
+            jobs: v6.jobs,
+            tasks: v6.tasks,
+            queue: v6.queue,
+            waiting: 0,
+            finished: FinishedCounts::default(),
+            nodes: v6.nodes,
+            placed: v6.placed,
+            idempotency: v6.idempotency,
+            next_task_id: v6.next_task_id,
+            applied_requests: v6.applied_requests,
+            acl: v6.acl,
+            breakers: v6.breakers,
+            result_cache: v6.result_cache,
+            gangs: Default::default(),
         }
     }
 }
@@ -257,7 +302,7 @@ impl From<SchedulerStateV5> for SchedulerState {
 /// The snapshot version a snapshot of `state` is written in: the newest
 /// that every member may read, judged by the cluster's entry format, but
 /// never one that would drop what the state holds (breakers, a result
-/// cache): after an operator lowered the format, a follower restored from
+/// cache, gangs): after an operator lowered the format, a follower restored from
 /// a lossy snapshot would diverge from the leader.
 pub fn snapshot_version(state: &SchedulerState) -> u8 {
     let format = settings::count_value(state, &settings::ENTRY_FORMAT);
@@ -267,10 +312,14 @@ pub fn snapshot_version(state: &SchedulerState) -> u8 {
         4
     } else if format < u64::from(ENTRY_FORMAT_RESULT_CACHE) {
         5
+    } else if format < u64::from(ENTRY_FORMAT_GANG) {
+        6
     } else {
         autoglm_storage::codec::SNAPSHOT_VERSION
     };
-    let by_content = if !state.result_cache.is_empty() {
+    let by_content = if !state.gangs.is_empty() {
+        7
+    } else if !state.result_cache.is_empty() {
         6
     } else if !state.breakers.is_empty() {
         5
@@ -278,6 +327,17 @@ pub fn snapshot_version(state: &SchedulerState) -> u8 {
         3
     };
     by_format.max(by_content)
+}
+
+/// `state` serialized in the [`SchedulerStateV6`] layout, without a copy:
+/// version 5's fields, then the result cache.
+#[derive(Serialize)]
+pub struct AsVersion6<'a>(AsVersion5<'a>, &'a ResultCache);
+
+impl<'a> From<&'a SchedulerState> for AsVersion6<'a> {
+    fn from(s: &'a SchedulerState) -> Self {
+        AsVersion6(s.into(), &s.result_cache)
+    }
 }
 
 /// `state` serialized in the [`SchedulerStateV5`] layout, without a copy:

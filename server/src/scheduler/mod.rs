@@ -13,6 +13,7 @@ pub mod counts;
 pub mod digested;
 pub mod fit;
 pub mod format;
+pub mod gang;
 pub mod jobs;
 pub mod layouts;
 pub mod limits;
@@ -35,5 +36,7 @@ mod batch_tests;
 mod breaker_tests;
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod gang_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -19,6 +19,7 @@ use super::command::{BatchedWrite, Command, Proposal, Response};
 use super::config_store::{self, ConfigStore, Written};
 use super::counts::{FinishedCounts, TASK_STATES};
 use super::digested::DigestedMap;
+use super::gang::Gangs;
 use super::model::{Job, JobId, Node, NodeName, Task, TaskId, TaskState};
 use super::queue::Queue;
 use super::requests::{AppliedRequests, RequestId};
@@ -66,6 +67,9 @@ pub struct SchedulerState {
     /// The result cache and the tasks' cache requests (snapshot format 6
     /// and later; entry format 6 and later fills it).
     pub result_cache: ResultCache,
+    /// Gang groups (snapshot format 7 and later; entry format 7 and later
+    /// submits them).
+    pub gangs: Gangs,
 }
 
 /// The seed of the `i`th write of a batch whose entry carries `seed`:
@@ -86,7 +90,7 @@ fn batched_seed(seed: u64, i: usize) -> u64 {
 /// nodes' circuit breakers, when there are any, are hashed after the rest,
 /// so a state without any (every state below entry format 5, the only kind
 /// older builds hold) keeps the digest those builds compute; likewise the
-/// result cache, from entry format 6.
+/// result cache, from entry format 6, and the gangs, from entry format 7.
 pub const DIGEST_VERSION: u32 = 3;
 
 /// What the digest hashes: the bounded parts of the state as they are, the
@@ -112,6 +116,8 @@ struct DigestInput<'a> {
     breakers: &'a BTreeMap<NodeName, Breaker>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result_cache: Option<ResultCacheDigest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gangs: Option<u64>,
 }
 
 /// The result cache in the digest: its maps by their kept digests.
@@ -135,6 +141,7 @@ impl SchedulerState {
             .count();
         self.finished = FinishedCounts::of(self.tasks.values().map(|t| t.state));
         self.result_cache.reindex();
+        self.gangs.reindex();
     }
 
     /// A copy without what [`Self::reindex`] rebuilds (the queue's order
@@ -160,6 +167,7 @@ impl SchedulerState {
             acl: self.acl.clone(),
             breakers: self.breakers.clone(),
             result_cache: self.result_cache.clone(),
+            gangs: self.gangs.clone(),
         }
     }
 
@@ -222,7 +230,14 @@ impl SchedulerState {
                 client_id,
                 idempotency_key,
                 tasks,
-            } => self.apply_submit_job(None, client_id, idempotency_key, tasks, &BTreeMap::new()),
+            } => self.apply_submit_job(
+                None,
+                client_id,
+                idempotency_key,
+                tasks,
+                &BTreeMap::new(),
+                &[],
+            ),
             Command::SubmitOwnedJob {
                 owner,
                 client_id,
@@ -235,6 +250,7 @@ impl SchedulerState {
                 idempotency_key,
                 tasks,
                 &BTreeMap::new(),
+                &[],
             ),
             Command::CancelTask { task } => self.apply_cancel_task(*task),
             Command::CancelJob { job } => self.apply_cancel_job(*job),
@@ -296,6 +312,31 @@ impl SchedulerState {
                     idempotency_key,
                     tasks,
                     cache,
+                    &[],
+                )
+            }
+            Command::SubmitJobWithGangs {
+                owner,
+                client_id,
+                idempotency_key,
+                tasks,
+                secret_env,
+                cache,
+                gangs,
+            } => {
+                if self.format < super::format::ENTRY_FORMAT_GANG {
+                    return Response::Rejected(format!(
+                        "gangs: needs entry format {}",
+                        super::format::ENTRY_FORMAT_GANG
+                    ));
+                }
+                self.apply_submit_job(
+                    Some((owner, secret_env)),
+                    client_id,
+                    idempotency_key,
+                    tasks,
+                    cache,
+                    gangs,
                 )
             }
         }
@@ -352,6 +393,7 @@ impl SchedulerState {
                 entries: self.result_cache.entries.digest(),
                 hits_total: self.result_cache.hits_total,
             }),
+            gangs: (!self.gangs.is_empty()).then(|| self.gangs.groups.digest()),
         };
         let bytes = postcard::to_stdvec(&input).expect("state is always encodable");
         let hash = Sha256::digest(&bytes);
@@ -434,6 +476,16 @@ impl SchedulerState {
             return Err(format!("cache request of task {id}, which does not exist"));
         }
         self.result_cache.check()?;
+        if let Some(id) = self
+            .gangs
+            .groups
+            .values()
+            .flat_map(|g| &g.members)
+            .find(|id| !self.tasks.contains_key(*id))
+        {
+            return Err(format!("gang member {id}, which does not exist"));
+        }
+        self.check_gangs()?;
         let placed_count: usize = self.placed.values().map(BTreeSet::len).sum();
         if placed_count != self.tasks.values().filter(|t| t.state.is_placed()).count() {
             return Err("placed index holds tasks that are not placed".into());

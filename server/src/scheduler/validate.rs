@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::cache::{self, CacheRequest};
+use super::gang::{self, GangRequest};
 use super::limits::*;
 use super::model::{Node, Payload, TaskSpec};
 use super::reservations::could_ever_fit;
@@ -184,6 +185,109 @@ pub fn check_cache_requests(
             request.ttl_ms as usize,
             cache::TTL_MS_MAX as usize,
         )?;
+    }
+    Ok(())
+}
+
+/// Checks a job's gangs: each has a unique name, 1 to 256 members naming
+/// distinct tasks of the job that are in no other gang, and 1 to 100
+/// attempts; members share their dependencies (so they are released
+/// together), depend on no other member, carry no cache request (a member
+/// served from the cache would never run with the rest), and, where nodes
+/// are registered, fit them all at once when they are idle.
+pub fn check_gangs<'a>(
+    tasks: &[TaskSpec],
+    gangs: &[GangRequest],
+    cache: &BTreeMap<String, CacheRequest>,
+    nodes: impl Iterator<Item = &'a Node> + Clone,
+) -> Result<(), String> {
+    at_most("gangs", gangs.len(), gang::JOB_GANGS_MAX)?;
+    let index: BTreeMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut names = BTreeSet::new();
+    let mut in_gang: BTreeMap<&str, &str> = BTreeMap::new();
+    for (g, gang) in gangs.iter().enumerate() {
+        let at = |field: &str| format!("gangs[{g}] ({}).{field}", gang.name);
+        if gang.name.is_empty()
+            || gang.name.len() > TASK_NAME_LEN_MAX
+            || !gang
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "gangs[{g}].name: must be 1 to {TASK_NAME_LEN_MAX} of A-Z a-z 0-9 - _ ."
+            ));
+        }
+        if !names.insert(gang.name.as_str()) {
+            return Err(format!("{}: duplicate gang name", at("name")));
+        }
+        if gang.members.is_empty() {
+            return Err(format!("{}: a gang needs at least one task", at("tasks")));
+        }
+        at_most(&at("tasks"), gang.members.len(), gang::GANG_MEMBERS_MAX)?;
+        if gang.max_attempts == 0 || gang.max_attempts > ATTEMPTS_MAX {
+            return Err(format!(
+                "{}: must be 1 to {ATTEMPTS_MAX}",
+                at("max_attempts")
+            ));
+        }
+        let mut specs = Vec::with_capacity(gang.members.len());
+        for member in &gang.members {
+            let Some(i) = index.get(member.as_str()) else {
+                return Err(format!("{}: unknown task {}", at("tasks"), quote(member)));
+            };
+            if let Some(other) = in_gang.insert(member, &gang.name) {
+                let why = if other == gang.name {
+                    "is named twice".to_string()
+                } else {
+                    format!("is already in gang {}", quote(other))
+                };
+                return Err(format!("{}: task {} {why}", at("tasks"), quote(member)));
+            }
+            if cache.contains_key(member) {
+                return Err(format!(
+                    "tasks[{i}] ({member}).cache: a gang member cannot be served from the result cache"
+                ));
+            }
+            specs.push(&tasks[*i]);
+        }
+        let deps = |t: &TaskSpec| -> BTreeSet<(String, super::model::EdgeCondition)> {
+            t.depends_on
+                .iter()
+                .map(|d| (d.task.clone(), d.condition))
+                .collect()
+        };
+        let first = deps(specs[0]);
+        for t in &specs {
+            if let Some(d) = t.depends_on.iter().find(|d| gang.members.contains(&d.task)) {
+                return Err(format!(
+                    "tasks[{}] ({}).depends_on: {} is in the same gang; members run together",
+                    index[t.name.as_str()],
+                    t.name,
+                    quote(&d.task)
+                ));
+            }
+            if deps(t) != first {
+                return Err(format!(
+                    "tasks[{}] ({}).depends_on: members of gang {} must have the same dependencies (as {} has)",
+                    index[t.name.as_str()],
+                    t.name,
+                    quote(&gang.name),
+                    specs[0].name
+                ));
+            }
+        }
+        if nodes.clone().next().is_some() && !gang::fits_an_idle_fleet(&specs, nodes.clone()) {
+            return Err(format!(
+                "{}: the registered nodes could not run all {} members at once even when idle",
+                at("tasks"),
+                specs.len()
+            ));
+        }
     }
     Ok(())
 }

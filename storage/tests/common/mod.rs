@@ -37,4 +37,5 @@ impl StateMachine<KvConfig> for Kv {
     type V3 = Kv;
     type V4 = Kv;
     type V5 = Kv;
+    type V6 = Kv;
 }

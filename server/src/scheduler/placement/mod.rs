@@ -8,9 +8,10 @@
 //! metrics are fresh), let the policy pick among the feasible ones, then hold
 //! the capacity in the working view so one batch does not herd onto a node.
 
+mod gang;
 mod policies;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use autoglm_client::human_duration_ms;
 use rand::RngCore;
@@ -217,6 +218,11 @@ impl<'a> Round<'a> {
             return Err(Unplaced::FitsNowhere);
         }
         let chosen = policy.pick(task, &self.views, &candidates, rng);
+        self.hold(chosen, task)
+    }
+
+    /// Holds `task`'s capacity on view `chosen`, which passed the filters.
+    fn hold(&mut self, chosen: usize, task: &Task) -> Result<Assignment, Unplaced> {
         let view = &mut self.views[chosen];
         let gpus = choose_gpus(&task.spec, view.node, &view.held).ok_or(Unplaced::NoGpus)?;
         view.held.add(&task.spec, &gpus);
@@ -245,6 +251,8 @@ pub enum Unplaced {
     FitsNowhere,
     /// The chosen node's GPUs could not be picked (fragmented slots).
     NoGpus,
+    /// Only `fit` of its gang's members fit at once; a gang is placed whole.
+    GangIncomplete { fit: usize },
 }
 
 /// One placement round: assignments for as many queued tasks as fit, in
@@ -261,12 +269,21 @@ pub fn place(
     let mut round = Round::new(state, live, opts, now_ms);
     let mut out = Vec::new();
     let mut order = queue_order(state, opts.aging_ms, now_ms);
+    // A gang is one entry in queue order, at its first member's place.
+    let mut gangs_seen = BTreeSet::new();
+    let mut gangs_failed = BTreeSet::new();
     while out.len() < opts.batch_max {
         let Some(task) = order.next() else { break };
+        if let Some((id, gang)) = state.gangs.of(task.id) {
+            if gangs_seen.insert(id) {
+                out.extend(round.gang_turn(state, gang, &mut gangs_failed, policy, rng));
+            }
+            continue;
+        }
         match round.decide(task, policy, rng) {
             Ok(assignment) => out.push(assignment),
             Err(Unplaced::FitsNowhere) => order.skip_last_shape(),
-            Err(Unplaced::BackingOff | Unplaced::NoGpus) => {}
+            Err(Unplaced::BackingOff | Unplaced::NoGpus | Unplaced::GangIncomplete { .. }) => {}
         }
     }
     out
@@ -275,7 +292,9 @@ pub fn place(
 /// Attempts to evict so `task` fits: on the node needing the fewest
 /// evictions, the lowest-priority attempts whose priority is at least `gap`
 /// below the task's, on nodes that take placements at `now_ms`. Empty when
-/// no such set exists.
+/// no such set exists. A gang is evicted or spared whole: a victim in a
+/// gang brings its gang's other placed members (on any node) along, and
+/// counts them among the evictions.
 pub fn preemption_victims(
     state: &SchedulerState,
     task: &Task,
@@ -301,16 +320,29 @@ pub fn preemption_victims(
             .collect();
         running.sort_by_key(|t| (t.spec.priority, std::cmp::Reverse(t.id)));
         let mut held = state.held_on(&node.name);
-        let mut victims = Vec::new();
+        let mut victims: Vec<(super::model::TaskId, u32)> = Vec::new();
         for victim in running {
             if choose_gpus(&task.spec, node, &held).is_some() {
                 break;
             }
-            held = held.without(
-                &victim.spec,
-                victim.placement.as_ref().map_or(&[][..], |p| &p.gpus),
-            );
-            victims.push((victim.id, victim.attempt));
+            if victims.iter().any(|(id, _)| *id == victim.id) {
+                continue;
+            }
+            let evicted: Vec<&Task> = match state.gangs.of(victim.id) {
+                None => vec![victim],
+                Some((_, gang)) => state
+                    .unfinished_members(gang)
+                    .iter()
+                    .map(|id| &*state.tasks[id])
+                    .filter(|t| t.state.is_placed())
+                    .collect(),
+            };
+            for t in evicted {
+                if let Some(p) = t.placement.as_ref().filter(|p| p.node == node.name) {
+                    held = held.without(&t.spec, &p.gpus);
+                }
+                victims.push((t.id, t.attempt));
+            }
         }
         let fits = !victims.is_empty() && choose_gpus(&task.spec, node, &held).is_some();
         if fits && best.as_ref().is_none_or(|b| victims.len() < b.len()) {
@@ -340,6 +372,17 @@ pub struct WaitReason {
     pub backoff_until_ms: Option<u64>,
     /// Whether live metrics were judged (only the leader holds them).
     pub live_metrics: bool,
+    /// For a gang member: the gang's name, its unfinished members, and how
+    /// many of them fit at once now.
+    pub gang: Option<GangWait>,
+}
+
+/// Why a gang member waits: its gang is placed whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GangWait {
+    pub name: String,
+    pub members: usize,
+    pub fit: usize,
 }
 
 /// Why `task` waits, for `autoglm task get` and the API.
@@ -371,7 +414,20 @@ pub fn why_waiting(
         }
         ahead += 1;
     }
+    let gang = state.gangs.of(task.id).map(|(_, gang)| {
+        let members: Vec<&Task> = state
+            .unfinished_members(gang)
+            .iter()
+            .map(|id| &*state.tasks[id])
+            .collect();
+        GangWait {
+            name: gang.name.clone(),
+            members: members.len(),
+            fit: Round::new(state, live, opts, now_ms).members_fitting(&members),
+        }
+    });
     WaitReason {
+        gang,
         nodes: views.len(),
         fit,
         removed: removed.into_iter().collect(),
@@ -453,6 +509,12 @@ impl WaitReason {
             if !why.is_empty() {
                 out += &format!(": {}", why.join(", "));
             }
+        }
+        if let Some(g) = &self.gang {
+            out += &format!(
+                "; gang {} is placed whole: {} of its {} unfinished members fit at once now",
+                g.name, g.fit, g.members
+            );
         }
         if self.ahead > 0 {
             let more = if self.ahead_capped { "more than " } else { "" };
