@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the upgrade nemesis's second autoglm-server: the same sources with
-# the `format-next` feature (log-entry format 7, one more field in every
+# the `format-next` feature (log-entry format 8, one more field in every
 # proposal), into target/<profile>/upgrade/, then puts the ordinary build back.
 # Usage: jepsen/build-upgrade.sh [--release]
 set -euo pipefail

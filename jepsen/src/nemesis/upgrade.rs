@@ -1,10 +1,10 @@
 //! Rolling upgrade: stop replicas gracefully (SIGTERM) one at a time and
 //! start them again on the upgrade build
 //! (`--upgrade-bin-dir`: `autoglm-server` built with the `format-next`
-//! feature, which reads and writes log-entry format 7, a proposal with one
+//! feature, which reads and writes log-entry format 8, a proposal with one
 //! more field). While any replica runs the old build, leaders of either build
 //! write the format both read; once every replica runs the new build, the
-//! nemesis raises the cluster's entry format to 7, as an operator would
+//! nemesis raises the cluster's entry format to 8, as an operator would
 //! (docs/operations.md, "Upgrade"). Later steps restart upgraded replicas on
 //! the same build: a rolling restart.
 
@@ -21,7 +21,7 @@ use super::{running, Active};
 use crate::db::Db;
 
 /// The entry format the upgrade build adds (server/src/scheduler/format.rs).
-const NEW_ENTRY_FORMAT: &str = "7";
+const NEW_ENTRY_FORMAT: &str = "8";
 const ENTRY_FORMAT_KEY: &str = "cluster/entry_format";
 
 pub async fn step(db: &Arc<Mutex<Db>>, rng: &mut StdRng) -> Result<(Active, Value)> {
