@@ -299,22 +299,18 @@ impl SchedulerState {
                 tasks,
                 secret_env,
                 cache,
-            } => {
-                if self.format < super::format::ENTRY_FORMAT_RESULT_CACHE {
-                    return Response::Rejected(format!(
-                        "cache: needs entry format {}",
-                        super::format::ENTRY_FORMAT_RESULT_CACHE
-                    ));
-                }
-                self.apply_submit_job(
-                    Some((owner, secret_env)),
-                    client_id,
-                    idempotency_key,
-                    tasks,
-                    cache,
-                    &[],
-                )
-            }
+            } => self
+                .needs_format(super::format::ENTRY_FORMAT_RESULT_CACHE, "cache")
+                .unwrap_or_else(|| {
+                    self.apply_submit_job(
+                        Some((owner, secret_env)),
+                        client_id,
+                        idempotency_key,
+                        tasks,
+                        cache,
+                        &[],
+                    )
+                }),
             Command::SubmitJobWithGangs {
                 owner,
                 client_id,
@@ -323,23 +319,25 @@ impl SchedulerState {
                 secret_env,
                 cache,
                 gangs,
-            } => {
-                if self.format < super::format::ENTRY_FORMAT_GANG {
-                    return Response::Rejected(format!(
-                        "gangs: needs entry format {}",
-                        super::format::ENTRY_FORMAT_GANG
-                    ));
-                }
-                self.apply_submit_job(
-                    Some((owner, secret_env)),
-                    client_id,
-                    idempotency_key,
-                    tasks,
-                    cache,
-                    gangs,
-                )
-            }
+            } => self
+                .needs_format(super::format::ENTRY_FORMAT_GANG, "gangs")
+                .unwrap_or_else(|| {
+                    self.apply_submit_job(
+                        Some((owner, secret_env)),
+                        client_id,
+                        idempotency_key,
+                        tasks,
+                        cache,
+                        gangs,
+                    )
+                }),
         }
+    }
+
+    /// The refusal of a command that `field` brings in below entry format `format`.
+    fn needs_format(&self, format: u16, field: &str) -> Option<Response> {
+        (self.format < format)
+            .then(|| Response::Rejected(format!("{field}: needs entry format {format}")))
     }
 
     fn apply_config_put(&mut self, key: &str, value: &str, expected: Option<u64>) -> Response {
